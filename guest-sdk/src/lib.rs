@@ -1,0 +1,136 @@
+//! The crate command authors depend on.
+//!
+//! A command is a plain trait implementation plus one macro call:
+//!
+//! ```ignore
+//! use guestward_sdk::{Command, Reply, Request, agent, export_command};
+//!
+//! struct Version;
+//!
+//! impl Command for Version {
+//!     const NAMES: &'static [&'static str] = &["version"];
+//!     const SUMMARY: &'static str = "Report the agent's version";
+//!
+//!     fn handle(_request: Request<'_>) -> Reply {
+//!         Reply::ok(agent::version())
+//!     }
+//! }
+//!
+//! export_command!(Version);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`: the result is
+//! a component that the daemon loads. The same code compiles natively, where
+//! the host interfaces are served by an in-memory [`testing`] host, so command
+//! logic is unit-testable with plain `cargo test`.
+
+mod reply;
+mod request;
+
+pub use reply::Reply;
+pub use request::Request;
+
+/// Generated bindings of the `guestward:command` WIT package. Command authors
+/// use the modules below instead; the export macro needs this path.
+#[doc(hidden)]
+#[allow(unsafe_code, clippy::all, rust_2018_idioms)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "command",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_command_world",
+        default_bindings_module: "guestward_sdk::bindings",
+    });
+}
+
+/// What a component says about itself (filled in by [`export_command!`]).
+pub use bindings::guestward::command::types::Info;
+
+/// A command component: the names it answers and how it answers them.
+///
+/// Components are instantiated afresh for every call, so nothing in Rust
+/// statics survives between calls; keep what must survive in [`state`].
+pub trait Command {
+    /// The request names this component answers.
+    const NAMES: &'static [&'static str];
+    /// One line describing the component.
+    const SUMMARY: &'static str;
+
+    /// Answer one request.
+    fn handle(request: Request<'_>) -> Reply;
+}
+
+/// Export a [`Command`] implementation as the component's `info` and
+/// `handle`. The component's version is the calling crate's version.
+#[macro_export]
+macro_rules! export_command {
+    ($command:ty) => {
+        const _: () = {
+            struct GuestwardExport;
+
+            impl $crate::bindings::Guest for GuestwardExport {
+                fn info() -> $crate::Info {
+                    $crate::Info {
+                        names: <$command as $crate::Command>::NAMES
+                            .iter()
+                            .map(|name| ::std::string::ToString::to_string(name))
+                            .collect(),
+                        version: ::std::string::ToString::to_string(env!("CARGO_PKG_VERSION")),
+                        summary: ::std::string::ToString::to_string(
+                            <$command as $crate::Command>::SUMMARY,
+                        ),
+                    }
+                }
+
+                fn handle(name: String, value: String) -> $crate::Reply {
+                    <$command as $crate::Command>::handle($crate::Request::new(&name, &value))
+                }
+            }
+
+            $crate::bindings::__export_command_world!(GuestwardExport with_types_in $crate::bindings);
+        };
+    };
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
+
+/// Host interfaces as the command sees them: in a component they are the
+/// WIT imports; natively they are served by [`testing`].
+macro_rules! host_interface {
+    ($(#[$doc:meta])* $module:ident { types: [$($ty:ident),*], functions: [$($function:ident),*] }) => {
+        $(#[$doc])*
+        pub mod $module {
+            $(pub use crate::bindings::guestward::command::$module::$ty;)*
+            #[cfg(target_arch = "wasm32")]
+            pub use crate::bindings::guestward::command::$module::{$($function),*};
+            #[cfg(not(target_arch = "wasm32"))]
+            pub use crate::testing::$module::{$($function),*};
+        }
+    };
+}
+
+host_interface!(
+    /// Structured log lines (always granted). Never log secrets.
+    log { types: [Level], functions: [log] }
+);
+host_interface!(
+    /// A small key-value store in host memory, kept between calls (always granted).
+    state { types: [Error], functions: [get, set, delete] }
+);
+host_interface!(
+    /// Facts about the agent: its version and its loaded commands (always granted).
+    agent { types: [], functions: [version, commands] }
+);
+host_interface!(
+    /// Files under the path prefixes the policy grants.
+    files {
+        types: [Error, FileKind, FileMetadata, DirEntry, Owner, ReplaceOptions],
+        functions: [read, list_dir, metadata, read_link, replace, remove, create_dir, rename]
+    }
+);
+host_interface!(
+    /// XenStore keys under the prefixes the policy grants (read-only).
+    xenstore { types: [Error], functions: [read, directory] }
+);

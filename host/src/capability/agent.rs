@@ -1,0 +1,87 @@
+//! `agent`: facts about the agent itself (its version, its loaded commands).
+//! Always granted; nothing here is secret.
+
+use std::sync::{Arc, RwLock};
+
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{CallInfo, Capability, Services};
+use crate::policy::ComponentPolicy;
+use crate::runtime::CallContext;
+use crate::runtime::bindings::guestward::command::agent as wit;
+
+/// The version `version` reports.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub struct Agent;
+
+/// The `agent` grant: always given.
+#[derive(Debug)]
+pub struct AgentGrant;
+
+/// What the daemon knows about itself, shared by every call. The command
+/// list changes when components are (re)loaded.
+#[derive(Debug, Clone, Default)]
+pub struct AgentFacts {
+    commands: Arc<RwLock<Arc<[String]>>>,
+}
+
+impl AgentFacts {
+    /// Record the commands the daemon now answers.
+    pub fn set_commands(&self, mut names: Vec<String>) {
+        names.sort();
+        if let Ok(mut commands) = self.commands.write() {
+            *commands = names.into();
+        }
+    }
+
+    /// The sorted names of the loaded commands.
+    pub fn commands(&self) -> Arc<[String]> {
+        self.commands
+            .read()
+            .map(|commands| commands.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// One call's view of the facts.
+#[derive(Debug)]
+pub struct CallAgent {
+    facts: AgentFacts,
+}
+
+impl Capability for Agent {
+    const INTERFACE: &'static str = "guestward:command/agent";
+    type Grant = AgentGrant;
+    type CallState = CallAgent;
+
+    fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, HasSelf<CallAgent>>(linker, |context| {
+            &mut context.capabilities.agent
+        })
+    }
+
+    fn grant(_policy: &ComponentPolicy) -> Option<AgentGrant> {
+        Some(AgentGrant)
+    }
+
+    fn call_state(
+        _grant: Option<&Arc<AgentGrant>>,
+        services: &Services,
+        _call: &CallInfo<'_>,
+    ) -> CallAgent {
+        CallAgent {
+            facts: services.agent.clone(),
+        }
+    }
+}
+
+impl wit::Host for CallAgent {
+    fn version(&mut self) -> String {
+        AGENT_VERSION.to_owned()
+    }
+
+    fn commands(&mut self) -> Vec<String> {
+        self.facts.commands().to_vec()
+    }
+}

@@ -1,0 +1,126 @@
+//! `files`: read, list, metadata, atomic replace, remove, mkdir and rename,
+//! under the path prefixes the policy grants, inside the agent's root.
+//!
+//! * [`resolve`]: the path walk that keeps every path inside the root.
+//! * [`ops`]: the operations and their grant checks.
+//!
+//! Operations block on the file system, so each runs on tokio's blocking
+//! pool rather than on the thread driving the component.
+
+pub mod ops;
+pub mod resolve;
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{CallInfo, Capability, Services};
+use crate::policy::ComponentPolicy;
+use crate::runtime::CallContext;
+use crate::runtime::bindings::guestward::command::files::{
+    self as wit, DirEntry, Error, FileMetadata, ReplaceOptions,
+};
+pub use ops::{FilesAccess, FilesGrant};
+
+pub struct Files;
+
+impl Capability for Files {
+    const INTERFACE: &'static str = "guestward:command/files";
+    type Grant = FilesGrant;
+    type CallState = CallFiles;
+
+    fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, HasSelf<CallFiles>>(linker, |context| {
+            &mut context.capabilities.files
+        })
+    }
+
+    fn grant(policy: &ComponentPolicy) -> Option<FilesGrant> {
+        (!policy.files.is_empty()).then(|| FilesGrant {
+            rules: policy.files.clone(),
+        })
+    }
+
+    fn call_state(
+        grant: Option<&Arc<FilesGrant>>,
+        services: &Services,
+        call: &CallInfo<'_>,
+    ) -> CallFiles {
+        CallFiles {
+            access: grant.map(|grant| FilesAccess {
+                root: services.root.clone(),
+                grant: grant.clone(),
+                component: call.component.into(),
+            }),
+        }
+    }
+}
+
+/// One call's file access (`None` when the component has no files grant).
+#[derive(Debug)]
+pub struct CallFiles {
+    access: Option<FilesAccess>,
+}
+
+impl CallFiles {
+    /// Run one operation on the blocking pool.
+    async fn run<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&FilesAccess) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let access = self
+            .access
+            .clone()
+            .ok_or_else(|| Error::NotGranted("this component has no files grant".to_owned()))?;
+        tokio::task::spawn_blocking(move || operation(&access))
+            .await
+            .unwrap_or_else(|error| Err(Error::Io(format!("file operation failed: {error}"))))
+    }
+}
+
+impl wit::Host for CallFiles {
+    async fn read(&mut self, path: String) -> Result<Vec<u8>, Error> {
+        self.run(move |access| access.read(&path)).await
+    }
+
+    async fn list_dir(&mut self, path: String) -> Result<Vec<DirEntry>, Error> {
+        self.run(move |access| access.list_dir(&path)).await
+    }
+
+    async fn metadata(&mut self, path: String) -> Result<FileMetadata, Error> {
+        self.run(move |access| access.metadata(&path)).await
+    }
+
+    async fn read_link(&mut self, path: String) -> Result<String, Error> {
+        self.run(move |access| access.read_link(&path)).await
+    }
+
+    async fn replace(
+        &mut self,
+        path: String,
+        contents: Vec<u8>,
+        options: ReplaceOptions,
+    ) -> Result<(), Error> {
+        self.run(move |access| access.replace(&path, &contents, &options))
+            .await
+    }
+
+    async fn remove(&mut self, path: String) -> Result<(), Error> {
+        self.run(move |access| access.remove(&path)).await
+    }
+
+    async fn create_dir(
+        &mut self,
+        path: String,
+        mode: Option<u32>,
+        recursive: bool,
+    ) -> Result<(), Error> {
+        self.run(move |access| access.create_dir(&path, mode, recursive))
+            .await
+    }
+
+    async fn rename(&mut self, source: String, destination: String) -> Result<(), Error> {
+        self.run(move |access| access.rename(&source, &destination))
+            .await
+    }
+}

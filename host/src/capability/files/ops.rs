@@ -1,0 +1,461 @@
+//! The file operations, checked against the component's grants.
+//!
+//! Each operation checks the requested path against the grants first (a
+//! clear refusal before touching anything), walks it inside the root, and
+//! checks the real location again (a symlink may lead elsewhere). Writes
+//! never modify a file in place: new contents go to a temporary file in the
+//! same directory, which is synced and renamed over the old one.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+
+use super::resolve::{Resolved, Walk, WalkError, resolve};
+use crate::policy::{Access, PathRule};
+use crate::root::Root;
+use crate::runtime::bindings::guestward::command::files::{
+    DirEntry, Error, FileKind, FileMetadata, ReplaceOptions,
+};
+
+/// The largest file `read` returns.
+pub const MAX_READ_BYTES: u64 = 16 << 20;
+
+/// Mode of a new file when the caller gives none.
+const NEW_FILE_MODE: u32 = 0o644;
+
+/// Names temporary files uniquely within this process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The path prefixes a component may read or write.
+#[derive(Debug)]
+pub struct FilesGrant {
+    pub rules: Vec<PathRule>,
+}
+
+impl FilesGrant {
+    fn allows(&self, real: &Path, access: Access) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| real.starts_with(&rule.path) && rule.access >= access)
+    }
+}
+
+/// One component's file access, inside one root.
+#[derive(Debug, Clone)]
+pub struct FilesAccess {
+    pub root: Arc<Root>,
+    pub grant: Arc<FilesGrant>,
+    pub component: Arc<str>,
+}
+
+impl FilesAccess {
+    pub fn read(&self, path: &str) -> Result<Vec<u8>, Error> {
+        let resolved = self.resolve(path, Access::Read, true)?;
+        let file = open_entry(&resolved, OFlags::RDONLY).map_err(|error| io_error(path, error))?;
+        let stat = rustix::fs::fstat(&file).map_err(|error| io_error(path, error.into()))?;
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+            return Err(Error::IsADirectory(path.to_owned()));
+        }
+        let mut contents = Vec::new();
+        std::fs::File::from(file)
+            .take(MAX_READ_BYTES + 1)
+            .read_to_end(&mut contents)
+            .map_err(|error| io_error(path, error))?;
+        if contents.len() as u64 > MAX_READ_BYTES {
+            return Err(Error::TooLarge(format!(
+                "{path} is larger than {MAX_READ_BYTES} bytes"
+            )));
+        }
+        Ok(contents)
+    }
+
+    pub fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
+        let resolved = self.resolve(path, Access::Read, true)?;
+        let dir = open_entry(&resolved, OFlags::RDONLY | OFlags::DIRECTORY)
+            .map_err(|error| io_error(path, error))?;
+        let mut entries = Vec::new();
+        for entry in
+            rustix::fs::Dir::read_from(&dir).map_err(|error| io_error(path, error.into()))?
+        {
+            let entry = entry.map_err(|error| io_error(path, error.into()))?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let Ok(name) = std::str::from_utf8(name) else {
+                continue; // names the WIT string type cannot carry
+            };
+            let kind = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => file_kind(&stat),
+                Err(_) => FileKind::Other, // removed meanwhile
+            };
+            entries.push(DirEntry {
+                name: name.to_owned(),
+                kind,
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    pub fn metadata(&self, path: &str) -> Result<FileMetadata, Error> {
+        let resolved = self.resolve(path, Access::Read, false)?;
+        let stat = stat_entry(&resolved).map_err(|error| io_error(path, error))?;
+        Ok(FileMetadata {
+            kind: file_kind(&stat),
+            size: stat.st_size as u64,
+            mode: stat.st_mode & 0o7777,
+            uid: stat.st_uid,
+            gid: stat.st_gid,
+            modified: stat.st_mtime,
+        })
+    }
+
+    pub fn read_link(&self, path: &str) -> Result<String, Error> {
+        let resolved = self.resolve(path, Access::Read, false)?;
+        let name = resolved
+            .name
+            .as_deref()
+            .ok_or_else(|| Error::Io(format!("{path}: not a symlink")))?;
+        let target = rustix::fs::readlinkat(&resolved.parent, name, Vec::new())
+            .map_err(|error| io_error(path, error.into()))?;
+        String::from_utf8(target.into_bytes())
+            .map_err(|_| Error::Io(format!("{path}: the link target is not UTF-8")))
+    }
+
+    pub fn replace(
+        &self,
+        path: &str,
+        contents: &[u8],
+        options: &ReplaceOptions,
+    ) -> Result<(), Error> {
+        let resolved = if options.create_parents {
+            self.resolve_creating_parents(path)?
+        } else {
+            self.resolve(path, Access::ReadWrite, false)?
+        };
+        let name = entry_name(&resolved, path)?;
+        let backup = match &options.backup_suffix {
+            Some(suffix) => Some(self.backup_name(&resolved, name, suffix, path)?),
+            None => None,
+        };
+        let existing = match rustix::fs::statat(&resolved.parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
+                return Err(Error::IsADirectory(path.to_owned()));
+            }
+            Ok(stat) => Some(stat),
+            Err(rustix::io::Errno::NOENT) => None,
+            Err(error) => return Err(io_error(path, error.into())),
+        };
+        let regular = existing
+            .as_ref()
+            .filter(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile);
+        let mode = options
+            .mode
+            .or(regular.map(|stat| stat.st_mode & 0o7777))
+            .unwrap_or(NEW_FILE_MODE);
+        let owner = options
+            .owner
+            .map(|owner| (owner.uid, owner.gid))
+            .or(regular.map(|stat| (stat.st_uid, stat.st_gid)));
+
+        let (temp, file) =
+            create_temp(&resolved.parent, name).map_err(|error| io_error(path, error))?;
+        let written = write_contents(file, contents, mode, owner).and_then(|()| {
+            if let (Some(backup), Some(_)) = (&backup, &existing) {
+                link_backup(&resolved.parent, name, backup)?;
+            }
+            rustix::fs::renameat(&resolved.parent, &temp, &resolved.parent, name)?;
+            rustix::fs::fsync(&resolved.parent)?;
+            Ok(())
+        });
+        if let Err(error) = written {
+            let _ = rustix::fs::unlinkat(&resolved.parent, &temp, AtFlags::empty());
+            return Err(io_error(path, error));
+        }
+        Ok(())
+    }
+
+    pub fn remove(&self, path: &str) -> Result<(), Error> {
+        let resolved = self.resolve(path, Access::ReadWrite, false)?;
+        let name = entry_name(&resolved, path)?;
+        match rustix::fs::unlinkat(&resolved.parent, name, AtFlags::empty()) {
+            Err(rustix::io::Errno::ISDIR | rustix::io::Errno::PERM) => {
+                rustix::fs::unlinkat(&resolved.parent, name, AtFlags::REMOVEDIR)
+            }
+            other => other,
+        }
+        .map_err(|error| io_error(path, error.into()))
+    }
+
+    pub fn create_dir(&self, path: &str, mode: Option<u32>, recursive: bool) -> Result<(), Error> {
+        let resolved = if recursive {
+            self.resolve_creating_parents(path)?
+        } else {
+            self.resolve(path, Access::ReadWrite, false)?
+        };
+        let name = entry_name(&resolved, path)?;
+        let mode = Mode::from_raw_mode(mode.unwrap_or(0o755) & 0o7777);
+        match rustix::fs::mkdirat(&resolved.parent, name, mode) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::EXIST) if recursive && self.is_directory(&resolved, name) => {
+                Ok(())
+            }
+            Err(error) => Err(io_error(path, error.into())),
+        }
+    }
+
+    pub fn rename(&self, source: &str, destination: &str) -> Result<(), Error> {
+        let from = self.resolve(source, Access::ReadWrite, false)?;
+        let to = self.resolve(destination, Access::ReadWrite, false)?;
+        let (from_name, to_name) = (entry_name(&from, source)?, entry_name(&to, destination)?);
+        rustix::fs::renameat(&from.parent, from_name, &to.parent, to_name)
+            .and_then(|()| rustix::fs::fsync(&to.parent))
+            .map_err(|error| io_error(source, error.into()))
+    }
+
+    /// Check `path` as written, walk it, and check where it really is.
+    fn resolve(&self, path: &str, access: Access, follow_final: bool) -> Result<Resolved, Error> {
+        let requested = self.check_requested(path, access)?;
+        let walk = Walk {
+            follow_final,
+            create_dirs: None,
+        };
+        let resolved =
+            resolve(&self.root, &requested, &walk).map_err(|error| walk_error(path, error))?;
+        self.check_real(path, &resolved.real, access)?;
+        Ok(resolved)
+    }
+
+    /// As [`Self::resolve`] for a write, creating missing parent
+    /// directories that lie inside a writable grant.
+    fn resolve_creating_parents(&self, path: &str) -> Result<Resolved, Error> {
+        let requested = self.check_requested(path, Access::ReadWrite)?;
+        let check = |real: &Path| {
+            if self.grant.allows(real, Access::ReadWrite) {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    NotGrantedDir,
+                ))
+            }
+        };
+        let walk = Walk {
+            follow_final: false,
+            create_dirs: Some(&check),
+        };
+        let resolved = resolve(&self.root, &requested, &walk).map_err(|error| {
+            if error
+                .error
+                .get_ref()
+                .is_some_and(|inner| inner.is::<NotGrantedDir>())
+            {
+                self.not_granted(path, &error.at, Access::ReadWrite)
+            } else {
+                walk_error(path, error)
+            }
+        })?;
+        self.check_real(path, &resolved.real, Access::ReadWrite)?;
+        Ok(resolved)
+    }
+
+    fn check_requested(&self, path: &str, access: Access) -> Result<PathBuf, Error> {
+        let requested = validate(path)?;
+        if self.grant.allows(&requested, access) {
+            Ok(requested)
+        } else {
+            Err(self.not_granted(path, &requested, access))
+        }
+    }
+
+    fn check_real(&self, path: &str, real: &Path, access: Access) -> Result<(), Error> {
+        if self.grant.allows(real, access) {
+            Ok(())
+        } else {
+            Err(self.not_granted(path, real, access))
+        }
+    }
+
+    fn not_granted(&self, path: &str, real: &Path, access: Access) -> Error {
+        let what = match access {
+            Access::Read => "readable",
+            Access::ReadWrite => "writable",
+        };
+        let component = &self.component;
+        if Path::new(path) == real {
+            Error::NotGranted(format!(
+                "{path} is outside the {what} files of component {component}"
+            ))
+        } else {
+            Error::NotGranted(format!(
+                "{path} resolves to {}, outside the {what} files of component {component}",
+                real.display()
+            ))
+        }
+    }
+
+    fn backup_name(
+        &self,
+        resolved: &Resolved,
+        name: &OsStr,
+        suffix: &str,
+        path: &str,
+    ) -> Result<OsString, Error> {
+        if suffix.is_empty() || suffix.contains('/') || suffix.contains('\0') {
+            return Err(Error::InvalidPath(format!(
+                "backup suffix {suffix:?} must be a non-empty name part"
+            )));
+        }
+        let mut backup = name.to_owned();
+        backup.push(suffix);
+        let real = resolved.real.with_file_name(&backup);
+        self.check_real(&format!("{path}{suffix}"), &real, Access::ReadWrite)?;
+        Ok(backup)
+    }
+
+    fn is_directory(&self, resolved: &Resolved, name: &OsStr) -> bool {
+        rustix::fs::statat(&resolved.parent, name, AtFlags::empty())
+            .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Directory)
+    }
+}
+
+/// A directory the walk would create lies outside the writable grants.
+#[derive(Debug)]
+struct NotGrantedDir;
+
+impl std::fmt::Display for NotGrantedDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not granted")
+    }
+}
+
+impl std::error::Error for NotGrantedDir {}
+
+/// An absolute path without `..` or NUL, `.` components dropped.
+fn validate(path: &str) -> Result<PathBuf, Error> {
+    if path.contains('\0') {
+        return Err(Error::InvalidPath(format!("{path:?} contains a NUL byte")));
+    }
+    if !path.starts_with('/') {
+        return Err(Error::InvalidPath(format!(
+            "{path:?} is not an absolute path"
+        )));
+    }
+    let mut normal = PathBuf::from("/");
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(part) => normal.push(part),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(Error::InvalidPath(format!("{path:?} contains '..'")));
+            }
+        }
+    }
+    Ok(normal)
+}
+
+fn entry_name<'a>(resolved: &'a Resolved, path: &str) -> Result<&'a OsStr, Error> {
+    resolved
+        .name
+        .as_deref()
+        .ok_or_else(|| Error::IsADirectory(format!("{path} is the root directory")))
+}
+
+fn open_entry(resolved: &Resolved, flags: OFlags) -> io::Result<OwnedFd> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(match &resolved.name {
+        Some(name) => rustix::fs::openat(&resolved.parent, name, flags, Mode::empty())?,
+        None => resolved.parent.try_clone()?,
+    })
+}
+
+fn stat_entry(resolved: &Resolved) -> io::Result<Stat> {
+    Ok(match &resolved.name {
+        Some(name) => rustix::fs::statat(&resolved.parent, name, AtFlags::SYMLINK_NOFOLLOW)?,
+        None => rustix::fs::fstat(&resolved.parent)?,
+    })
+}
+
+fn file_kind(stat: &Stat) -> FileKind {
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => FileKind::File,
+        FileType::Directory => FileKind::Directory,
+        FileType::Symlink => FileKind::Symlink,
+        _ => FileKind::Other,
+    }
+}
+
+/// Create `.<name>.guestward-<pid>-<n>` next to `name`, exclusively, mode 0600.
+fn create_temp(dir: &OwnedFd, name: &OsStr) -> io::Result<(OsString, std::fs::File)> {
+    loop {
+        let mut temp = OsString::from(".");
+        temp.push(name);
+        temp.push(format!(
+            ".guestward-{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(dir, temp.as_bytes(), flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => return Ok((temp, std::fs::File::from(fd))),
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Contents, then owner (chown clears setuid bits, so before the mode), then
+/// mode, then sync: the file is complete before anything points at it.
+fn write_contents(
+    mut file: std::fs::File,
+    contents: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    file.write_all(contents)?;
+    if let Some((uid, gid)) = owner {
+        let stat = rustix::fs::fstat(&file)?;
+        if (stat.st_uid, stat.st_gid) != (uid, gid) {
+            rustix::fs::fchown(
+                file.as_fd(),
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )?;
+        }
+    }
+    rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))?;
+    file.sync_all()
+}
+
+/// Keep the current contents under `backup` as a hard link, so that the
+/// path is never without a complete file.
+fn link_backup(dir: &OwnedFd, name: &OsStr, backup: &OsStr) -> io::Result<()> {
+    match rustix::fs::unlinkat(dir, backup, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(error) => return Err(error.into()),
+    }
+    rustix::fs::linkat(dir, name, dir, backup, AtFlags::empty())?;
+    Ok(())
+}
+
+fn walk_error(path: &str, error: WalkError) -> Error {
+    io_error(path, error.error)
+}
+
+fn io_error(path: &str, error: io::Error) -> Error {
+    match error.kind() {
+        io::ErrorKind::NotFound => Error::NotFound(path.to_owned()),
+        io::ErrorKind::AlreadyExists => Error::AlreadyExists(path.to_owned()),
+        io::ErrorKind::NotADirectory => Error::NotADirectory(path.to_owned()),
+        io::ErrorKind::IsADirectory => Error::IsADirectory(path.to_owned()),
+        _ => Error::Io(format!("{path}: {error}")),
+    }
+}

@@ -1,0 +1,367 @@
+//! The `guestward` command line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::capability::Services;
+use crate::config::{self, ConfigFile};
+use crate::daemon::{self, DaemonSettings};
+use crate::exchange::socket;
+use crate::exchange::xenstore::ExchangeOptions;
+use crate::policy::Policy;
+use crate::protocol::{Reply, nova};
+use crate::root::Root;
+use crate::runtime::{Runtime, RuntimeOptions};
+use crate::xenstore::{Endpoint, XsClient};
+
+/// Guestward: a guest agent whose every command runs in a WebAssembly sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "guestward", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace) or a tracing filter;
+    /// the GUESTWARD_LOG environment variable overrides it.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: answer requests from XenStore and the local socket.
+    Serve(ServeArgs),
+    /// Send one request to a running agent over its local socket.
+    Call {
+        /// The agent's local socket.
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// The command name (`version`, `features`, …).
+        name: String,
+        /// The value: JSON if it parses as JSON, else taken as a string.
+        value: Option<String>,
+    },
+    /// Run one command of one component in the sandbox, without a daemon.
+    Run {
+        /// The component (`.wasm`).
+        component: PathBuf,
+        /// The command name.
+        name: String,
+        /// The value: JSON if it parses as JSON, else taken as a string.
+        value: Option<String>,
+        /// Resolve every file under DIR instead of `/`.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// The policy to grant from (default: /etc/guestward/policy.toml
+        /// if it exists, else the built-in policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// A xenbus device or xenstored socket for the `xenstore` interface.
+        #[arg(long)]
+        xenstore: Option<PathBuf>,
+    },
+    /// Show what a component answers, imports and needs granted.
+    Inspect {
+        /// The component (`.wasm`).
+        component: PathBuf,
+        /// The policy to compare its imports with.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Configuration file (default: /etc/guestward/guestward.toml if it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The xenbus device or a xenstored socket (default: the guest's xenbus
+    /// device when there is one; otherwise only the local socket is served).
+    #[arg(long)]
+    xenstore: Option<PathBuf>,
+    /// Directory of command components (default: the built-in commands).
+    #[arg(long)]
+    commands: Option<PathBuf>,
+    /// Operator policy (default: /etc/guestward/policy.toml if it exists,
+    /// else the built-in policy).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Act on DIR as if it were `/`: every file resolves inside it.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Local socket (default /run/guestward/guestward.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Serve no local socket.
+    #[arg(long, conflicts_with = "socket")]
+    no_socket: bool,
+    /// Compiled-component cache (default /var/cache/guestward).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Compile components at every start instead of caching them.
+    #[arg(long, conflicts_with = "cache")]
+    no_cache: bool,
+}
+
+/// Parse the command line and run it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error.into()),
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => fail(&error),
+    }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "guestward: error: {error:#}");
+    ExitCode::from(2)
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    let filter = std::env::var("GUESTWARD_LOG")
+        .ok()
+        .or_else(|| cli.log_level.clone())
+        .unwrap_or_else(|| default.to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => {
+            daemon::serve(serve_settings(args)?).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call {
+            socket,
+            name,
+            value,
+        } => {
+            let answer = socket::call(&socket, &request_json(&name, value.as_deref())).await?;
+            println!("{answer}");
+            let reply: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+            Ok(exit_code(reply["returncode"].as_str().unwrap_or("")))
+        }
+        Command::Run {
+            component,
+            name,
+            value,
+            root,
+            policy,
+            xenstore,
+        } => run_one(&component, &name, value.as_deref(), root, policy, xenstore).await,
+        Command::Inspect { component, policy } => inspect(&component, policy).await,
+    }
+}
+
+fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
+    let file = ConfigFile::load(args.config.as_deref())?;
+    let xenstore = args
+        .xenstore
+        .or(file.xenstore.clone())
+        .map(|path| Endpoint::at(&path))
+        .or_else(Endpoint::detect);
+    let commands = args
+        .commands
+        .or(file.commands.clone())
+        .unwrap_or_else(config::default_commands_dir);
+    let policy = load_policy(args.policy.or(file.policy.clone()).as_deref())?;
+    let root = args
+        .root
+        .or(file.root.clone())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let socket = args
+        .socket
+        .or(file.socket.clone())
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_SOCKET));
+    let cache = args
+        .cache
+        .or(file.cache.clone())
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CACHE));
+    // An empty path in the file turns the feature off, as the flags do.
+    let unless = |off: bool, path: PathBuf| (!off && !path.as_os_str().is_empty()).then_some(path);
+    Ok(DaemonSettings {
+        xenstore,
+        commands,
+        policy,
+        root,
+        socket: unless(args.no_socket, socket),
+        cache: unless(args.no_cache, cache),
+        exchange: ExchangeOptions {
+            rescan: file.rescan(),
+            ..ExchangeOptions::default()
+        },
+    })
+}
+
+/// `path`, else the default operator policy if it exists, else the built-in one.
+fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
+    match path {
+        Some(path) => Policy::load(path),
+        None if Path::new(config::DEFAULT_POLICY).exists() => {
+            Policy::load(Path::new(config::DEFAULT_POLICY))
+        }
+        None => Ok(Policy::builtin()),
+    }
+}
+
+/// `{"name": NAME, "value": VALUE}` with VALUE as JSON if it parses.
+fn request_json(name: &str, value: Option<&str>) -> String {
+    let mut request = serde_json::Map::new();
+    request.insert("name".into(), name.into());
+    if let Some(value) = value {
+        let value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+        request.insert("value".into(), value);
+    }
+    serde_json::Value::Object(request).to_string()
+}
+
+fn exit_code(code: &str) -> ExitCode {
+    if Reply::new(code, "").is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn runtime_for(
+    policy: &Policy,
+    root: Option<PathBuf>,
+    xenstore: Option<PathBuf>,
+) -> anyhow::Result<Runtime> {
+    let root = Root::open(&root.unwrap_or_else(|| PathBuf::from("/")))?;
+    let xenstore = match xenstore {
+        Some(path) => Some(XsClient::connect(Endpoint::at(&path)).await?),
+        None => None,
+    };
+    let services = Services {
+        root: Arc::new(root),
+        xenstore,
+        states: Default::default(),
+        agent: Default::default(),
+    };
+    let options = RuntimeOptions {
+        max_memory: policy.max_memory(),
+        cache_dir: None,
+    };
+    Runtime::new(&options, services)
+}
+
+async fn run_one(
+    path: &Path,
+    name: &str,
+    value: Option<&str>,
+    root: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    xenstore: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let policy = load_policy(policy.as_deref())?;
+    let runtime = runtime_for(&policy, root, xenstore).await?;
+    let component = runtime.load(path, &policy).await?;
+    runtime
+        .services()
+        .agent
+        .set_commands(component.info.names.clone());
+    let request = request_json(name, value);
+    let reply = match nova::parse(request.as_bytes()) {
+        Ok(request) if component.info.names.contains(&request.name) => {
+            runtime
+                .call(&component, &request.name, request.value.get(), "run")
+                .await
+        }
+        Ok(request) => nova::unknown_command(&request.name),
+        Err(reply) => reply,
+    };
+    println!("{}", nova::encode(&reply));
+    Ok(exit_code(&reply.code))
+}
+
+async fn inspect(path: &Path, policy: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let policy = load_policy(policy.as_deref())?;
+    let runtime = runtime_for(&Policy::parse("", "inspect")?, None, None).await?;
+    let inspection = runtime
+        .inspect(path, &policy)
+        .await
+        .with_context(|| format!("cannot inspect {}", path.display()))?;
+    print!("{inspection}");
+    Ok(if inspection.refusal.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_json_when_they_parse() {
+        assert_eq!(request_json("version", None), r#"{"name":"version"}"#);
+        assert_eq!(
+            request_json("keyinit", Some("123")),
+            r#"{"name":"keyinit","value":123}"#
+        );
+        assert_eq!(
+            request_json("version", Some("agent")),
+            r#"{"name":"version","value":"agent"}"#
+        );
+        assert_eq!(
+            request_json("x", Some(r#"{"a":1}"#)),
+            r#"{"name":"x","value":{"a":1}}"#
+        );
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        Cli::try_parse_from([
+            "guestward",
+            "serve",
+            "--root",
+            "/tmp/r",
+            "--no-socket",
+            "--no-cache",
+        ])
+        .unwrap();
+        assert!(
+            Cli::try_parse_from(["guestward", "serve", "--socket", "/s", "--no-socket"]).is_err()
+        );
+        Cli::try_parse_from(["guestward", "call", "version"]).unwrap();
+        Cli::try_parse_from(["guestward", "run", "v.wasm", "version", "--root", "/x"]).unwrap();
+        Cli::try_parse_from(["guestward", "inspect", "v.wasm"]).unwrap();
+    }
+}

@@ -1,0 +1,137 @@
+//! `guestward serve`: wire the pieces together and run until SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::capability::Services;
+use crate::dispatch::Dispatcher;
+use crate::exchange::socket::SocketExchange;
+use crate::exchange::xenstore::{self as xenstore_exchange, ExchangeOptions};
+use crate::policy::Policy;
+use crate::root::Root;
+use crate::runtime::{Registry, Runtime, RuntimeOptions};
+use crate::xenstore::{Endpoint, XsClient};
+
+/// Everything `serve` needs, resolved from the config file and the flags.
+#[derive(Debug)]
+pub struct DaemonSettings {
+    pub xenstore: Option<Endpoint>,
+    pub commands: PathBuf,
+    pub policy: Policy,
+    pub root: PathBuf,
+    pub socket: Option<PathBuf>,
+    pub cache: Option<PathBuf>,
+    pub exchange: ExchangeOptions,
+}
+
+/// The loaded pieces, before serving (also what `run` and tests use).
+pub struct Agent {
+    pub runtime: Arc<Runtime>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub xenstore: Option<XsClient>,
+}
+
+impl Agent {
+    /// Connect, load the commands and build the dispatcher.
+    pub async fn start(settings: &DaemonSettings) -> anyhow::Result<Self> {
+        let root = Root::open(&settings.root)?;
+        let xenstore = match &settings.xenstore {
+            Some(endpoint) => Some(XsClient::connect(endpoint.clone()).await?),
+            None => None,
+        };
+        let services = Services {
+            root: Arc::new(root),
+            xenstore: xenstore.clone(),
+            states: Default::default(),
+            agent: Default::default(),
+        };
+        let options = RuntimeOptions {
+            max_memory: settings.policy.max_memory(),
+            cache_dir: settings.cache.clone(),
+        };
+        let runtime = Arc::new(Runtime::new(&options, services)?);
+        let components = runtime
+            .load_dir(&settings.commands, &settings.policy)
+            .await?;
+        let registry = Registry::build(components)?;
+        runtime.services().agent.set_commands(registry.names());
+        let dispatcher = Arc::new(Dispatcher::new(runtime.clone(), registry));
+        Ok(Self {
+            runtime,
+            dispatcher,
+            xenstore,
+        })
+    }
+}
+
+/// Serve until SIGTERM or SIGINT; answers in flight are written first.
+pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
+    if settings.xenstore.is_none() && settings.socket.is_none() {
+        anyhow::bail!(
+            "nothing to serve: no XenStore (no xenbus device, no --xenstore) and no --socket"
+        );
+    }
+    let agent = Agent::start(&settings).await?;
+    let (stop, shutdown) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(path) = &settings.socket {
+        let socket = SocketExchange::bind(path)
+            .await
+            .with_context(|| format!("cannot serve the local socket {}", path.display()))?;
+        tasks.push(tokio::spawn(
+            socket.serve(agent.dispatcher.clone(), shutdown.clone()),
+        ));
+    }
+    if let Some(client) = agent.xenstore.clone() {
+        tasks.push(tokio::spawn(xenstore_exchange::serve(
+            client,
+            agent.dispatcher.clone(),
+            settings.exchange.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let registry = agent.dispatcher.registry();
+    tracing::info!(
+        version = crate::capability::agent::AGENT_VERSION,
+        commands = registry.names().join(","),
+        root = %settings.root.display(),
+        "guestward ready"
+    );
+    notify_systemd("READY=1");
+    wait_for_signal().await?;
+    tracing::info!("stopping");
+    notify_systemd("STOPPING=1");
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(settings.exchange.drain + Duration::from_secs(1), task).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}
+
+/// Tell systemd (`Type=notify`) about our state, when it is listening.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    // Abstract sockets (`@name`) need Linux-only addressing; a path socket
+    // is what systemd uses by default.
+    if let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() {
+        let _ = socket.send_to(state.as_bytes(), PathBuf::from(path));
+    }
+}

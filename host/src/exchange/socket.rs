@@ -1,0 +1,151 @@
+//! The local socket exchange: Nova-protocol requests, one JSON object per
+//! line, each answered by one line, over a unix socket that only root (or
+//! the daemon's own user) may use. `guestward call` is its client.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::dispatch::Dispatcher;
+use crate::protocol::nova;
+
+/// The longest request line accepted.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// A bound, not yet serving, socket.
+#[derive(Debug)]
+pub struct SocketExchange {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl SocketExchange {
+    /// Bind `path` (mode 0600, its directory created 0700 if missing). A
+    /// stale socket file is replaced; a live one means another daemon is
+    /// serving there, which is an error.
+    pub async fn bind(path: &Path) -> io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket()) {
+            if UnixStream::connect(path).await.is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{}: another guestward is serving there", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(Self {
+            path: path.to_owned(),
+            listener,
+        })
+    }
+
+    /// Serve connections until `shutdown` turns true, then remove the socket.
+    pub async fn serve(self, dispatcher: Arc<Dispatcher>, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(socket = %self.path.display(), "serving the local socket");
+        let counter = Arc::new(AtomicU64::new(0));
+        let own_uid = rustix::process::geteuid().as_raw();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let uid = stream.peer_cred().map(|cred| cred.uid()).ok();
+                        if uid.is_some_and(|uid| uid == 0 || uid == own_uid) {
+                            tokio::spawn(serve_connection(stream, dispatcher.clone(), counter.clone()));
+                        } else {
+                            tracing::warn!(?uid, "refused a local connection from another user");
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "local socket accept failed"),
+                },
+            }
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn serve_connection(
+    stream: UnixStream,
+    dispatcher: Arc<Dispatcher>,
+    counter: Arc<AtomicU64>,
+) {
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match read_line(&mut reader, &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%error, "local connection closed");
+                return;
+            }
+        }
+        let id = format!("local-{}", counter.fetch_add(1, Ordering::Relaxed) + 1);
+        let reply = dispatcher
+            .submit(line.trim_ascii(), &id)
+            .await
+            .unwrap_or_else(|_| {
+                crate::protocol::Reply::error("internal error: the request was dropped")
+            });
+        let mut answer = nova::encode(&reply);
+        answer.push('\n');
+        if writer.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One line (without its newline), at most [`MAX_LINE`] bytes.
+async fn read_line<R: AsyncBufReadExt + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> io::Result<usize> {
+    let mut limited = (&mut *reader).take(MAX_LINE as u64 + 1);
+    let read = limited.read_until(b'\n', line).await?;
+    if line.len() > MAX_LINE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "request line too long",
+        ));
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Ok(read)
+}
+
+use tokio::io::AsyncReadExt as _;
+
+/// Send one request to a daemon's socket and return the answer line.
+pub async fn call(path: &Path, request: &str) -> io::Result<String> {
+    let stream = UnixStream::connect(path).await.map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("cannot connect to {}: {error}", path.display()),
+        )
+    })?;
+    let (reader, mut writer) = stream.into_split();
+    writer.write_all(request.as_bytes()).await?;
+    writer.write_all(b"\n").await?;
+    let mut reader = BufReader::new(reader);
+    let mut answer = Vec::new();
+    read_line(&mut reader, &mut answer).await?;
+    String::from_utf8(answer)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "answer is not UTF-8"))
+}

@@ -1,0 +1,400 @@
+//! What each command component is granted, from the operator's policy file.
+//!
+//! Default deny: a component gets the always-granted interfaces (`log`,
+//! `state`, `agent`) and nothing else unless its entry grants it. The file is
+//! TOML; every error names its line. The built-in default (this module's
+//! `default.toml`) covers the built-in commands.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::xenstore;
+
+/// The built-in policy for the built-in commands.
+pub const DEFAULT_POLICY: &str = include_str!("default.toml");
+
+/// The policy for every component.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    origin: String,
+    limits: Limits,
+    components: BTreeMap<String, ComponentPolicy>,
+}
+
+/// What one component is granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentPolicy {
+    pub files: Vec<PathRule>,
+    pub xenstore: Vec<String>,
+    pub limits: Limits,
+}
+
+/// Access to the files at and below `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRule {
+    pub path: PathBuf,
+    pub access: Access,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// Per-call limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time for one call.
+    pub deadline: Duration,
+    /// Bytes of linear memory for one call.
+    pub memory: u64,
+    /// Bytes of code plus message in one reply.
+    pub reply_bytes: usize,
+    /// Log lines one call may write.
+    pub log_lines: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(25),
+            memory: 64 << 20,
+            reply_bytes: 16 << 10,
+            log_lines: 100,
+        }
+    }
+}
+
+/// A policy file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}:{line}: {message}")]
+pub struct PolicyError {
+    pub origin: String,
+    pub line: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PolicyFile {
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    component: BTreeMap<String, ComponentFile>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct LimitsFile {
+    deadline_ms: Option<Spanned<u64>>,
+    memory_mib: Option<Spanned<u64>>,
+    reply_bytes: Option<Spanned<u64>>,
+    log_lines: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ComponentFile {
+    #[serde(default)]
+    files: Vec<FileRuleFile>,
+    #[serde(default)]
+    xenstore: Vec<Spanned<String>>,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileRuleFile {
+    path: Spanned<String>,
+    access: Access,
+}
+
+impl Policy {
+    /// The built-in policy.
+    pub fn builtin() -> Self {
+        match Self::parse(DEFAULT_POLICY, "built-in policy") {
+            Ok(policy) => policy,
+            // A unit test parses the built-in policy: this cannot happen in a
+            // build whose tests pass.
+            Err(error) => unreachable!("the built-in policy is invalid: {error}"),
+        }
+    }
+
+    /// Read a policy file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| anyhow::anyhow!("cannot read policy {}: {error}", path.display()))?;
+        Ok(Self::parse(&text, &path.display().to_string())?)
+    }
+
+    /// Parse policy text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, PolicyError> {
+        let error_at = |offset: usize, message: String| PolicyError {
+            origin: origin.to_owned(),
+            line: line_of(text, offset),
+            message,
+        };
+        let file: PolicyFile = toml::from_str(text).map_err(|error| {
+            let offset = error.span().map_or(0, |span| span.start);
+            error_at(offset, error.message().trim().to_owned())
+        })?;
+        let limits = file.limits.apply(Limits::default(), &error_at)?;
+        let mut components = BTreeMap::new();
+        for (name, entry) in file.component {
+            let files = entry
+                .files
+                .into_iter()
+                .map(|rule| {
+                    let path = normalize_grant_path(rule.path.get_ref()).map_err(|message| {
+                        error_at(
+                            rule.path.span().start,
+                            format!("component.{name}.files: {message}"),
+                        )
+                    })?;
+                    Ok(PathRule {
+                        path,
+                        access: rule.access,
+                    })
+                })
+                .collect::<Result<Vec<_>, PolicyError>>()?;
+            let xenstore = entry
+                .xenstore
+                .into_iter()
+                .map(|prefix| {
+                    normalize_key_prefix(prefix.get_ref()).map_err(|message| {
+                        error_at(
+                            prefix.span().start,
+                            format!("component.{name}.xenstore: {message}"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, PolicyError>>()?;
+            let limits = entry.limits.apply(limits, &error_at)?;
+            components.insert(
+                name,
+                ComponentPolicy {
+                    files,
+                    xenstore,
+                    limits,
+                },
+            );
+        }
+        Ok(Self {
+            origin: origin.to_owned(),
+            limits,
+            components,
+        })
+    }
+
+    /// Where this policy came from (a path, or "built-in policy").
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The entry for component `name`; with no entry, nothing beyond the
+    /// always-granted interfaces and the default limits.
+    pub fn component(&self, name: &str) -> ComponentPolicy {
+        self.components
+            .get(name)
+            .cloned()
+            .unwrap_or(ComponentPolicy {
+                files: Vec::new(),
+                xenstore: Vec::new(),
+                limits: self.limits,
+            })
+    }
+
+    /// True when the policy names component `name`.
+    pub fn names(&self, name: &str) -> bool {
+        self.components.contains_key(name)
+    }
+
+    /// The largest memory limit any component may have (sizes the instance pool).
+    pub fn max_memory(&self) -> u64 {
+        self.components
+            .values()
+            .map(|component| component.limits.memory)
+            .chain([self.limits.memory])
+            .max()
+            .unwrap_or(self.limits.memory)
+    }
+}
+
+impl LimitsFile {
+    fn apply(
+        &self,
+        base: Limits,
+        error_at: &impl Fn(usize, String) -> PolicyError,
+    ) -> Result<Limits, PolicyError> {
+        let mut limits = base;
+        if let Some(value) = &self.deadline_ms {
+            limits.deadline =
+                Duration::from_millis(in_range(value, 1..=600_000, "deadline-ms", error_at)?);
+        }
+        if let Some(value) = &self.memory_mib {
+            limits.memory = in_range(value, 1..=4096, "memory-mib", error_at)? << 20;
+        }
+        if let Some(value) = &self.reply_bytes {
+            limits.reply_bytes =
+                in_range(value, 16..=(16 << 20), "reply-bytes", error_at)? as usize;
+        }
+        if let Some(value) = &self.log_lines {
+            limits.log_lines = *value.get_ref();
+        }
+        Ok(limits)
+    }
+}
+
+fn in_range(
+    value: &Spanned<u64>,
+    range: std::ops::RangeInclusive<u64>,
+    key: &str,
+    error_at: &impl Fn(usize, String) -> PolicyError,
+) -> Result<u64, PolicyError> {
+    let number = *value.get_ref();
+    if range.contains(&number) {
+        Ok(number)
+    } else {
+        Err(error_at(
+            value.span().start,
+            format!(
+                "{key} = {number} is outside {}..={}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+/// An absolute path without `.`, `..` or a trailing `/`.
+fn normalize_grant_path(text: &str) -> Result<PathBuf, String> {
+    let path = Path::new(text);
+    if !path.is_absolute() {
+        return Err(format!("{text:?} is not an absolute path"));
+    }
+    let mut normal = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => normal.push(part),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(format!("{text:?} contains '..'"));
+            }
+        }
+    }
+    Ok(normal)
+}
+
+/// A relative XenStore key prefix (`vm-data/networking`), without a trailing `/`.
+fn normalize_key_prefix(text: &str) -> Result<String, String> {
+    let prefix = text.trim_end_matches('/');
+    if prefix.starts_with('/') {
+        return Err(format!(
+            "{text:?}: use a key relative to the domain (vm-data/…)"
+        ));
+    }
+    xenstore::path::validate(prefix).map_err(|error| error.to_string())?;
+    Ok(prefix.to_owned())
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).unwrap_or(text).matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_policy_parses() {
+        let policy = Policy::parse(DEFAULT_POLICY, "built-in policy").unwrap();
+        assert!(policy.names("version"));
+        assert_eq!(policy.component("version").limits, Limits::default());
+    }
+
+    #[test]
+    fn components_without_an_entry_get_nothing() {
+        let policy = Policy::parse("", "test").unwrap();
+        let component = policy.component("stranger");
+        assert!(component.files.is_empty() && component.xenstore.is_empty());
+    }
+
+    #[test]
+    fn grants_and_limits_are_read_and_normalised() {
+        let policy = Policy::parse(
+            r#"
+            [limits]
+            deadline-ms = 1000
+            [component.net]
+            files = [{ path = "/etc/network/", access = "read-write" }, { path = "/etc/./os-release", access = "read" }]
+            xenstore = ["vm-data/networking/", "vm-data/hostname"]
+            limits = { memory-mib = 128 }
+            "#,
+            "test",
+        )
+        .unwrap();
+        let net = policy.component("net");
+        assert_eq!(
+            net.files,
+            [
+                PathRule {
+                    path: "/etc/network".into(),
+                    access: Access::ReadWrite
+                },
+                PathRule {
+                    path: "/etc/os-release".into(),
+                    access: Access::Read
+                },
+            ]
+        );
+        assert_eq!(net.xenstore, ["vm-data/networking", "vm-data/hostname"]);
+        assert_eq!(net.limits.deadline, Duration::from_secs(1));
+        assert_eq!(net.limits.memory, 128 << 20);
+        assert_eq!(policy.max_memory(), 128 << 20);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let error = Policy::parse(
+            "[component.x]\n\nfiles = [{ path = \"etc\", access = \"read\" }]\n",
+            "p.toml",
+        )
+        .unwrap_err();
+        assert_eq!(error.line, 3);
+        assert!(
+            error
+                .to_string()
+                .starts_with("p.toml:3: component.x.files:"),
+            "{error}"
+        );
+
+        let error = Policy::parse("[component.x]\nfilez = []\n", "p.toml").unwrap_err();
+        assert_eq!(error.line, 2, "{error}");
+        assert!(error.message.contains("filez"), "{error}");
+
+        let error = Policy::parse("[limits]\ndeadline-ms = 0\n", "p.toml").unwrap_err();
+        assert_eq!(
+            (error.line, error.message.as_str()),
+            (2, "deadline-ms = 0 is outside 1..=600000")
+        );
+
+        let error = Policy::parse(
+            "[component.x]\nxenstore = [\"/local/domain/0\"]\n",
+            "p.toml",
+        )
+        .unwrap_err();
+        assert_eq!(error.line, 2);
+    }
+
+    #[test]
+    fn parent_components_are_refused_in_grants() {
+        assert!(normalize_grant_path("/etc/../root").is_err());
+    }
+}

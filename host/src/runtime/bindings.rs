@@ -1,0 +1,15 @@
+//! Host bindings of the `guestward:command` WIT world.
+//!
+//! `files` and `xenstore` do I/O, so their host functions are async; the
+//! others answer from memory. Exports are called asynchronously so that a
+//! component yields to other work at every epoch tick.
+
+wasmtime::component::bindgen!({
+    world: "command",
+    path: "../wit",
+    imports: {
+        "guestward:command/files": async,
+        "guestward:command/xenstore": async,
+    },
+    exports: { default: async },
+});

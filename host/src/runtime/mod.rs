@@ -1,0 +1,504 @@
+//! The sandbox: one wasmtime engine, components compiled once and
+//! pre-instantiated, and for every call a fresh Store with exactly the
+//! component's grants and limits.
+//!
+//! * [`bindings`]: the host side of the WIT world.
+//! * [`component`]: loading a component and checking its imports.
+//! * [`registry`]: routing command names to components.
+//! * [`cache`]: compiled artifacts on disk.
+//! * [`limits`]: the per-call memory cap.
+//!
+//! A call gets a fresh Store (a trap poisons a Store), a wall-clock deadline
+//! enforced by epoch interruption, a memory cap and a reply-size cap. A
+//! component that traps, loops or exhausts its memory yields a `500` reply
+//! that says so; nothing it does reaches the daemon.
+
+pub mod bindings;
+mod cache;
+pub mod component;
+mod limits;
+pub mod registry;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use self::bindings::CommandPre;
+pub use self::cache::ArtifactCache;
+pub use self::component::{ComponentInfo, Inspection, LoadError, LoadedComponent};
+use self::limits::CallLimiter;
+pub use self::registry::Registry;
+use crate::capability::{self, CallInfo, CallStates, Grants, Services};
+use crate::policy::{Limits, Policy};
+use crate::protocol::Reply;
+
+/// How often the epoch advances: the granularity of deadlines, and how
+/// often a running component yields to other work.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Component instances alive at once (calls beyond this wait their turn).
+const POOL_INSTANCES: u32 = 64;
+
+/// Bytes of a component's stderr kept per call (for panic messages).
+const STDERR_CAPTURE: usize = 8 << 10;
+
+/// Settings of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// The largest memory any call may use (sizes the instance pool).
+    pub max_memory: u64,
+    /// Where compiled components are cached; `None` compiles at every start.
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+/// The engine, the linker and what every call shares.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallContext>,
+    services: Services,
+    cache: ArtifactCache,
+    permits: Semaphore,
+    _ticker: EpochTicker,
+}
+
+/// The data of one call's Store.
+pub struct CallContext {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: CallLimiter,
+    deadline_passed: bool,
+    /// The component's stderr, where Rust writes panic messages.
+    stderr: MemoryOutputPipe,
+    /// Each capability's state for this call.
+    pub capabilities: CallStates,
+}
+
+impl WasiView for CallContext {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Runtime {
+    pub fn new(options: &RuntimeOptions, services: Services) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 16)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 8)
+            .total_stacks(POOL_INSTANCES)
+            .max_memory_size(usize::try_from(options.max_memory)?);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .parallel_compilation(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        capability::add_to_linker(&mut linker)?;
+        let cache = ArtifactCache::open(&engine, options.cache_dir.as_deref());
+        Ok(Self {
+            _ticker: EpochTicker::start(&engine),
+            engine,
+            linker,
+            services,
+            cache,
+            permits: Semaphore::new(POOL_INSTANCES as usize),
+        })
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Load every `.wasm` in `dir`, in name order. Components that cannot be
+    /// loaded are refused with an error log line and skipped.
+    pub async fn load_dir(
+        &self,
+        dir: &Path,
+        policy: &Policy,
+    ) -> anyhow::Result<Vec<LoadedComponent>> {
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|error| {
+                anyhow::anyhow!("cannot read commands directory {}: {error}", dir.display())
+            })?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "wasm") && path.is_file())
+            .collect();
+        paths.sort();
+        let mut loaded = Vec::new();
+        for path in paths {
+            match self.load(&path, policy).await {
+                Ok(component) => {
+                    tracing::info!(
+                        component = component.name,
+                        names = ?component.info.names,
+                        version = component.info.version,
+                        sha256 = component.sha256,
+                        "loaded command component"
+                    );
+                    loaded.push(component);
+                }
+                Err(error) => tracing::error!(%error, "refused command component"),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Load one component: compile (or take from the cache), check every
+    /// import against the grants of its policy entry, pre-instantiate, and
+    /// ask it what it answers.
+    pub async fn load(&self, path: &Path, policy: &Policy) -> Result<LoadedComponent, LoadError> {
+        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let invalid = |error: wasmtime::Error| LoadError::Invalid {
+            path: path.to_owned(),
+            reason: format!("{error:#}"),
+        };
+        let sha256 = component::sha256_hex(&wasm);
+        let compiled = self
+            .cache
+            .load_or_compile(&self.engine, &wasm, &sha256)
+            .map_err(invalid)?;
+        let name = component::component_name(path);
+        let entry = policy.component(&name);
+        let grants = Grants::from_policy(&entry);
+        let imports: Vec<String> = compiled
+            .component_type()
+            .imports(&self.engine)
+            .map(|(import, _)| import.to_owned())
+            .collect();
+        for import in &imports {
+            component::check_import(import, &grants, &entry).map_err(|reason| {
+                LoadError::Refused {
+                    path: path.to_owned(),
+                    import: import.clone(),
+                    reason,
+                }
+            })?;
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&compiled)
+            .and_then(CommandPre::new)
+            .map_err(invalid)?;
+        let mut component = LoadedComponent {
+            name,
+            path: path.to_owned(),
+            sha256,
+            info: ComponentInfo::default(),
+            imports,
+            grants,
+            limits: entry.limits,
+            pre,
+        };
+        component.info = self
+            .info(&component)
+            .await
+            .map_err(|reason| LoadError::Info {
+                path: path.to_owned(),
+                reason,
+            })?;
+        Ok(component)
+    }
+
+    /// What a component answers, imports and needs, without loading it for
+    /// calls: every import is reported (not refused), and `refusal` says
+    /// whether `policy` would let it load.
+    pub async fn inspect(&self, path: &Path, policy: &Policy) -> anyhow::Result<Inspection> {
+        let wasm = std::fs::read(path)?;
+        let sha256 = component::sha256_hex(&wasm);
+        let compiled = wasmtime::component::Component::new(&self.engine, &wasm)?;
+        let name = component::component_name(path);
+        let entry = policy.component(&name);
+        let grants = Grants::from_policy(&entry);
+        let imports: Vec<String> = compiled
+            .component_type()
+            .imports(&self.engine)
+            .map(|(import, _)| import.to_owned())
+            .collect();
+        let refusal = imports.iter().find_map(|import| {
+            component::check_import(import, &grants, &entry)
+                .err()
+                .map(|reason| format!("imports {import}, which {reason}"))
+        });
+        // Ask `info` with no grants at all: it needs none.
+        let pre = CommandPre::new(self.linker.instantiate_pre(&compiled)?)?;
+        let candidate = LoadedComponent {
+            name: name.clone(),
+            path: path.to_owned(),
+            sha256: sha256.clone(),
+            info: ComponentInfo::default(),
+            imports: imports.clone(),
+            grants: Grants::default(),
+            limits: entry.limits,
+            pre,
+        };
+        let info = self.info(&candidate).await;
+        Ok(Inspection {
+            name,
+            sha256,
+            info,
+            imports,
+            refusal,
+            policy: policy.origin().to_owned(),
+        })
+    }
+
+    /// Ask a component for its names, version and summary.
+    async fn info(&self, component: &LoadedComponent) -> Result<ComponentInfo, String> {
+        let mut store = self.new_store(component, "", "");
+        let outcome = tokio::time::timeout(component.limits.deadline + EPOCH_TICK * 10, async {
+            let instance = component.pre.instantiate_async(&mut store).await?;
+            instance.call_info(&mut store).await
+        })
+        .await;
+        let info = match outcome {
+            Ok(Ok(info)) => info,
+            Ok(Err(error)) => return Err(failure_text(&error, store.data(), &component.limits)),
+            Err(_) => return Err("did not answer within its deadline".to_owned()),
+        };
+        if info.names.is_empty() {
+            return Err("it answers no command names".to_owned());
+        }
+        if let Some(bad) = info.names.iter().find(|name| !valid_command_name(name)) {
+            return Err(format!("{bad:?} is not a valid command name"));
+        }
+        Ok(ComponentInfo {
+            names: info.names,
+            version: info.version,
+            summary: info.summary,
+        })
+    }
+
+    /// Run one request in a fresh sandbox.
+    pub async fn call(
+        &self,
+        component: &LoadedComponent,
+        command: &str,
+        value: &str,
+        request_id: &str,
+    ) -> Reply {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Reply::error("the agent is shutting down");
+        };
+        let started = Instant::now();
+        let mut store = self.new_store(component, command, request_id);
+        // The epoch deadline stops a component that computes; this timeout
+        // also stops one blocked in a host call.
+        let outcome = tokio::time::timeout(component.limits.deadline + EPOCH_TICK * 10, async {
+            let instance = component.pre.instantiate_async(&mut store).await?;
+            instance.call_handle(&mut store, command, value).await
+        })
+        .await;
+        let reply = match outcome {
+            Ok(Ok(reply)) => checked_reply(command, reply, &component.limits),
+            Ok(Err(error)) => Reply::error(format!(
+                "command '{command}' {}",
+                failure_text(&error, store.data(), &component.limits)
+            )),
+            Err(_) => Reply::error(format!(
+                "command '{command}' {}",
+                deadline_text(&component.limits)
+            )),
+        };
+        tracing::debug!(
+            component = component.name,
+            command,
+            request = request_id,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "call finished"
+        );
+        reply
+    }
+
+    fn new_store(
+        &self,
+        component: &LoadedComponent,
+        command: &str,
+        request_id: &str,
+    ) -> Store<CallContext> {
+        let call = CallInfo {
+            component: &component.name,
+            command,
+            request_id,
+            limits: &component.limits,
+        };
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let context = CallContext {
+            // Default WASI: no environment, no arguments, no preopened
+            // directories, no network.
+            wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
+            table: ResourceTable::new(),
+            limiter: CallLimiter::new(component.limits.memory),
+            deadline_passed: false,
+            stderr,
+            capabilities: component.grants.call_states(&self.services, &call),
+        };
+        let mut store = Store::new(&self.engine, context);
+        store.limiter(|context| &mut context.limiter);
+        let deadline = Instant::now() + component.limits.deadline;
+        store.epoch_deadline_callback(move |mut context| {
+            if Instant::now() >= deadline {
+                context.data_mut().deadline_passed = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Let other calls run, then check again next tick.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        store
+    }
+}
+
+fn valid_command_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Enforce the reply-size cap and sane return codes.
+fn checked_reply(
+    command: &str,
+    reply: bindings::guestward::command::types::Reply,
+    limits: &Limits,
+) -> Reply {
+    let size = reply.code.len() + reply.message.len();
+    if size > limits.reply_bytes {
+        return Reply::error(format!(
+            "command '{command}' replied with {size} bytes, over its limit of {} bytes",
+            limits.reply_bytes
+        ));
+    }
+    let code_ok = !reply.code.is_empty()
+        && reply.code.len() <= 16
+        && reply.code.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !code_ok {
+        return Reply::error(format!(
+            "command '{command}' returned an invalid return code {:?}",
+            reply.code
+        ));
+    }
+    Reply::new(reply.code, reply.message)
+}
+
+fn deadline_text(limits: &Limits) -> String {
+    format!(
+        "did not finish within its deadline of {} ms",
+        limits.deadline.as_millis()
+    )
+}
+
+/// Why a call failed, in words for the reply.
+fn failure_text(error: &wasmtime::Error, context: &CallContext, limits: &Limits) -> String {
+    if context.deadline_passed {
+        return deadline_text(limits);
+    }
+    if context.limiter.memory_refused() {
+        return format!("exceeded its memory limit of {} MiB", limits.memory >> 20);
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return format!("exited with status {} instead of replying", exit.0);
+    }
+    let panic = panic_message(&context.stderr.contents());
+    match (error.downcast_ref::<Trap>(), panic) {
+        (_, Some(message)) => format!("panicked: {message}"),
+        (Some(Trap::StackOverflow), None) => "overflowed its stack".to_owned(),
+        (Some(trap), None) => format!("crashed: {trap}"),
+        (None, None) => format!("failed: {}", error.root_cause()),
+    }
+}
+
+/// The message of a Rust panic in captured stderr (`panicked at src/x.rs:1:2:\nmessage`).
+fn panic_message(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let after = text.split_once("panicked at ")?.1;
+    let message: Vec<&str> = after
+        .lines()
+        .skip(1)
+        .take_while(|line| !line.starts_with("note: "))
+        .collect();
+    let message = message.join(" ");
+    let message = message.trim();
+    if message.is_empty() {
+        return None;
+    }
+    Some(message.chars().take(512).collect())
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own
+/// (a tokio task could be starved by the very work it must interrupt).
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let engine = engine.weak();
+        let spawned = std::thread::Builder::new()
+            .name("guestward-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            // Without the ticker no deadline would ever pass.
+            tracing::error!(%error, "cannot start the epoch thread");
+            std::process::abort();
+        }
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_are_found_in_stderr() {
+        let stderr = b"\nthread '<unnamed>' panicked at src/lib.rs:12:9:\nboom: it broke\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(panic_message(stderr).as_deref(), Some("boom: it broke"));
+        assert_eq!(panic_message(b"nothing to see"), None);
+    }
+
+    #[test]
+    fn command_names_are_plain() {
+        assert!(valid_command_name("file_inject"));
+        assert!(valid_command_name("version"));
+        assert!(!valid_command_name("a b"));
+        assert!(!valid_command_name(""));
+    }
+}
