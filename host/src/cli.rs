@@ -133,6 +133,11 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The command's output, on stdout (logs go to stderr).
+fn print_line(text: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
 fn fail(error: &anyhow::Error) -> ExitCode {
     let _ = writeln!(std::io::stderr(), "guestward: error: {error:#}");
     ExitCode::from(2)
@@ -171,7 +176,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             value,
         } => {
             let answer = socket::call(&socket, &request_json(&name, value.as_deref())).await?;
-            println!("{answer}");
+            print_line(&answer);
             let reply: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
             Ok(exit_code(reply["returncode"].as_str().unwrap_or("")))
         }
@@ -306,7 +311,7 @@ async fn run_one(
         Ok(request) => nova::unknown_command(&request.name),
         Err(reply) => reply,
     };
-    println!("{}", nova::encode(&reply));
+    print_line(&nova::encode(&reply));
     Ok(exit_code(&reply.code))
 }
 
@@ -317,7 +322,7 @@ async fn inspect(path: &Path, policy: Option<PathBuf>) -> anyhow::Result<ExitCod
         .inspect(path, &policy)
         .await
         .with_context(|| format!("cannot inspect {}", path.display()))?;
-    print!("{inspection}");
+    print_line(inspection.to_string().trim_end());
     Ok(if inspection.refusal.is_none() {
         ExitCode::SUCCESS
     } else {

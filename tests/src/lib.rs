@@ -5,9 +5,20 @@
 //! * [`bridge`]: a guest ring bridge, so that a client connected to its
 //!   socket talks to xenstored *as guest domain N*, as the agent does
 //!   through `/dev/xen/xenbus` in a real guest.
+//! * [`agent`]: the agent under test, a real `guestward serve` process.
+//! * [`nova`]: the hypervisor side, as Nova's dom0 plugin does it, with the
+//!   real `xenstore-*` tools.
+//! * [`artifacts`]: where the binary and the built components are.
+//! * [`bench`]: latency percentiles for the benchmarks.
 
+pub mod agent;
+pub mod artifacts;
+pub mod bench;
 pub mod bridge;
+pub mod nova;
 pub mod xenstored;
 
+pub use agent::{Agent, AgentBuilder};
 pub use bridge::GuestBridge;
+pub use nova::Dom0;
 pub use xenstored::Xenstored;

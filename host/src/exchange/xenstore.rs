@@ -239,7 +239,7 @@ async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T
                 return value;
             }
             Err(error) => {
-                if failures % 10 == 0 {
+                if failures.is_multiple_of(10) {
                     tracing::warn!(request = id, failures, %error, "cannot {what}; retrying");
                 }
                 failures += 1;

@@ -186,12 +186,10 @@ impl Runtime {
             .map(|(import, _)| import.to_owned())
             .collect();
         for import in &imports {
-            component::check_import(import, &grants, &entry).map_err(|reason| {
-                LoadError::Refused {
-                    path: path.to_owned(),
-                    import: import.clone(),
-                    reason,
-                }
+            component::check_import(import, &grants).map_err(|reason| LoadError::Refused {
+                path: path.to_owned(),
+                import: import.clone(),
+                reason,
             })?;
         }
         let pre = self
@@ -235,7 +233,7 @@ impl Runtime {
             .map(|(import, _)| import.to_owned())
             .collect();
         let refusal = imports.iter().find_map(|import| {
-            component::check_import(import, &grants, &entry)
+            component::check_import(import, &grants)
                 .err()
                 .map(|reason| format!("imports {import}, which {reason}"))
         });

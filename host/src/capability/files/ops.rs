@@ -459,3 +459,304 @@ fn io_error(path: &str, error: io::Error) -> Error {
         _ => Error::Io(format!("{path}: {error}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+    use super::*;
+
+    /// A root directory with `/etc/app` writable, `/etc/ro` read-only, and
+    /// `/secret` granted to nobody.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        access: FilesAccess,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            for sub in ["etc/app", "etc/ro", "secret"] {
+                std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+            }
+            std::fs::write(dir.path().join("secret/key"), "top secret").unwrap();
+            std::fs::write(dir.path().join("etc/ro/conf"), "read me").unwrap();
+            let rule = |path: &str, access| PathRule {
+                path: path.into(),
+                access,
+            };
+            let access = FilesAccess {
+                root: Arc::new(Root::open(dir.path()).unwrap()),
+                grant: Arc::new(FilesGrant {
+                    rules: vec![
+                        rule("/etc/app", Access::ReadWrite),
+                        rule("/etc/ro", Access::Read),
+                    ],
+                }),
+                component: "test".into(),
+            };
+            Self { dir, access }
+        }
+
+        fn host_path(&self, path: &str) -> PathBuf {
+            self.dir.path().join(path.trim_start_matches('/'))
+        }
+
+        fn write(&self, path: &str, contents: &str) -> Result<(), Error> {
+            self.access.replace(path, contents.as_bytes(), &options())
+        }
+    }
+
+    fn options() -> ReplaceOptions {
+        ReplaceOptions {
+            mode: None,
+            owner: None,
+            backup_suffix: None,
+            create_parents: false,
+        }
+    }
+
+    fn is_not_granted<T: std::fmt::Debug>(result: Result<T, Error>) -> bool {
+        matches!(result, Err(Error::NotGranted(_)))
+    }
+
+    #[test]
+    fn reads_inside_a_grant() {
+        let fixture = Fixture::new();
+        assert_eq!(fixture.access.read("/etc/ro/conf").unwrap(), b"read me");
+        assert_eq!(fixture.access.list_dir("/etc/ro").unwrap()[0].name, "conf");
+    }
+
+    #[test]
+    fn paths_outside_every_grant_are_refused() {
+        let fixture = Fixture::new();
+        assert!(is_not_granted(fixture.access.read("/secret/key")));
+        assert!(
+            is_not_granted(fixture.access.read("/etc/approx")),
+            "prefixes match whole components"
+        );
+        assert!(is_not_granted(fixture.access.list_dir("/etc")));
+    }
+
+    #[test]
+    fn parent_components_and_relative_paths_are_invalid() {
+        let fixture = Fixture::new();
+        for path in ["/etc/app/../../secret/key", "etc/app/x", "", "/etc/app/\0"] {
+            assert!(
+                matches!(fixture.access.read(path), Err(Error::InvalidPath(_))),
+                "{path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_symlinked_file_cannot_leave_the_grant() {
+        let fixture = Fixture::new();
+        symlink("/secret/key", fixture.host_path("etc/app/link")).unwrap();
+        symlink("../../secret/key", fixture.host_path("etc/app/relative")).unwrap();
+        for path in ["/etc/app/link", "/etc/app/relative"] {
+            let error = fixture.access.read(path).unwrap_err();
+            assert!(
+                matches!(&error, Error::NotGranted(text) if text.contains("resolves to /secret/key")),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_symlinked_directory_cannot_leave_the_grant() {
+        let fixture = Fixture::new();
+        symlink("/secret", fixture.host_path("etc/app/dir")).unwrap();
+        assert!(is_not_granted(fixture.access.read("/etc/app/dir/key")));
+        assert!(is_not_granted(fixture.write("/etc/app/dir/planted", "x")));
+        assert!(!fixture.host_path("secret/planted").exists());
+    }
+
+    #[test]
+    fn absolute_symlinks_resolve_inside_the_root_never_on_the_host() {
+        let fixture = Fixture::new();
+        symlink("/etc/hostname", fixture.host_path("etc/app/host-file")).unwrap();
+        // The host's /etc/hostname exists; inside the root it does not, and
+        // it is outside the grant anyway.
+        assert!(is_not_granted(fixture.access.read("/etc/app/host-file")));
+        symlink("/etc/ro/conf", fixture.host_path("etc/app/inside")).unwrap();
+        assert_eq!(fixture.access.read("/etc/app/inside").unwrap(), b"read me");
+    }
+
+    #[test]
+    fn read_only_grants_refuse_writes() {
+        let fixture = Fixture::new();
+        assert!(is_not_granted(fixture.write("/etc/ro/conf", "changed")));
+        assert!(is_not_granted(fixture.access.remove("/etc/ro/conf")));
+        assert_eq!(
+            std::fs::read_to_string(fixture.host_path("etc/ro/conf")).unwrap(),
+            "read me"
+        );
+    }
+
+    #[test]
+    fn replace_keeps_mode_and_owner_and_leaves_no_temporary_file() {
+        let fixture = Fixture::new();
+        let path = fixture.host_path("etc/app/conf");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        fixture.write("/etc/app/conf", "new").unwrap();
+        let after = std::fs::metadata(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(after.mode() & 0o7777, 0o640);
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        assert_ne!(
+            after.ino(),
+            before.ino(),
+            "replaced by rename, not rewritten in place"
+        );
+        let names: Vec<_> = std::fs::read_dir(fixture.host_path("etc/app"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["conf"]);
+    }
+
+    #[test]
+    fn new_files_get_0644_unless_a_mode_is_given() {
+        let fixture = Fixture::new();
+        fixture.write("/etc/app/new", "x").unwrap();
+        assert_eq!(
+            std::fs::metadata(fixture.host_path("etc/app/new"))
+                .unwrap()
+                .mode()
+                & 0o7777,
+            0o644
+        );
+        let private = ReplaceOptions {
+            mode: Some(0o600),
+            ..options()
+        };
+        fixture
+            .access
+            .replace("/etc/app/private", b"x", &private)
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(fixture.host_path("etc/app/private"))
+                .unwrap()
+                .mode()
+                & 0o7777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn backups_keep_the_previous_contents() {
+        let fixture = Fixture::new();
+        fixture.write("/etc/app/conf", "first").unwrap();
+        let backup = ReplaceOptions {
+            backup_suffix: Some(".bak".into()),
+            ..options()
+        };
+        fixture
+            .access
+            .replace("/etc/app/conf", b"second", &backup)
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(fixture.host_path("etc/app/conf.bak")).unwrap(),
+            "first"
+        );
+        assert_eq!(
+            std::fs::read_to_string(fixture.host_path("etc/app/conf")).unwrap(),
+            "second"
+        );
+        let escaping = ReplaceOptions {
+            backup_suffix: Some("/../x".into()),
+            ..options()
+        };
+        assert!(matches!(
+            fixture.access.replace("/etc/app/conf", b"third", &escaping),
+            Err(Error::InvalidPath(_))
+        ));
+    }
+
+    #[test]
+    fn replacing_a_symlink_replaces_the_link_not_its_target() {
+        let fixture = Fixture::new();
+        fixture.write("/etc/app/target", "target").unwrap();
+        symlink("target", fixture.host_path("etc/app/link")).unwrap();
+        fixture.write("/etc/app/link", "new").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(fixture.host_path("etc/app/target")).unwrap(),
+            "target"
+        );
+        assert!(
+            !std::fs::symlink_metadata(fixture.host_path("etc/app/link"))
+                .unwrap()
+                .is_symlink()
+        );
+    }
+
+    #[test]
+    fn missing_parents_are_created_only_inside_a_writable_grant() {
+        let fixture = Fixture::new();
+        let parents = ReplaceOptions {
+            create_parents: true,
+            ..options()
+        };
+        fixture
+            .access
+            .replace("/etc/app/a/b/c", b"deep", &parents)
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(fixture.host_path("etc/app/a/b/c")).unwrap(),
+            "deep"
+        );
+        assert!(matches!(
+            fixture.write("/etc/app/x/y", "z"),
+            Err(Error::NotFound(_))
+        ));
+        assert!(is_not_granted(fixture.access.replace(
+            "/etc/ro/x/y",
+            b"z",
+            &parents
+        )));
+        assert!(!fixture.host_path("etc/ro/x").exists());
+    }
+
+    #[test]
+    fn remove_rename_and_create_dir_stay_inside_the_grant() {
+        let fixture = Fixture::new();
+        fixture.write("/etc/app/a", "a").unwrap();
+        fixture.access.rename("/etc/app/a", "/etc/app/b").unwrap();
+        assert!(is_not_granted(
+            fixture.access.rename("/etc/app/b", "/secret/b")
+        ));
+        fixture
+            .access
+            .create_dir("/etc/app/d", Some(0o700), false)
+            .unwrap();
+        assert!(
+            fixture
+                .access
+                .create_dir("/etc/app/d", None, false)
+                .is_err()
+        );
+        fixture.access.create_dir("/etc/app/d", None, true).unwrap();
+        fixture.access.remove("/etc/app/d").unwrap();
+        fixture.access.remove("/etc/app/b").unwrap();
+        assert!(fixture.access.list_dir("/etc/app").unwrap().is_empty());
+        assert!(matches!(
+            fixture.access.remove("/etc/app/b"),
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn metadata_describes_the_link_itself() {
+        let fixture = Fixture::new();
+        symlink("/secret/key", fixture.host_path("etc/app/link")).unwrap();
+        let meta = fixture.access.metadata("/etc/app/link").unwrap();
+        assert_eq!(meta.kind, FileKind::Symlink);
+        assert_eq!(
+            fixture.access.read_link("/etc/app/link").unwrap(),
+            "/secret/key"
+        );
+    }
+}

@@ -31,6 +31,9 @@ pub struct Resolved {
     pub real: PathBuf,
 }
 
+/// Asked before the walk creates a directory, with its real path.
+pub type DirCheck<'a> = &'a dyn Fn(&Path) -> io::Result<()>;
+
 /// How a walk treats what it meets.
 pub struct Walk<'a> {
     /// Follow a symlink in the final component (reads do; replacing,
@@ -38,7 +41,7 @@ pub struct Walk<'a> {
     pub follow_final: bool,
     /// Create missing directories on the way, after asking this check (it
     /// gets each directory's real path).
-    pub create_dirs: Option<&'a dyn Fn(&Path) -> io::Result<()>>,
+    pub create_dirs: Option<DirCheck<'a>>,
 }
 
 /// Why a walk failed: the OS error and the real path where it happened.

@@ -1,0 +1,101 @@
+# Guestward: build, run, test, bench, install.
+#
+#   make run     build everything and start the agent on a local socket,
+#                acting on a scratch root under target/run (safe anywhere)
+#   make test    install what is missing, build, lint and run every test
+#   make bench   per-call sandbox cost and the XenStore round trip
+#   make install install the agent, its commands and its policy (as root)
+
+CARGO        ?= cargo
+WASM_TARGET  := wasm32-wasip2
+WASM_PROFILE := wasm
+WASM_DIR     := target/$(WASM_TARGET)/$(WASM_PROFILE)
+# Built-in command components, and the components only the tests load.
+COMMANDS      := version features
+TEST_COMMANDS := probe
+# What the tests run against: the real xenstored and its tools, gcc for the
+# harness's LD_PRELOAD shim.
+APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc
+XENSTORED    := /usr/lib/xen-4.17/bin/xenstored
+
+PREFIX   ?= /usr
+SBINDIR  ?= $(PREFIX)/sbin
+LIBDIR   ?= $(PREFIX)/lib/guestward
+SYSCONF  ?= /etc/guestward
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build components test-components run test lint bench fuzz install clean \
+        setup-rust setup-test
+
+# Fuzz targets (host/fuzz): FUZZ_SECONDS each, with nightly and cargo-fuzz.
+FUZZ_TARGETS := xenstore_frames nova_request policy
+FUZZ_SECONDS ?= 60
+
+all: build
+
+## Set-up: what a fresh Debian machine lacks.
+setup-rust:
+	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+setup-test: setup-rust
+	@missing=""; \
+	[ -x $(XENSTORED) ] || missing="$$missing xen-utils-4.17"; \
+	command -v xenstore-read >/dev/null || missing="$$missing xenstore-utils"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+## Components (wasm32-wasip2) and the host.
+components: setup-rust
+	$(CARGO) build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(addprefix -p ,$(COMMANDS))
+
+test-components: setup-rust
+	$(CARGO) build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(addprefix -p ,$(COMMANDS) $(TEST_COMMANDS))
+
+# The binary finds its built-in commands in `commands/` next to it.
+build: components
+	$(CARGO) build --release -p guestward
+	mkdir -p target/release/commands
+	cp $(addprefix $(WASM_DIR)/,$(addsuffix .wasm,$(COMMANDS))) target/release/commands/
+
+run: build
+	@mkdir -p target/run/root
+	@echo "guestward: serving the local socket target/run/guestward.sock, acting on target/run/root"
+	@echo "talk to it from another shell:  target/release/guestward call --socket target/run/guestward.sock version"
+	@echo "stop it with Ctrl-C"
+	target/release/guestward serve --root target/run/root --socket target/run/guestward.sock --cache target/run/cache
+
+## Tests: unit tests next to the code, end-to-end tests in tests/ against a
+## real xenstored.
+test: setup-test test-components lint
+	$(CARGO) build -p guestward
+	mkdir -p target/debug/commands
+	cp $(addprefix $(WASM_DIR)/,$(addsuffix .wasm,$(COMMANDS))) target/debug/commands/
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: setup-test build
+	GUESTWARD_BIN=$(CURDIR)/target/release/guestward $(CARGO) bench -p guestward-tests
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd host && for target in $(FUZZ_TARGETS); do \
+	  $(CARGO) +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
+install: build
+	install -D -m 0755 target/release/guestward $(DESTDIR)$(SBINDIR)/guestward
+	install -d -m 0755 $(DESTDIR)$(LIBDIR)/commands
+	install -m 0644 $(addprefix $(WASM_DIR)/,$(addsuffix .wasm,$(COMMANDS))) $(DESTDIR)$(LIBDIR)/commands/
+	install -d -m 0755 $(DESTDIR)$(SYSCONF)
+	[ -e $(DESTDIR)$(SYSCONF)/policy.toml ] || install -m 0644 host/src/policy/default.toml $(DESTDIR)$(SYSCONF)/policy.toml
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,179 @@
+//! `probe`: a command component for the tests. It calls every host
+//! interface on request, and misbehaves on request (loops, exhausts its
+//! memory, panics, floods the log, replies too much), so that the tests can
+//! check what the sandbox allows and how it fails.
+//!
+//! Each command takes a JSON value; file and XenStore errors come back as
+//! `500` with the error's debug text, so that tests can tell them apart.
+
+use guestward_sdk::{Command, Reply, Request, export_command, files, log, state, xenstore};
+use serde_json::Value;
+
+pub struct Probe;
+
+impl Command for Probe {
+    const NAMES: &'static [&'static str] = &[
+        "echo",
+        "count",
+        "spin",
+        "grow",
+        "panic",
+        "recurse",
+        "exit",
+        "sleep",
+        "big-reply",
+        "log-flood",
+        "read-file",
+        "write-file",
+        "list-dir",
+        "metadata",
+        "read-link",
+        "remove",
+        "mkdir",
+        "rename",
+        "xs-read",
+        "xs-dir",
+        "bad-code",
+    ];
+    const SUMMARY: &'static str = "Test probe: exercises host interfaces and sandbox limits";
+
+    fn handle(request: Request<'_>) -> Reply {
+        let value = request.json().unwrap_or(Value::Null);
+        let text = |key: &str| {
+            value
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let string = || value.as_str().unwrap_or_default().to_owned();
+        match request.name() {
+            "echo" => Reply::ok(request.raw_value()),
+            "count" => count(),
+            "spin" => spin(),
+            "grow" => grow(),
+            "panic" => panic!("probe panicked on request"),
+            "recurse" => Reply::ok(recurse(value.as_u64().unwrap_or(u64::MAX)).to_string()),
+            "exit" => std::process::exit(3),
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_millis(
+                    value.as_u64().unwrap_or(0),
+                ));
+                Reply::ok("slept")
+            }
+            "big-reply" => Reply::ok("x".repeat(value.as_u64().unwrap_or(0) as usize)),
+            "log-flood" => {
+                for line in 0..value.as_u64().unwrap_or(0) {
+                    log::log(log::Level::Info, &format!("flood line {line}"));
+                }
+                Reply::ok("flooded")
+            }
+            "read-file" => files::read(&string())
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .into_reply(),
+            "write-file" => write_file(&value),
+            "list-dir" => files::list_dir(&string())
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .map(|entry| entry.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .into_reply(),
+            "metadata" => files::metadata(&string())
+                .map(|meta| {
+                    format!(
+                        "{:?} {:o} {}:{} {}",
+                        meta.kind, meta.mode, meta.uid, meta.gid, meta.size
+                    )
+                })
+                .into_reply(),
+            "read-link" => files::read_link(&string()).into_reply(),
+            "remove" => files::remove(&string())
+                .map(|()| String::new())
+                .into_reply(),
+            "mkdir" => files::create_dir(
+                &text("path"),
+                None,
+                value["recursive"].as_bool().unwrap_or(false),
+            )
+            .map(|()| String::new())
+            .into_reply(),
+            "rename" => files::rename(&text("from"), &text("to"))
+                .map(|()| String::new())
+                .into_reply(),
+            "xs-read" => xenstore::read(&string()).into_reply(),
+            "xs-dir" => xenstore::directory(&string())
+                .map(|keys| keys.join(","))
+                .into_reply(),
+            "bad-code" => Reply::new("", "no code"),
+            other => Reply::error(format!("probe does not know {other}")),
+        }
+    }
+}
+
+/// Results become replies: the value on success, the error's debug text on failure.
+trait IntoReply {
+    fn into_reply(self) -> Reply;
+}
+
+impl<E: std::fmt::Debug> IntoReply for Result<String, E> {
+    fn into_reply(self) -> Reply {
+        match self {
+            Ok(message) => Reply::ok(message),
+            Err(error) => Reply::error(format!("{error:?}")),
+        }
+    }
+}
+
+/// A counter kept in the host's state store: each call gets the next number.
+fn count() -> Reply {
+    let current = state::get("count")
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.parse::<u64>().ok())
+        .unwrap_or(0);
+    let next = current + 1;
+    match state::set("count", next.to_string().as_bytes(), None) {
+        Ok(()) => Reply::ok(next.to_string()),
+        Err(error) => Reply::error(format!("{error:?}")),
+    }
+}
+
+fn spin() -> Reply {
+    let mut counter = 0u64;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
+    }
+}
+
+fn grow() -> Reply {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        blocks.push(vec![1u8; 1 << 20]);
+        std::hint::black_box(&blocks);
+    }
+}
+
+fn recurse(depth: u64) -> u64 {
+    if depth == 0 {
+        return 0;
+    }
+    1 + recurse(std::hint::black_box(depth - 1))
+}
+
+fn write_file(value: &Value) -> Reply {
+    let options = files::ReplaceOptions {
+        mode: value["mode"].as_u64().map(|mode| mode as u32),
+        owner: None,
+        backup_suffix: value["backup"].as_str().map(str::to_owned),
+        create_parents: value["parents"].as_bool().unwrap_or(false),
+    };
+    let path = value["path"].as_str().unwrap_or_default();
+    let contents = value["contents"].as_str().unwrap_or_default();
+    files::replace(path, contents.as_bytes(), &options)
+        .map(|()| String::new())
+        .into_reply()
+}
+
+export_command!(Probe);

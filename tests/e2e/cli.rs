@@ -1,0 +1,195 @@
+//! The `guestward` command line.
+
+use std::process::{Command, Output};
+
+use guestward_tests::{AgentBuilder, artifacts};
+
+use crate::{AGENT_VERSION, answer};
+
+fn guestward(args: &[&str]) -> Output {
+    Command::new(artifacts::guestward_bin())
+        .args(args)
+        .env_remove("GUESTWARD_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_owned()
+}
+
+#[test]
+fn run_executes_one_command_in_the_sandbox() {
+    let version = artifacts::component("version");
+    let output = guestward(&["run", version.to_str().unwrap(), "version", "agent"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output), answer(AGENT_VERSION, "0"));
+
+    let output = guestward(&["run", version.to_str().unwrap(), "nope"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stdout(&output),
+        answer("No such agent command 'nope'", "404")
+    );
+}
+
+#[test]
+fn run_resolves_files_under_its_root() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc/readonly")).unwrap();
+    std::fs::write(root.path().join("etc/readonly/conf"), "inside the root").unwrap();
+    let policy = root.path().join("policy.toml");
+    std::fs::write(&policy, crate::protocol::PROBE_POLICY).unwrap();
+    let probe = artifacts::component("probe");
+    let output = guestward(&[
+        "run",
+        probe.to_str().unwrap(),
+        "read-file",
+        "/etc/readonly/conf",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        stdout(&output),
+        answer("inside the root", "0"),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn inspect_shows_names_imports_and_needs() {
+    let probe = artifacts::component("probe");
+    let output = guestward(&["inspect", probe.to_str().unwrap()]);
+    let text = stdout(&output);
+    assert!(text.contains("names      echo, count, spin"), "{text}");
+    assert!(
+        text.contains("guestward:command/files@1.0.0 (granted by policy)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("needs      policy grants for: files, xenstore"),
+        "{text}"
+    );
+    assert!(
+        text.contains("would refuse: imports guestward:command/"),
+        "{text}"
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the built-in policy does not grant the probe"
+    );
+
+    let version = artifacts::component("version");
+    let output = guestward(&["inspect", version.to_str().unwrap()]);
+    assert!(output.status.success());
+    assert!(stdout(&output).contains("needs      nothing beyond the always-granted interfaces"));
+}
+
+#[test]
+fn call_talks_to_a_running_agent() {
+    let agent = AgentBuilder::new().start();
+    let socket = agent.socket();
+    let output = guestward(&[
+        "call",
+        "--socket",
+        socket.to_str().unwrap(),
+        "version",
+        "agent",
+    ]);
+    assert!(output.status.success());
+    assert_eq!(stdout(&output), answer(AGENT_VERSION, "0"));
+    let output = guestward(&["call", "--socket", socket.to_str().unwrap(), "nope"]);
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn serve_finds_the_builtin_commands_next_to_the_binary() {
+    // `make` puts the built-in components in commands/ next to the binary;
+    // `serve` with no --commands uses them.
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let socket = dir.path().join("s.sock");
+    let mut child = Command::new(artifacts::guestward_bin())
+        .args([
+            "serve",
+            "--no-cache",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--root",
+            dir.path().to_str().unwrap(),
+        ])
+        .env("GUESTWARD_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = guestward(&["call", "--socket", socket.to_str().unwrap(), "features"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(stdout(&output), answer("features,version", "0"));
+}
+
+#[test]
+fn serve_with_nothing_to_serve_says_so() {
+    let output = guestward(&["serve", "--no-socket", "--no-cache"]);
+    assert_eq!(output.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("nothing to serve"), "{error}");
+}
+
+#[test]
+fn a_second_agent_on_the_same_socket_is_refused() {
+    let agent = AgentBuilder::new().start();
+    let output = guestward(&[
+        "serve",
+        "--no-cache",
+        "--socket",
+        agent.socket().to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("another guestward is serving"));
+    assert_eq!(agent.call("version", "null"), answer(AGENT_VERSION, "0"));
+}
+
+#[test]
+fn a_stopped_agent_exits_cleanly_and_removes_its_socket() {
+    let agent = AgentBuilder::new().start();
+    let status = agent.stop().expect("the agent should stop on SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", agent.log());
+    assert!(!agent.socket().exists());
+}
+
+#[test]
+fn policy_errors_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[component.x]\n\nfiles = [{ path = \"relative\", access = \"read\" }]\n",
+    )
+    .unwrap();
+    let version = artifacts::component("version");
+    let output = guestward(&[
+        "run",
+        version.to_str().unwrap(),
+        "version",
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("policy.toml:3: component.x.files"),
+        "{error}"
+    );
+}

@@ -1,0 +1,339 @@
+//! The XenStore exchange under load and under failure: many requests at
+//! once, a connection that drops, a full quota, a denied write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use guestward::xenstore::{Endpoint, XsClient};
+use guestward_tests::AgentBuilder;
+
+use crate::protocol::PROBE_POLICY;
+use crate::{AGENT_VERSION, DOMID, Guest, answer};
+
+fn probe_agent() -> AgentBuilder {
+    AgentBuilder::new()
+        .component("probe")
+        .policy(PROBE_POLICY)
+        .log_level("info")
+}
+
+/// dom0's view: a client on xenstored's own socket, and a count of the
+/// writes to each answer path.
+struct Hypervisor {
+    client: XsClient,
+    answers: tokio::sync::watch::Receiver<HashMap<String, u32>>,
+}
+
+impl Hypervisor {
+    async fn connect(guest: &Guest) -> Self {
+        let client = XsClient::connect(Endpoint::Socket(guest.xenstored.socket().to_owned()))
+            .await
+            .unwrap();
+        let guest_dir = format!("/local/domain/{DOMID}/data/guest");
+        let mut watch = client.watch(&guest_dir).await.unwrap();
+        let (sender, answers) = tokio::sync::watch::channel(HashMap::new());
+        tokio::spawn(async move {
+            while let Some(path) = watch.next().await {
+                if let Some(id) = path.strip_prefix(&format!("{guest_dir}/")) {
+                    sender.send_modify(|counts| *counts.entry(id.to_owned()).or_insert(0) += 1);
+                }
+            }
+        });
+        Self { client, answers }
+    }
+
+    fn path(relative: &str) -> String {
+        format!("/local/domain/{DOMID}/{relative}")
+    }
+
+    /// Write every request in one transaction: they appear at once.
+    async fn send_all(&self, requests: &[(String, String)]) {
+        loop {
+            let transaction = self.client.transaction().await.unwrap();
+            for (id, request) in requests {
+                transaction
+                    .write(&Self::path(&format!("data/host/{id}")), request.as_bytes())
+                    .await
+                    .unwrap();
+            }
+            if transaction.commit().await.unwrap() {
+                return;
+            }
+        }
+    }
+
+    /// Wait until every id has an answer; return the answers.
+    async fn answers_to(&self, ids: &[String], timeout: Duration) -> BTreeMap<String, String> {
+        let deadline = Instant::now() + timeout;
+        let mut answers = BTreeMap::new();
+        while answers.len() < ids.len() {
+            for id in ids {
+                if answers.contains_key(id) {
+                    continue;
+                }
+                if let Ok(value) = self
+                    .client
+                    .read(&Self::path(&format!("data/guest/{id}")))
+                    .await
+                {
+                    answers.insert(id.clone(), String::from_utf8(value).unwrap());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {} answered",
+                answers.len(),
+                ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        answers
+    }
+
+    fn write_counts(&self) -> HashMap<String, u32> {
+        self.answers.borrow().clone()
+    }
+}
+
+fn message(answer: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(answer).unwrap();
+    value["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_requests_at_once_are_each_answered_exactly_once() {
+    let guest = Guest::start(probe_agent());
+    let hypervisor = Hypervisor::connect(&guest).await;
+    let mut requests = Vec::new();
+    for index in 0..200 {
+        let request = match index % 4 {
+            0 => r#"{"name":"version","value":"agent"}"#,
+            1 => r#"{"name":"features"}"#,
+            _ => r#"{"name":"count"}"#,
+        };
+        requests.push((format!("r{index:03}"), request.to_owned()));
+    }
+    hypervisor.send_all(&requests).await;
+    let ids: Vec<String> = requests.iter().map(|(id, _)| id.clone()).collect();
+    let answers = hypervisor.answers_to(&ids, Duration::from_secs(60)).await;
+
+    // Every request answered, and every request removed.
+    for (index, id) in ids.iter().enumerate() {
+        let expected_code = "\"returncode\": \"0\"";
+        assert!(answers[id].contains(expected_code), "{id}: {}", answers[id]);
+        if index % 4 == 0 {
+            assert_eq!(answers[id], answer(AGENT_VERSION, "0"));
+        }
+    }
+    let left = hypervisor
+        .client
+        .directory(&Hypervisor::path("data/host"))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "requests left behind: {left:?}");
+
+    // The count command ran exactly once per request, in arrival order.
+    let counts: Vec<u64> = ids
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| index % 4 >= 2)
+        .map(|(_, id)| message(&answers[id]).parse().unwrap())
+        .collect();
+    assert_eq!(counts, (1..=100).collect::<Vec<u64>>());
+
+    // Each answer was written once: no request answered twice.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let writes = hypervisor.write_counts();
+    for id in &ids {
+        assert_eq!(
+            writes.get(id),
+            Some(&1),
+            "{id} answer written {:?} times",
+            writes.get(id)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_written_while_the_connection_is_down_are_answered_after_it_returns() {
+    let guest = Guest::start(probe_agent());
+    let hypervisor = Hypervisor::connect(&guest).await;
+    assert_eq!(
+        guest.dom0.call("before", r#"{"name":"count"}"#),
+        answer("1", "0")
+    );
+    let served = guest.bridge.clients_served();
+    guest.bridge.pause();
+    let requests: Vec<(String, String)> = (0..20)
+        .map(|index| (format!("down{index}"), r#"{"name":"count"}"#.to_owned()))
+        .collect();
+    hypervisor.send_all(&requests).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        guest.dom0.read("data/guest/down0").is_none(),
+        "answered while disconnected?"
+    );
+    guest.bridge.resume();
+    let ids: Vec<String> = requests.iter().map(|(id, _)| id.clone()).collect();
+    let answers = hypervisor.answers_to(&ids, Duration::from_secs(60)).await;
+    let mut counts: Vec<u64> = answers
+        .values()
+        .map(|answer| message(answer).parse().unwrap())
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        (2..=21).collect::<Vec<u64>>(),
+        "each request ran exactly once"
+    );
+    assert!(
+        guest.bridge.clients_served() > served,
+        "the agent reconnected"
+    );
+    assert!(
+        guest.agent.log().contains("reconnected to XenStore"),
+        "{}",
+        guest.agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_mid_flight_loses_no_request_and_runs_none_twice() {
+    let guest = Guest::start(probe_agent());
+    let hypervisor = Hypervisor::connect(&guest).await;
+    let requests: Vec<(String, String)> = (0..150)
+        .map(|index| (format!("m{index:03}"), r#"{"name":"count"}"#.to_owned()))
+        .collect();
+    hypervisor.send_all(&requests).await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        guest.bridge.drop_client();
+    }
+    let ids: Vec<String> = requests.iter().map(|(id, _)| id.clone()).collect();
+    let answers = hypervisor.answers_to(&ids, Duration::from_secs(90)).await;
+    let mut counts: Vec<u64> = answers
+        .values()
+        .map(|answer| message(answer).parse().unwrap())
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        (1..=150).collect::<Vec<u64>>(),
+        "each request ran exactly once"
+    );
+    let left = hypervisor
+        .client
+        .directory(&Hypervisor::path("data/host"))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "requests left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_cannot_be_written_is_retried_until_it_can() {
+    let guest = Guest::start(probe_agent());
+    let hypervisor = Hypervisor::connect(&guest).await;
+    assert_eq!(
+        guest.dom0.call("warm-up", r#"{"name":"version"}"#),
+        answer(AGENT_VERSION, "0")
+    );
+    // The hypervisor takes write access to data/guest away (EACCES).
+    let guest_dir = Hypervisor::path("data/guest");
+    hypervisor
+        .client
+        .set_perms(&guest_dir, &["n0", &format!("r{DOMID}")])
+        .await
+        .unwrap();
+    guest.dom0.send("denied", r#"{"name":"count"}"#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !guest.agent.log().contains("cannot write the answer") {
+        assert!(
+            Instant::now() < deadline,
+            "no retry logged:\n{}",
+            guest.agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Meanwhile the agent goes on serving (through the local socket).
+    assert_eq!(
+        guest.agent.call("version", r#""agent""#),
+        answer(AGENT_VERSION, "0")
+    );
+    hypervisor
+        .client
+        .set_perms(&guest_dir, &[&format!("n{DOMID}")])
+        .await
+        .unwrap();
+    let answers = hypervisor
+        .answers_to(&["denied".to_owned()], Duration::from_secs(60))
+        .await;
+    assert_eq!(answers["denied"], answer("1", "0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_quota_does_not_stop_the_agent() {
+    // A guest quota of a few nodes: answers hit ENOSPC until the hypervisor
+    // deletes old ones (Nova never does; answers pile up).
+    let guest = Guest::start_with(probe_agent(), &["-E", QUOTA_NODES]);
+    let hypervisor = Hypervisor::connect(&guest).await;
+    let mut answered = Vec::new();
+    let mut id = 0;
+    // Fill the quota with answers.
+    while !guest.agent.log().contains("ENOSPC") {
+        assert!(id < 200, "the quota never filled:\n{}", guest.agent.log());
+        let name = format!("q{id}");
+        guest.dom0.send(&name, r#"{"name":"count"}"#);
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        if guest.dom0.read(&format!("data/guest/{name}")).is_some() {
+            answered.push(name);
+        }
+    }
+    assert!(guest.agent.exit_status().is_none(), "the agent died");
+    // Free the quota: the pending answers arrive.
+    for name in &answered {
+        hypervisor
+            .client
+            .rm(&Hypervisor::path(&format!("data/guest/{name}")))
+            .await
+            .unwrap();
+    }
+    let pending: Vec<String> = (0..id)
+        .map(|index| format!("q{index}"))
+        .filter(|name| !answered.contains(name))
+        .collect();
+    let answers = hypervisor
+        .answers_to(&pending, Duration::from_secs(90))
+        .await;
+    assert_eq!(answers.len(), pending.len());
+}
+
+/// Nodes the guest may own in the quota test.
+const QUOTA_NODES: &str = "12";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_command_does_not_hold_up_other_commands() {
+    let guest = Guest::start(probe_agent());
+    let hypervisor = Hypervisor::connect(&guest).await;
+    hypervisor
+        .send_all(&[
+            (
+                "slow".to_owned(),
+                r#"{"name":"sleep","value":2500}"#.to_owned(),
+            ),
+            ("fast".to_owned(), r#"{"name":"version"}"#.to_owned()),
+        ])
+        .await;
+    let fast = hypervisor
+        .answers_to(&["fast".to_owned()], Duration::from_secs(30))
+        .await;
+    assert_eq!(fast["fast"], answer(AGENT_VERSION, "0"));
+    assert!(
+        guest.dom0.read("data/guest/slow").is_none(),
+        "the slow command finished first?"
+    );
+    let slow = hypervisor
+        .answers_to(&["slow".to_owned()], Duration::from_secs(30))
+        .await;
+    assert_eq!(slow["slow"], answer("slept", "0"));
+}

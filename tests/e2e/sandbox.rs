@@ -1,0 +1,212 @@
+//! The sandbox through the daemon: every way a component can misbehave gets
+//! a `500` that says what happened, within its deadline, and the daemon keeps
+//! answering meanwhile.
+
+use std::time::{Duration, Instant};
+
+use guestward_tests::{AgentBuilder, artifacts};
+
+use crate::protocol::PROBE_POLICY;
+use crate::{AGENT_VERSION, answer};
+
+fn probe_agent() -> guestward_tests::Agent {
+    AgentBuilder::new()
+        .component("probe")
+        .policy(PROBE_POLICY)
+        .start()
+}
+
+fn message(answer: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(answer).unwrap();
+    value["message"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn an_endless_loop_is_stopped_at_its_deadline_and_others_are_served_meanwhile() {
+    let agent = probe_agent();
+    let started = Instant::now();
+    let spinning = std::thread::scope(|scope| {
+        let spinning = scope.spawn(|| agent.call("spin", "null"));
+        // While the probe spins, version keeps answering.
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..5 {
+            assert_eq!(
+                agent.call("version", r#""agent""#),
+                answer(AGENT_VERSION, "0")
+            );
+        }
+        spinning.join().unwrap()
+    });
+    assert_eq!(
+        spinning,
+        answer(
+            "command 'spin' did not finish within its deadline of 3000 ms",
+            "500"
+        )
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped far too late"
+    );
+    // A fresh Store for the next call: the probe works again.
+    assert_eq!(agent.call("echo", "1"), answer("1", "0"));
+}
+
+#[test]
+fn a_command_blocked_in_the_host_is_stopped_at_its_deadline() {
+    let agent = probe_agent();
+    assert_eq!(
+        agent.call("sleep", "60000"),
+        answer(
+            "command 'sleep' did not finish within its deadline of 3000 ms",
+            "500"
+        )
+    );
+}
+
+#[test]
+fn exhausting_memory_is_a_clear_error() {
+    let agent = probe_agent();
+    assert_eq!(
+        agent.call("grow", "null"),
+        answer("command 'grow' exceeded its memory limit of 32 MiB", "500")
+    );
+    assert_eq!(agent.call("echo", "2"), answer("2", "0"));
+}
+
+#[test]
+fn panics_crashes_and_exits_are_clear_errors() {
+    let agent = probe_agent();
+    assert_eq!(
+        agent.call("panic", "null"),
+        answer("command 'panic' panicked: probe panicked on request", "500")
+    );
+    assert_eq!(
+        agent.call("recurse", "null"),
+        answer("command 'recurse' overflowed its stack", "500")
+    );
+    assert_eq!(
+        agent.call("exit", "null"),
+        answer(
+            "command 'exit' exited with status 1 instead of replying",
+            "500"
+        )
+    );
+    assert_eq!(
+        agent.call("bad-code", "null"),
+        answer(
+            r#"command 'bad-code' returned an invalid return code \"\""#,
+            "500"
+        )
+    );
+    assert_eq!(agent.call("version", "null"), answer(AGENT_VERSION, "0"));
+}
+
+#[test]
+fn replies_over_the_cap_are_refused() {
+    let agent = probe_agent();
+    assert_eq!(
+        agent.call("big-reply", "1998"),
+        answer(&"x".repeat(1998), "0")
+    );
+    assert_eq!(
+        agent.call("big-reply", "100000"),
+        answer(
+            "command 'big-reply' replied with 100001 bytes, over its limit of 2000 bytes",
+            "500"
+        )
+    );
+}
+
+#[test]
+fn a_log_flood_is_cut_at_the_limit() {
+    let agent = probe_agent();
+    assert_eq!(agent.call("log-flood", "10000"), answer("flooded", "0"));
+    let log = agent.log();
+    let lines = log
+        .lines()
+        .filter(|line| line.contains("flood line"))
+        .count();
+    assert_eq!(lines, 10, "the policy allows 10 lines per call");
+    assert!(log.contains("dropped=9990"), "{log}");
+}
+
+#[test]
+fn state_persists_between_calls_of_one_component() {
+    let agent = probe_agent();
+    for expected in 1..=3 {
+        assert_eq!(
+            agent.call("count", "null"),
+            answer(&expected.to_string(), "0")
+        );
+    }
+}
+
+#[test]
+fn a_component_importing_what_its_policy_does_not_grant_is_refused_at_load() {
+    // The built-in policy has no entry for the probe, which imports files
+    // and xenstore.
+    let agent = AgentBuilder::new().component("probe").start();
+    let log = agent.log();
+    assert!(
+        log.contains("refused command component")
+            && log.contains("imports guestward:command/files@1.0.0"),
+        "{log}"
+    );
+    assert_eq!(agent.call("version", "null"), answer(AGENT_VERSION, "0"));
+    assert_eq!(
+        agent.call("features", "null"),
+        answer("features,version", "0")
+    );
+    assert_eq!(
+        agent.call("echo", "1"),
+        answer("No such agent command 'echo'", "404")
+    );
+}
+
+#[test]
+fn two_components_claiming_one_name_stop_the_start() {
+    let copy = tempfile::tempdir().unwrap();
+    let duplicate = copy.path().join("version-again.wasm");
+    std::fs::copy(artifacts::component("version"), &duplicate).unwrap();
+    let agent = AgentBuilder::new().component_file(&duplicate).spawn();
+    let status = agent
+        .wait_exit(Duration::from_secs(30))
+        .expect("the agent should refuse to start");
+    assert!(!status.success());
+    let log = agent.log();
+    assert!(
+        log.contains("command 'version' is claimed by both"),
+        "{log}"
+    );
+    assert!(log.contains("version-again.wasm"), "{log}");
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused_and_the_rest_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm not really").unwrap();
+    let agent = AgentBuilder::new().component_file(&garbage).start();
+    assert!(
+        agent.log().contains("garbage.wasm: not a valid component"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        agent.call("features", "null"),
+        answer("features,version", "0")
+    );
+}
+
+#[test]
+fn the_value_is_never_logged() {
+    let agent = probe_agent();
+    let secret = "s3cr3t-value-that-must-not-be-logged";
+    assert_eq!(
+        agent.call("echo", &format!("\"{secret}\"")),
+        answer(&format!("\\\"{secret}\\\""), "0")
+    );
+    assert!(!agent.log().contains(secret), "{}", agent.log());
+    assert_eq!(message(&agent.call("version", "null")), AGENT_VERSION);
+}

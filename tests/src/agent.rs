@@ -1,0 +1,245 @@
+//! The agent under test, as a real `guestward serve` process in a scratch
+//! directory of its own (its `--root`, its commands, its socket, its log).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::artifacts;
+
+/// How to start an agent.
+#[derive(Debug, Default)]
+pub struct AgentBuilder {
+    xenstore: Option<PathBuf>,
+    components: Vec<PathBuf>,
+    policy: Option<String>,
+    args: Vec<String>,
+    log_level: Option<String>,
+}
+
+impl AgentBuilder {
+    /// The built-in commands, the built-in policy, no XenStore.
+    pub fn new() -> Self {
+        Self {
+            components: artifacts::BUILTIN
+                .iter()
+                .map(|name| artifacts::component(name))
+                .collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Connect to XenStore through `socket` (a guest bridge or xenstored).
+    pub fn xenstore(mut self, socket: &Path) -> Self {
+        self.xenstore = Some(socket.to_owned());
+        self
+    }
+
+    /// Also load the component `name` (e.g. `probe`).
+    pub fn component(mut self, name: &str) -> Self {
+        self.components.push(artifacts::component(name));
+        self
+    }
+
+    /// Load a component from any path.
+    pub fn component_file(mut self, path: &Path) -> Self {
+        self.components.push(path.to_owned());
+        self
+    }
+
+    /// Use this policy (TOML text) instead of the built-in one.
+    pub fn policy(mut self, toml: &str) -> Self {
+        self.policy = Some(toml.to_owned());
+        self
+    }
+
+    /// Extra `serve` arguments.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_owned());
+        self
+    }
+
+    /// Log filter (default `debug`).
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = Some(level.to_owned());
+        self
+    }
+
+    /// Start the agent and wait until it answers `version` on its socket.
+    pub fn start(self) -> Agent {
+        let agent = self.spawn();
+        agent.wait_ready();
+        agent
+    }
+
+    /// Start the agent without waiting (for agents expected to fail).
+    pub fn spawn(self) -> Agent {
+        let scratch = tempfile::Builder::new()
+            .prefix("gw-agent-")
+            .tempdir_in("/tmp")
+            .expect("scratch dir");
+        let dir = scratch.path().to_owned();
+        let (root, commands) = (dir.join("root"), dir.join("commands"));
+        std::fs::create_dir_all(&root).expect("root dir");
+        std::fs::create_dir_all(&commands).expect("commands dir");
+        for component in &self.components {
+            let name = component.file_name().expect("component file name");
+            std::fs::copy(component, commands.join(name)).expect("copy component");
+        }
+        let mut command = Command::new(artifacts::guestward_bin());
+        command
+            .arg("serve")
+            .args(["--commands".as_ref(), commands.as_os_str()])
+            .args(["--root".as_ref(), root.as_os_str()])
+            .args(["--socket".as_ref(), dir.join("agent.sock").as_os_str()])
+            .args(["--cache".as_ref(), artifacts::shared_cache().as_os_str()]);
+        if let Some(xenstore) = &self.xenstore {
+            command.args(["--xenstore".as_ref(), xenstore.as_os_str()]);
+        }
+        if let Some(policy) = &self.policy {
+            let path = dir.join("policy.toml");
+            std::fs::write(&path, policy).expect("write policy");
+            command.args(["--policy".as_ref(), path.as_os_str()]);
+        }
+        command.args(&self.args);
+        let log = std::fs::File::create(dir.join("agent.log")).expect("log file");
+        command
+            .env(
+                "GUESTWARD_LOG",
+                self.log_level.as_deref().unwrap_or("debug"),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        let child = command.spawn().expect("start guestward");
+        Agent {
+            child: Mutex::new(Some(child)),
+            dir,
+            _scratch: scratch,
+        }
+    }
+}
+
+/// A running agent. Dropping it kills it.
+#[derive(Debug)]
+pub struct Agent {
+    child: Mutex<Option<Child>>,
+    dir: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl Agent {
+    /// The agent's `--root`.
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    /// The agent's local socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.with_child(|child| child.id()).unwrap_or(0)
+    }
+
+    fn with_child<R>(&self, f: impl FnOnce(&mut Child) -> R) -> Option<R> {
+        let mut child = self
+            .child
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        child.as_mut().map(f)
+    }
+
+    /// Send one request line over the local socket; return the answer line.
+    pub fn request(&self, line: &str) -> String {
+        let mut stream = UnixStream::connect(self.socket())
+            .unwrap_or_else(|error| panic!("connect to the agent: {error}\n{}", self.log()));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        writeln!(stream, "{line}").expect("send request");
+        let mut answer = String::new();
+        BufReader::new(stream)
+            .read_line(&mut answer)
+            .expect("read answer");
+        answer.trim_end_matches('\n').to_owned()
+    }
+
+    /// Call `name` with a JSON `value` over the local socket.
+    pub fn call(&self, name: &str, value: &str) -> String {
+        self.request(&format!(r#"{{"name":"{name}","value":{value}}}"#))
+    }
+
+    /// Wait until the agent answers on its socket (or fail with its log).
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.exit_status() {
+                panic!(
+                    "the agent exited ({status}) while starting:\n{}",
+                    self.log()
+                );
+            }
+            if UnixStream::connect(self.socket()).is_ok() && self.log().contains("guestward ready")
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the agent did not become ready:\n{}", self.log());
+    }
+
+    /// The exit status, if the agent has exited.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.with_child(|child| child.try_wait().ok().flatten())
+            .flatten()
+    }
+
+    /// Wait for the agent to exit by itself.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exit_status() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Send `signal` to the agent.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid() as i32) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(&self) -> Option<std::process::ExitStatus> {
+        self.signal(rustix::process::Signal::TERM);
+        self.wait_exit(Duration::from_secs(40))
+    }
+
+    /// SIGKILL, at once.
+    pub fn kill(&self) {
+        self.with_child(|child| {
+            let _ = child.kill();
+            let _ = child.wait();
+        });
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,61 @@
+//! Where the things under test are: the `guestward` binary and the command
+//! components built by `make` (or `make test`).
+
+use std::path::PathBuf;
+
+/// The workspace's target directory.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+    }
+}
+
+/// The `guestward` binary of the same profile as this test binary
+/// (`target/debug/deps/e2e-…` → `target/debug/guestward`), or `$GUESTWARD_BIN`.
+pub fn guestward_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("GUESTWARD_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("guestward");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`make test` does: cargo build -p guestward)",
+        bin.display()
+    );
+    bin
+}
+
+/// A command component built for wasm32-wasip2 (`version`, `features`,
+/// `probe`, …), from `$GUESTWARD_WASM_DIR` or the Makefile's output.
+pub fn component(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("GUESTWARD_WASM_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => target_dir().join("wasm32-wasip2/wasm"),
+    };
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the components first (`make test` does: make components)",
+        path.display()
+    );
+    path
+}
+
+/// The built-in command components.
+pub const BUILTIN: &[&str] = &["version", "features"];
+
+/// A compiled-component cache shared by every agent the tests start (safe:
+/// artifacts are keyed by content and engine, written atomically).
+pub fn shared_cache() -> PathBuf {
+    let dir = target_dir().join("guestward-test-cache");
+    std::fs::create_dir_all(&dir).expect("create the test cache");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod the test cache");
+    dir
+}
