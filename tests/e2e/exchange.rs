@@ -337,3 +337,30 @@ async fn a_slow_command_does_not_hold_up_other_commands() {
         .await;
     assert_eq!(slow["slow"], answer("slept", "0"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_the_node_size_quota_becomes_an_error_answer() {
+    // xenstored lets a guest write values of at most 2048 bytes by default.
+    let guest = Guest::start(probe_agent());
+    let reply = guest
+        .dom0
+        .call("big", r#"{"name":"big-reply","value":1500}"#);
+    assert_eq!(
+        reply.len(),
+        1500 + r#"{"message": "", "returncode": "0"}"#.len()
+    );
+    let reply = guest
+        .dom0
+        .call("too-big", r#"{"name":"big-reply","value":1999}"#);
+    assert_eq!(
+        reply,
+        answer(
+            "the reply (2033 bytes encoded) is larger than XenStore lets this guest write",
+            "500"
+        )
+    );
+    assert_eq!(
+        guest.dom0.call("after", r#"{"name":"version"}"#),
+        answer(AGENT_VERSION, "0")
+    );
+}

@@ -107,17 +107,39 @@ async fn errors_are_typed() {
 
 #[tokio::test]
 async fn payloads_are_capped_at_4080_bytes_and_the_connection_survives() {
+    // As dom0: guests have a node-size quota (2048 bytes by default).
     let setup = setup().await;
-    let path = "data/guest/big";
+    let path = home("data/big");
     let room = wire::PAYLOAD_MAX - path.len() - 1;
-    setup.guest.write(path, &vec![b'a'; room]).await.unwrap();
-    assert_eq!(setup.guest.read(path).await.unwrap().len(), room);
-    let too_big = setup.guest.write(path, &vec![b'a'; room + 1]).await;
+    setup.dom0.write(&path, &vec![b'a'; room]).await.unwrap();
+    assert_eq!(setup.dom0.read(&path).await.unwrap().len(), room);
+    let too_big = setup.dom0.write(&path, &vec![b'a'; room + 1]).await;
     assert!(
         matches!(too_big, Err(Error::TooLarge { .. })),
         "{too_big:?}"
     );
-    assert_eq!(setup.guest.read(path).await.unwrap().len(), room);
+    assert_eq!(setup.dom0.read(&path).await.unwrap().len(), room);
+}
+
+#[tokio::test]
+async fn a_guest_over_its_node_size_quota_gets_enospc() {
+    let setup = setup().await;
+    let refused = setup.guest.write("data/guest/big", &[b'a'; 3000]).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Errno {
+                errno: Errno::ENOSPC,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    setup
+        .guest
+        .write("data/guest/big", &[b'a'; 1000])
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

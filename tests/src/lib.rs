@@ -15,6 +15,7 @@ pub mod agent;
 pub mod artifacts;
 pub mod bench;
 pub mod bridge;
+mod dom0_wire;
 pub mod nova;
 pub mod xenstored;
 

@@ -51,10 +51,13 @@ impl Dom0 {
         );
     }
 
-    /// `xenstore-read PATH`, or `None` if it does not exist.
+    /// `xenstore-read -R PATH` (the raw value: without `-R`, 4.17's tool
+    /// escapes backslashes and non-printable bytes), or `None` if it does
+    /// not exist.
     pub fn read(&self, relative: &str) -> Option<String> {
         let output = self
             .tool("xenstore-read")
+            .arg("-R")
             .arg(self.path(relative))
             .output()
             .expect("xenstore-read");

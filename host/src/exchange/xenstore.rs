@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::dispatch::Dispatcher;
 use crate::protocol::{Reply, nova};
-use crate::xenstore::{XsClient, wire};
+use crate::xenstore::{Errno, XsClient, wire};
 
 /// Where requests arrive (relative to the domain's home).
 pub const REQUESTS: &str = "data/host";
@@ -201,10 +201,41 @@ async fn deliver(
     })
     .await;
     retry(&id, "write the answer", || {
-        client.write(&answer_path, answer.as_bytes())
+        write_answer(&client, &answer_path, &answer, &id)
     })
     .await;
     let _ = answered.send(Answered { id, removed });
+}
+
+/// Write the answer. When xenstored refuses it for lack of room (`ENOSPC`),
+/// try a short error answer at once: if that fits, the answer was over the
+/// guest's node-size quota (2048 bytes by default) and the hypervisor gets
+/// an error that says so instead of nothing, forever; if it does not fit
+/// either, the guest's node quota is full and the answer waits for room.
+async fn write_answer(
+    client: &XsClient,
+    path: &str,
+    answer: &str,
+    id: &str,
+) -> Result<(), crate::xenstore::Error> {
+    match client.write(path, answer.as_bytes()).await {
+        Err(error) if error.errno() == Some(&Errno::ENOSPC) => {
+            let short = nova::encode(&Reply::error(format!(
+                "the reply ({} bytes encoded) is larger than XenStore lets this guest write",
+                answer.len()
+            )));
+            if short.len() >= answer.len() || client.write(path, short.as_bytes()).await.is_err() {
+                return Err(error);
+            }
+            tracing::warn!(
+                request = id,
+                bytes = answer.len(),
+                "answer over the XenStore node-size quota: sent an error instead"
+            );
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// The encoded answer, or a short error if it would not fit in one
