@@ -161,17 +161,8 @@ impl Agent {
 
     /// Send one request line over the local socket; return the answer line.
     pub fn request(&self, line: &str) -> String {
-        let mut stream = UnixStream::connect(self.socket())
-            .unwrap_or_else(|error| panic!("connect to the agent: {error}\n{}", self.log()));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("timeout");
-        writeln!(stream, "{line}").expect("send request");
-        let mut answer = String::new();
-        BufReader::new(stream)
-            .read_line(&mut answer)
-            .expect("read answer");
-        answer.trim_end_matches('\n').to_owned()
+        self.try_request(line)
+            .unwrap_or_else(|error| panic!("request {line}: {error}\n{}", self.log()))
     }
 
     /// Call `name` with a JSON `value` over the local socket.
@@ -179,7 +170,8 @@ impl Agent {
         self.request(&format!(r#"{{"name":"{name}","value":{value}}}"#))
     }
 
-    /// Wait until the agent answers on its socket (or fail with its log).
+    /// Wait until the agent answers `version` on its socket (or fail with
+    /// its log).
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -189,13 +181,24 @@ impl Agent {
                     self.log()
                 );
             }
-            if UnixStream::connect(self.socket()).is_ok() && self.log().contains("guestward ready")
+            if self
+                .try_request(r#"{"name":"version"}"#)
+                .is_ok_and(|answer| answer.contains("returncode"))
             {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("the agent did not become ready:\n{}", self.log());
+    }
+
+    fn try_request(&self, line: &str) -> std::io::Result<String> {
+        let mut stream = UnixStream::connect(self.socket())?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        writeln!(stream, "{line}")?;
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer)?;
+        Ok(answer.trim_end_matches('\n').to_owned())
     }
 
     /// The exit status, if the agent has exited.
