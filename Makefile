@@ -14,8 +14,9 @@ WASM_DIR     := target/$(WASM_TARGET)/$(WASM_PROFILE)
 COMMANDS      := version features
 TEST_COMMANDS := probe
 # What the tests run against: the real xenstored and its tools, gcc for the
-# harness's LD_PRELOAD shim.
-APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc
+# harness's LD_PRELOAD shim, Debian's python3 (fcntl locks, libxcrypt's crypt)
+# as an independent peer.
+APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc python3
 XENSTORED    := /usr/lib/xen-4.17/bin/xenstored
 
 PREFIX   ?= /usr
@@ -43,6 +44,7 @@ setup-test: setup-rust
 	[ -x $(XENSTORED) ] || missing="$$missing xen-utils-4.17"; \
 	command -v xenstore-read >/dev/null || missing="$$missing xenstore-utils"; \
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

@@ -77,9 +77,7 @@ macro_rules! export_command {
                             .map(|name| ::std::string::ToString::to_string(name))
                             .collect(),
                         version: ::std::string::ToString::to_string(env!("CARGO_PKG_VERSION")),
-                        summary: ::std::string::ToString::to_string(
-                            <$command as $crate::Command>::SUMMARY,
-                        ),
+                        summary: ::std::string::ToString::to_string(<$command as $crate::Command>::SUMMARY),
                     }
                 }
 
@@ -88,7 +86,7 @@ macro_rules! export_command {
                 }
             }
 
-            $crate::bindings::__export_command_world!(GuestwardExport with_types_in $crate::bindings);
+    $crate::bindings::__export_command_world!(GuestwardExport with_types_in $crate::bindings);
         };
     };
 }
@@ -99,7 +97,13 @@ pub mod testing;
 /// Host interfaces as the command sees them: in a component they are the
 /// WIT imports; natively they are served by [`testing`].
 macro_rules! host_interface {
-    ($(#[$doc:meta])* $module:ident { types: [$($ty:ident),*], functions: [$($function:ident),*] }) => {
+    (
+        $(#[$doc:meta])* $module:ident {
+            types: [$($ty:ident),*],
+            functions: [$($function:ident),*]
+            $(, extra: { $($extra:item)* })?
+        }
+    ) => {
         $(#[$doc])*
         pub mod $module {
             $(pub use crate::bindings::guestward::command::$module::$ty;)*
@@ -107,6 +111,7 @@ macro_rules! host_interface {
             pub use crate::bindings::guestward::command::$module::{$($function),*};
             #[cfg(not(target_arch = "wasm32"))]
             pub use crate::testing::$module::{$($function),*};
+            $($($extra)*)?
         }
     };
 }
@@ -120,17 +125,48 @@ host_interface!(
     state { types: [Error], functions: [get, set, delete] }
 );
 host_interface!(
-    /// Facts about the agent: its version and its loaded commands (always granted).
-    agent { types: [], functions: [version, commands] }
+    /// Facts about the agent: its version, its loaded commands, and the
+    /// operator's settings for this component (always granted).
+    agent { types: [], functions: [version, commands, setting] }
 );
 host_interface!(
     /// Files under the path prefixes the policy grants.
     files {
         types: [Error, FileKind, FileMetadata, DirEntry, Owner, ReplaceOptions],
-        functions: [read, list_dir, metadata, read_link, replace, remove, create_dir, rename]
+        functions: [read, list_dir, metadata, read_link, replace, remove, create_dir, rename],
+        extra: {
+            /// An exclusive lock on a file (see [`lock`]), released when dropped.
+            #[must_use = "the lock is released as soon as it is dropped"]
+            #[derive(Debug)]
+            pub struct Lock {
+                #[cfg(target_arch = "wasm32")]
+                _held: crate::bindings::guestward::command::files::FileLock,
+                #[cfg(not(target_arch = "wasm32"))]
+                _held: (),
+            }
+
+            /// Take the lock `lckpwdf(3)` takes (an exclusive `fcntl` lock)
+            /// on `path`, creating it if missing, waiting at most `timeout_ms`.
+            pub fn lock(path: &str, timeout_ms: u32) -> Result<Lock, Error> {
+                #[cfg(target_arch = "wasm32")]
+                return Ok(Lock {
+                    _held: crate::bindings::guestward::command::files::lock(path, timeout_ms)?,
+                });
+                #[cfg(not(target_arch = "wasm32"))]
+                {
+                    crate::testing::files::lock(path, timeout_ms)?;
+                    Ok(Lock { _held: () })
+                }
+            }
+        }
     }
 );
 host_interface!(
     /// XenStore keys under the prefixes the policy grants (read-only).
     xenstore { types: [Error], functions: [read, directory] }
+);
+host_interface!(
+    /// Privileged operations the policy grants one by one: running
+    /// allow-listed programs.
+    system { types: [Error, ProgramOutput], functions: [run] }
 );

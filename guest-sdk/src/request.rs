@@ -47,10 +47,7 @@ mod tests {
 
     #[test]
     fn string_values_are_unquoted() {
-        assert_eq!(
-            Request::new("x", r#""a\nb""#).string().as_deref(),
-            Some("a\nb")
-        );
+        assert_eq!(Request::new("x", r#""a\nb""#).string().as_deref(), Some("a\nb"));
         assert_eq!(Request::new("x", "5").string(), None);
     }
 

@@ -35,6 +35,14 @@ pub struct TestHost {
     pub state: HashMap<String, Vec<u8>>,
     /// Every line logged, in order.
     pub logs: Vec<(Level, String)>,
+    /// What `agent::setting` answers.
+    pub settings: BTreeMap<String, String>,
+    /// Every lock taken, by path.
+    pub locks: Vec<String>,
+    /// Every program run: its argument list (program first) and its input.
+    pub runs: Vec<(Vec<String>, Vec<u8>)>,
+    /// The exit code `system::run` reports for a program (default 0).
+    pub exit_codes: BTreeMap<String, i32>,
 }
 
 thread_local! {
@@ -87,13 +95,15 @@ pub mod agent {
     pub fn commands() -> Vec<String> {
         with_host(|host| host.commands.clone())
     }
+
+    pub fn setting(name: &str) -> Option<String> {
+        with_host(|host| host.settings.get(name).cloned())
+    }
 }
 
 pub mod files {
     use super::with_host;
-    use crate::bindings::guestward::command::files::{
-        DirEntry, Error, FileKind, FileMetadata, ReplaceOptions,
-    };
+    use crate::bindings::guestward::command::files::{DirEntry, Error, FileKind, FileMetadata, ReplaceOptions};
 
     fn is_dir(files: &std::collections::BTreeMap<String, Vec<u8>>, path: &str) -> bool {
         let prefix = format!("{}/", path.trim_end_matches('/'));
@@ -101,8 +111,7 @@ pub mod files {
     }
 
     pub fn read(path: &str) -> Result<Vec<u8>, Error> {
-        with_host(|host| host.files.get(path).cloned())
-            .ok_or_else(|| Error::NotFound(path.to_owned()))
+        with_host(|host| host.files.get(path).cloned()).ok_or_else(|| Error::NotFound(path.to_owned()))
     }
 
     pub fn list_dir(path: &str) -> Result<Vec<DirEntry>, Error> {
@@ -167,6 +176,11 @@ pub mod files {
         Ok(())
     }
 
+    pub fn lock(path: &str, _timeout_ms: u32) -> Result<(), Error> {
+        with_host(|host| host.locks.push(path.to_owned()));
+        Ok(())
+    }
+
     pub fn rename(source: &str, destination: &str) -> Result<(), Error> {
         with_host(|host| {
             let contents = host
@@ -184,8 +198,7 @@ pub mod xenstore {
     use crate::bindings::guestward::command::xenstore::Error;
 
     pub fn read(key: &str) -> Result<String, Error> {
-        with_host(|host| host.xenstore.get(key).cloned())
-            .ok_or_else(|| Error::NotFound(key.to_owned()))
+        with_host(|host| host.xenstore.get(key).cloned()).ok_or_else(|| Error::NotFound(key.to_owned()))
     }
 
     pub fn directory(key: &str) -> Result<Vec<String>, Error> {
@@ -201,5 +214,26 @@ pub mod xenstore {
             return Err(Error::NotFound(key.to_owned()));
         }
         Ok(children.into_iter().collect())
+    }
+}
+
+pub mod system {
+    use super::with_host;
+    use crate::bindings::guestward::command::system::{Error, ProgramOutput};
+
+    pub fn run(program: &str, args: &[String], stdin: &[u8]) -> Result<ProgramOutput, Error> {
+        let argv: Vec<String> = std::iter::once(program.to_owned())
+            .chain(args.iter().cloned())
+            .collect();
+        let exit_code = with_host(|host| {
+            host.runs.push((argv, stdin.to_vec()));
+            host.exit_codes.get(program).copied().unwrap_or(0)
+        });
+        Ok(ProgramOutput {
+            exit_code: Some(exit_code),
+            signal: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        })
     }
 }

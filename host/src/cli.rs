@@ -120,10 +120,7 @@ struct ServeArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error.into()),
     };
@@ -152,8 +149,8 @@ fn init_logging(cli: &Cli) {
         .ok()
         .or_else(|| cli.log_level.clone())
         .unwrap_or_else(|| default.to_owned());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -170,11 +167,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             daemon::serve(serve_settings(args)?).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Call {
-            socket,
-            name,
-            value,
-        } => {
+        Command::Call { socket, name, value } => {
             let answer = socket::call(&socket, &request_json(&name, value.as_deref())).await?;
             print_line(&answer);
             let reply: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
@@ -204,10 +197,7 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
         .or(file.commands.clone())
         .unwrap_or_else(config::default_commands_dir);
     let policy = load_policy(args.policy.or(file.policy.clone()).as_deref())?;
-    let root = args
-        .root
-        .or(file.root.clone())
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let root = args.root.or(file.root.clone()).unwrap_or_else(|| PathBuf::from("/"));
     let socket = args
         .socket
         .or(file.socket.clone())
@@ -236,9 +226,7 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
 fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
     match path {
         Some(path) => Policy::load(path),
-        None if Path::new(config::DEFAULT_POLICY).exists() => {
-            Policy::load(Path::new(config::DEFAULT_POLICY))
-        }
+        None if Path::new(config::DEFAULT_POLICY).exists() => Policy::load(Path::new(config::DEFAULT_POLICY)),
         None => Ok(Policy::builtin()),
     }
 }
@@ -248,8 +236,7 @@ fn request_json(name: &str, value: Option<&str>) -> String {
     let mut request = serde_json::Map::new();
     request.insert("name".into(), name.into());
     if let Some(value) = value {
-        let value = serde_json::from_str(value)
-            .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+        let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
         request.insert("value".into(), value);
     }
     serde_json::Value::Object(request).to_string()
@@ -263,11 +250,7 @@ fn exit_code(code: &str) -> ExitCode {
     }
 }
 
-async fn runtime_for(
-    policy: &Policy,
-    root: Option<PathBuf>,
-    xenstore: Option<PathBuf>,
-) -> anyhow::Result<Runtime> {
+async fn runtime_for(policy: &Policy, root: Option<PathBuf>, xenstore: Option<PathBuf>) -> anyhow::Result<Runtime> {
     let root = Root::open(&root.unwrap_or_else(|| PathBuf::from("/")))?;
     let xenstore = match xenstore {
         Some(path) => Some(XsClient::connect(Endpoint::at(&path)).await?),
@@ -297,10 +280,7 @@ async fn run_one(
     let policy = load_policy(policy.as_deref())?;
     let runtime = runtime_for(&policy, root, xenstore).await?;
     let component = runtime.load(path, &policy).await?;
-    runtime
-        .services()
-        .agent
-        .set_commands(component.info.names.clone());
+    runtime.services().agent.set_commands(component.info.names.clone());
     let request = request_json(name, value);
     let reply = match nova::parse(request.as_bytes()) {
         Ok(request) if component.info.names.contains(&request.name) => {
@@ -345,26 +325,13 @@ mod tests {
             request_json("version", Some("agent")),
             r#"{"name":"version","value":"agent"}"#
         );
-        assert_eq!(
-            request_json("x", Some(r#"{"a":1}"#)),
-            r#"{"name":"x","value":{"a":1}}"#
-        );
+        assert_eq!(request_json("x", Some(r#"{"a":1}"#)), r#"{"name":"x","value":{"a":1}}"#);
     }
 
     #[test]
     fn the_command_line_parses() {
-        Cli::try_parse_from([
-            "guestward",
-            "serve",
-            "--root",
-            "/tmp/r",
-            "--no-socket",
-            "--no-cache",
-        ])
-        .unwrap();
-        assert!(
-            Cli::try_parse_from(["guestward", "serve", "--socket", "/s", "--no-socket"]).is_err()
-        );
+        Cli::try_parse_from(["guestward", "serve", "--root", "/tmp/r", "--no-socket", "--no-cache"]).unwrap();
+        assert!(Cli::try_parse_from(["guestward", "serve", "--socket", "/s", "--no-socket"]).is_err());
         Cli::try_parse_from(["guestward", "call", "version"]).unwrap();
         Cli::try_parse_from(["guestward", "run", "v.wasm", "version", "--root", "/x"]).unwrap();
         Cli::try_parse_from(["guestward", "inspect", "v.wasm"]).unwrap();

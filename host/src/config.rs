@@ -51,9 +51,9 @@ impl ConfigFile {
             Err(error) => anyhow::bail!("cannot read {}: {error}", path.display()),
         };
         toml::from_str(&text).map_err(|error| {
-            let line = error.span().map_or(1, |span| {
-                text[..span.start.min(text.len())].matches('\n').count() + 1
-            });
+            let line = error
+                .span()
+                .map_or(1, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             anyhow::anyhow!("{}:{line}: {}", path.display(), error.message().trim())
         })
     }

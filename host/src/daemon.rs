@@ -54,9 +54,7 @@ impl Agent {
             cache_dir: settings.cache.clone(),
         };
         let runtime = Arc::new(Runtime::new(&options, services)?);
-        let components = runtime
-            .load_dir(&settings.commands, &settings.policy)
-            .await?;
+        let components = runtime.load_dir(&settings.commands, &settings.policy).await?;
         let registry = Registry::build(components)?;
         runtime.services().agent.set_commands(registry.names());
         let dispatcher = Arc::new(Dispatcher::new(runtime.clone(), registry));
@@ -71,10 +69,10 @@ impl Agent {
 /// Serve until SIGTERM or SIGINT; answers in flight are written first.
 pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
     if settings.xenstore.is_none() && settings.socket.is_none() {
-        anyhow::bail!(
-            "nothing to serve: no XenStore (no xenbus device, no --xenstore) and no --socket"
-        );
+        anyhow::bail!("nothing to serve: no XenStore (no xenbus device, no --xenstore) and no --socket");
     }
+    // Before anything can answer: a SIGTERM from then on is a clean stop.
+    let signals = Signals::install()?;
     let agent = Agent::start(&settings).await?;
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -82,9 +80,7 @@ pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
         let socket = SocketExchange::bind(path)
             .await
             .with_context(|| format!("cannot serve the local socket {}", path.display()))?;
-        tasks.push(tokio::spawn(
-            socket.serve(agent.dispatcher.clone(), shutdown.clone()),
-        ));
+        tasks.push(tokio::spawn(socket.serve(agent.dispatcher.clone(), shutdown.clone())));
     }
     if let Some(client) = agent.xenstore.clone() {
         tasks.push(tokio::spawn(xenstore_exchange::serve(
@@ -102,7 +98,7 @@ pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
         "guestward ready"
     );
     notify_systemd("READY=1");
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("stopping");
     notify_systemd("STOPPING=1");
     let _ = stop.send(true);
@@ -113,15 +109,27 @@ pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 /// Tell systemd (`Type=notify`) about our state, when it is listening.

@@ -80,11 +80,7 @@ impl Dispatcher {
         };
         let registry = self.registry();
         let Some(component) = registry.route(&request.name) else {
-            tracing::info!(
-                request = request_id,
-                command = request.name,
-                "unknown command"
-            );
+            tracing::info!(request = request_id, command = request.name, "unknown command");
             let _ = reply.send(nova::unknown_command(&request.name));
             return receiver;
         };
@@ -104,14 +100,9 @@ impl Dispatcher {
         };
         if let Err(refused) = self.lane(component).try_send(job) {
             let job = match refused {
-                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
-                    job
-                }
+                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => job,
             };
-            let message = format!(
-                "the agent is busy: too many requests waiting for '{}'",
-                job.command
-            );
+            let message = format!("the agent is busy: too many requests waiting for '{}'", job.command);
             let _ = job.reply.send(Reply::error(message));
         }
         receiver
@@ -119,10 +110,7 @@ impl Dispatcher {
 
     fn lane(&self, component: &Arc<LoadedComponent>) -> mpsc::Sender<Job> {
         let key = format!("{}@{}", component.name, component.sha256);
-        let mut lanes = self
-            .lanes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut lanes = self.lanes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(lane) = lanes.get(&key).filter(|lane| !lane.is_closed()) {
             return lane.clone();
         }
@@ -133,11 +121,7 @@ impl Dispatcher {
     }
 }
 
-async fn run_lane(
-    runtime: Arc<Runtime>,
-    component: Arc<LoadedComponent>,
-    mut jobs: mpsc::Receiver<Job>,
-) {
+async fn run_lane(runtime: Arc<Runtime>, component: Arc<LoadedComponent>, mut jobs: mpsc::Receiver<Job>) {
     while let Some(job) = jobs.recv().await {
         let reply = runtime
             .call(&component, &job.command, job.value.get(), &job.request_id)

@@ -16,9 +16,7 @@ const WARM_UP: usize = 2_000;
 const CALLS: usize = 20_000;
 
 fn main() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(measure())
 }
 
@@ -35,20 +33,14 @@ async fn measure() -> anyhow::Result<()> {
         cache_dir: None,
     };
     let sandbox = Runtime::new(&options, services)?;
-    let version = sandbox
-        .load(&artifacts::component("version"), &policy)
-        .await?;
+    let version = sandbox.load(&artifacts::component("version"), &policy).await?;
     for _ in 0..WARM_UP {
-        sandbox
-            .call(&version, "version", "\"agent\"", "bench")
-            .await;
+        sandbox.call(&version, "version", "\"agent\"", "bench").await;
     }
     let mut samples = Samples::with_capacity(CALLS);
     for _ in 0..CALLS {
         let started = Instant::now();
-        let reply = sandbox
-            .call(&version, "version", "\"agent\"", "bench")
-            .await;
+        let reply = sandbox.call(&version, "version", "\"agent\"", "bench").await;
         samples.push(started.elapsed());
         anyhow::ensure!(reply.is_success(), "version failed: {reply:?}");
     }

@@ -18,13 +18,8 @@ fn main() -> anyhow::Result<()> {
     Xenstored::require_tools().map_err(anyhow::Error::msg)?;
     let xenstored = Xenstored::start()?;
     let bridge = xenstored.guest(DOMID)?;
-    let agent = AgentBuilder::new()
-        .xenstore(bridge.socket())
-        .log_level("warn")
-        .start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let agent = AgentBuilder::new().xenstore(bridge.socket()).log_level("warn").start();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(measure(&xenstored));
     drop(agent);
     result

@@ -15,9 +15,7 @@ fn guestward(args: &[&str]) -> Output {
 }
 
 fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout)
-        .trim_end()
-        .to_owned()
+    String::from_utf8_lossy(&output.stdout).trim_end().to_owned()
 }
 
 #[test]
@@ -29,10 +27,7 @@ fn run_executes_one_command_in_the_sandbox() {
 
     let output = guestward(&["run", version.to_str().unwrap(), "nope"]);
     assert_eq!(output.status.code(), Some(1));
-    assert_eq!(
-        stdout(&output),
-        answer("No such agent command 'nope'", "404")
-    );
+    assert_eq!(stdout(&output), answer("No such agent command 'nope'", "404"));
 }
 
 #[test]
@@ -53,11 +48,7 @@ fn run_resolves_files_under_its_root() {
         "--policy",
         policy.to_str().unwrap(),
     ]);
-    assert_eq!(
-        stdout(&output),
-        answer("inside the root", "0"),
-        "{output:?}"
-    );
+    assert_eq!(stdout(&output), answer("inside the root", "0"), "{output:?}");
 }
 
 #[test]
@@ -70,14 +61,8 @@ fn inspect_shows_names_imports_and_needs() {
         text.contains("guestward:command/files@1.0.0 (granted by policy)"),
         "{text}"
     );
-    assert!(
-        text.contains("needs      policy grants for: files, xenstore"),
-        "{text}"
-    );
-    assert!(
-        text.contains("would refuse: imports guestward:command/"),
-        "{text}"
-    );
+    assert!(text.contains("needs      policy grants for: files, xenstore"), "{text}");
+    assert!(text.contains("would refuse: imports guestward:command/"), "{text}");
     assert_eq!(
         output.status.code(),
         Some(1),
@@ -94,13 +79,7 @@ fn inspect_shows_names_imports_and_needs() {
 fn call_talks_to_a_running_agent() {
     let agent = AgentBuilder::new().start();
     let socket = agent.socket();
-    let output = guestward(&[
-        "call",
-        "--socket",
-        socket.to_str().unwrap(),
-        "version",
-        "agent",
-    ]);
+    let output = guestward(&["call", "--socket", socket.to_str().unwrap(), "version", "agent"]);
     assert!(output.status.success());
     assert_eq!(stdout(&output), answer(AGENT_VERSION, "0"));
     let output = guestward(&["call", "--socket", socket.to_str().unwrap(), "nope"]);
@@ -127,10 +106,7 @@ fn serve_finds_the_builtin_commands_next_to_the_binary() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !socket.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the agent did not start"
-        );
+        assert!(std::time::Instant::now() < deadline, "the agent did not start");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let output = guestward(&["call", "--socket", socket.to_str().unwrap(), "features"]);
@@ -150,12 +126,7 @@ fn serve_with_nothing_to_serve_says_so() {
 #[test]
 fn a_second_agent_on_the_same_socket_is_refused() {
     let agent = AgentBuilder::new().start();
-    let output = guestward(&[
-        "serve",
-        "--no-cache",
-        "--socket",
-        agent.socket().to_str().unwrap(),
-    ]);
+    let output = guestward(&["serve", "--no-cache", "--socket", agent.socket().to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("another guestward is serving"));
     assert_eq!(agent.call("version", "null"), answer(AGENT_VERSION, "0"));
@@ -188,8 +159,5 @@ fn policy_errors_name_the_line() {
     ]);
     assert_eq!(output.status.code(), Some(2));
     let error = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        error.contains("policy.toml:3: component.x.files"),
-        "{error}"
-    );
+    assert!(error.contains("policy.toml:3: component.x.files"), "{error}");
 }

@@ -71,11 +71,7 @@ impl Hypervisor {
                 if answers.contains_key(id) {
                     continue;
                 }
-                if let Ok(value) = self
-                    .client
-                    .read(&Self::path(&format!("data/guest/{id}")))
-                    .await
-                {
+                if let Ok(value) = self.client.read(&Self::path(&format!("data/guest/{id}"))).await {
                     answers.insert(id.clone(), String::from_utf8(value).unwrap());
                 }
             }
@@ -158,10 +154,7 @@ async fn two_hundred_requests_at_once_are_each_answered_exactly_once() {
 async fn requests_written_while_the_connection_is_down_are_answered_after_it_returns() {
     let guest = Guest::start(probe_agent());
     let hypervisor = Hypervisor::connect(&guest).await;
-    assert_eq!(
-        guest.dom0.call("before", r#"{"name":"count"}"#),
-        answer("1", "0")
-    );
+    assert_eq!(guest.dom0.call("before", r#"{"name":"count"}"#), answer("1", "0"));
     let served = guest.bridge.clients_served();
     guest.bridge.pause();
     let requests: Vec<(String, String)> = (0..20)
@@ -181,15 +174,8 @@ async fn requests_written_while_the_connection_is_down_are_answered_after_it_ret
         .map(|answer| message(answer).parse().unwrap())
         .collect();
     counts.sort();
-    assert_eq!(
-        counts,
-        (2..=21).collect::<Vec<u64>>(),
-        "each request ran exactly once"
-    );
-    assert!(
-        guest.bridge.clients_served() > served,
-        "the agent reconnected"
-    );
+    assert_eq!(counts, (2..=21).collect::<Vec<u64>>(), "each request ran exactly once");
+    assert!(guest.bridge.clients_served() > served, "the agent reconnected");
     assert!(
         guest.agent.log().contains("reconnected to XenStore"),
         "{}",
@@ -216,11 +202,7 @@ async fn a_connection_dropped_mid_flight_loses_no_request_and_runs_none_twice() 
         .map(|answer| message(answer).parse().unwrap())
         .collect();
     counts.sort();
-    assert_eq!(
-        counts,
-        (1..=150).collect::<Vec<u64>>(),
-        "each request ran exactly once"
-    );
+    assert_eq!(counts, (1..=150).collect::<Vec<u64>>(), "each request ran exactly once");
     let left = hypervisor
         .client
         .directory(&Hypervisor::path("data/host"))
@@ -247,18 +229,11 @@ async fn an_answer_that_cannot_be_written_is_retried_until_it_can() {
     guest.dom0.send("denied", r#"{"name":"count"}"#);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !guest.agent.log().contains("cannot write the answer") {
-        assert!(
-            Instant::now() < deadline,
-            "no retry logged:\n{}",
-            guest.agent.log()
-        );
+        assert!(Instant::now() < deadline, "no retry logged:\n{}", guest.agent.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Meanwhile the agent goes on serving (through the local socket).
-    assert_eq!(
-        guest.agent.call("version", r#""agent""#),
-        answer(AGENT_VERSION, "0")
-    );
+    assert_eq!(guest.agent.call("version", r#""agent""#), answer(AGENT_VERSION, "0"));
     hypervisor
         .client
         .set_perms(&guest_dir, &[&format!("n{DOMID}")])
@@ -302,9 +277,7 @@ async fn a_full_quota_does_not_stop_the_agent() {
         .map(|index| format!("q{index}"))
         .filter(|name| !answered.contains(name))
         .collect();
-    let answers = hypervisor
-        .answers_to(&pending, Duration::from_secs(90))
-        .await;
+    let answers = hypervisor.answers_to(&pending, Duration::from_secs(90)).await;
     assert_eq!(answers.len(), pending.len());
 }
 
@@ -317,10 +290,7 @@ async fn a_slow_command_does_not_hold_up_other_commands() {
     let hypervisor = Hypervisor::connect(&guest).await;
     hypervisor
         .send_all(&[
-            (
-                "slow".to_owned(),
-                r#"{"name":"sleep","value":2500}"#.to_owned(),
-            ),
+            ("slow".to_owned(), r#"{"name":"sleep","value":2500}"#.to_owned()),
             ("fast".to_owned(), r#"{"name":"version"}"#.to_owned()),
         ])
         .await;
@@ -342,16 +312,9 @@ async fn a_slow_command_does_not_hold_up_other_commands() {
 async fn an_answer_over_the_node_size_quota_becomes_an_error_answer() {
     // xenstored lets a guest write values of at most 2048 bytes by default.
     let guest = Guest::start(probe_agent());
-    let reply = guest
-        .dom0
-        .call("big", r#"{"name":"big-reply","value":1500}"#);
-    assert_eq!(
-        reply.len(),
-        1500 + r#"{"message": "", "returncode": "0"}"#.len()
-    );
-    let reply = guest
-        .dom0
-        .call("too-big", r#"{"name":"big-reply","value":1999}"#);
+    let reply = guest.dom0.call("big", r#"{"name":"big-reply","value":1500}"#);
+    assert_eq!(reply.len(), 1500 + r#"{"message": "", "returncode": "0"}"#.len());
+    let reply = guest.dom0.call("too-big", r#"{"name":"big-reply","value":1999}"#);
     assert_eq!(
         reply,
         answer(

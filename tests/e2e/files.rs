@@ -9,10 +9,7 @@ use crate::answer;
 use crate::protocol::PROBE_POLICY;
 
 fn agent() -> Agent {
-    let agent = AgentBuilder::new()
-        .component("probe")
-        .policy(PROBE_POLICY)
-        .start();
+    let agent = AgentBuilder::new().component("probe").policy(PROBE_POLICY).start();
     for dir in ["etc/app", "etc/readonly", "secret"] {
         std::fs::create_dir_all(agent.root().join(dir)).unwrap();
     }
@@ -61,14 +58,8 @@ fn escapes_are_refused_and_change_nothing() {
     ];
     for (command, value) in refused {
         let reply = agent.call(command, value);
-        assert!(
-            reply.contains(r#""returncode": "500""#),
-            "{command} {value}: {reply}"
-        );
-        assert!(
-            !reply.contains("top secret") && !reply.contains("root:x:0"),
-            "{reply}"
-        );
+        assert!(reply.contains(r#""returncode": "500""#), "{command} {value}: {reply}");
+        assert!(!reply.contains("top secret") && !reply.contains("root:x:0"), "{reply}");
     }
     for path in [
         "/secret/planted",
@@ -97,4 +88,41 @@ fn replacing_keeps_mode_and_owner() {
     let meta = std::fs::metadata(&path).unwrap();
     assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o600, owner));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+}
+
+#[test]
+fn a_lock_keeps_other_programs_out_until_the_call_ends() {
+    let agent = agent();
+    let lock = agent.root().join("etc/app/.pwd.lock");
+    let locked_elsewhere = || {
+        // Another process trying the same fcntl lock, as lckpwdf(3) does.
+        !std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import fcntl,sys; f=open(sys.argv[1],'a'); fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)",
+            ])
+            .arg(&lock)
+            .status()
+            .unwrap()
+            .success()
+    };
+    std::thread::scope(|scope| {
+        let holder = scope.spawn(|| {
+            agent.call(
+                "lock",
+                r#"{"path":"/etc/app/.pwd.lock","timeout-ms":1000,"hold-ms":1500}"#,
+            )
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !lock.exists() {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(locked_elsewhere(), "the lock is held during the call");
+        assert_eq!(holder.join().unwrap(), answer("locked", "0"));
+    });
+    assert!(!locked_elsewhere(), "released when the call ends");
+    let refused = agent.call("lock", r#"{"path":"/etc/readonly/.lock","timeout-ms":0,"hold-ms":0}"#);
+    assert!(refused.contains("NotGranted"), "{refused}");
 }

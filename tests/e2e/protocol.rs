@@ -5,59 +5,41 @@ use guestward_tests::AgentBuilder;
 
 use crate::{AGENT_VERSION, answer, guest_test};
 
-guest_test!(
-    version_answers_and_the_request_is_gone,
-    AgentBuilder::new(),
-    |guest| {
-        let reply = guest.dom0.call(
-            "748dee41-c47f-4ec7-b2cd-037e51da4031",
-            r#"{"name":"version","value":"agent"}"#,
-        );
-        assert_eq!(reply, answer(AGENT_VERSION, "0"));
-        assert!(
-            !guest
-                .dom0
-                .exists("data/host/748dee41-c47f-4ec7-b2cd-037e51da4031")
-        );
-    }
-);
+guest_test!(version_answers_and_the_request_is_gone, AgentBuilder::new(), |guest| {
+    let reply = guest.dom0.call(
+        "748dee41-c47f-4ec7-b2cd-037e51da4031",
+        r#"{"name":"version","value":"agent"}"#,
+    );
+    assert_eq!(reply, answer(AGENT_VERSION, "0"));
+    assert!(!guest.dom0.exists("data/host/748dee41-c47f-4ec7-b2cd-037e51da4031"));
+});
 
 guest_test!(
     features_lists_every_loaded_command_sorted,
     AgentBuilder::new().component("probe").policy(PROBE_POLICY),
     |guest| {
         let reply = guest.dom0.call("f1", r#"{"name":"features"}"#);
-        let expected = "bad-code,big-reply,count,echo,exit,features,grow,list-dir,log-flood,metadata,mkdir,panic,read-file,read-link,recurse,remove,rename,sleep,spin,version,write-file,xs-dir,xs-read";
+        let expected = "bad-code,big-reply,count,echo,exit,features,grow,list-dir,lock,log-flood,metadata,mkdir,panic,read-file,read-link,recurse,remove,rename,run,setting,sleep,spin,version,write-file,xs-dir,xs-read";
         assert_eq!(reply, answer(expected, "0"));
     }
 );
 
-guest_test!(
-    legacy_error_vectors_are_exact,
-    AgentBuilder::new(),
-    |guest| {
-        let vectors = [
-            (
-                r#"{"name":"nope","value":""}"#,
-                answer("No such agent command 'nope'", "404"),
-            ),
-            (
-                r#"{"value":""}"#,
-                answer("Request is missing 'name' key", "500"),
-            ),
-            ("abc", answer("Request is malformed", "500")),
-            (r#"{"name":5}"#, answer("No such agent command '5'", "404")),
-        ];
-        for (index, (request, expected)) in vectors.iter().enumerate() {
-            let id = format!("vector-{index}");
-            assert_eq!(&guest.dom0.call(&id, request), expected, "{request}");
-            assert!(
-                !guest.dom0.exists(&format!("data/host/{id}")),
-                "{request} left behind"
-            );
-        }
+guest_test!(legacy_error_vectors_are_exact, AgentBuilder::new(), |guest| {
+    let vectors = [
+        (
+            r#"{"name":"nope","value":""}"#,
+            answer("No such agent command 'nope'", "404"),
+        ),
+        (r#"{"value":""}"#, answer("Request is missing 'name' key", "500")),
+        ("abc", answer("Request is malformed", "500")),
+        (r#"{"name":5}"#, answer("No such agent command '5'", "404")),
+    ];
+    for (index, (request, expected)) in vectors.iter().enumerate() {
+        let id = format!("vector-{index}");
+        assert_eq!(&guest.dom0.call(&id, request), expected, "{request}");
+        assert!(!guest.dom0.exists(&format!("data/host/{id}")), "{request} left behind");
     }
-);
+});
 
 guest_test!(
     json_that_is_not_an_object_is_answered_and_removed,
@@ -67,10 +49,7 @@ guest_test!(
         // a busy loop (bug B3).
         for (index, request) in ["[1,2]", r#""str""#, "5", "null"].iter().enumerate() {
             let id = format!("b3-{index}");
-            assert_eq!(
-                guest.dom0.call(&id, request),
-                answer("Request is malformed", "500")
-            );
+            assert_eq!(guest.dom0.call(&id, request), answer("Request is malformed", "500"));
             assert!(!guest.dom0.exists(&format!("data/host/{id}")));
         }
         // And the agent goes on serving.
@@ -81,26 +60,20 @@ guest_test!(
     }
 );
 
-guest_test!(
-    request_ids_are_arbitrary_strings,
-    AgentBuilder::new(),
-    |guest| {
-        for id in ["system-init", "1", "a_b-c@d", "UPPER"] {
-            assert_eq!(
-                guest.dom0.call(id, r#"{"name":"version","value":"agent"}"#),
-                answer(AGENT_VERSION, "0")
-            );
-        }
+guest_test!(request_ids_are_arbitrary_strings, AgentBuilder::new(), |guest| {
+    for id in ["system-init", "1", "a_b-c@d", "UPPER"] {
+        assert_eq!(
+            guest.dom0.call(id, r#"{"name":"version","value":"agent"}"#),
+            answer(AGENT_VERSION, "0")
+        );
     }
-);
+});
 
 guest_test!(
     values_reach_commands_exactly_as_written,
     AgentBuilder::new().component("probe").policy(PROBE_POLICY),
     |guest| {
-        guest
-            .dom0
-            .send("self", r#"{"name":"echo","value":{"x":[1,2.50,"é"]}}"#);
+        guest.dom0.send("self", r#"{"name":"echo","value":{"x":[1,2.50,"é"]}}"#);
         let reply = guest
             .dom0
             .wait_answer("self", std::time::Duration::from_secs(30))
@@ -130,5 +103,7 @@ files = [
     { path = "/etc/readonly", access = "read" },
 ]
 xenstore = ["vm-data"]
+programs = [["/bin/echo", "*"], ["/usr/bin/env"]]
+settings = { greeting = "hello" }
 limits = { reply-bytes = 2000, log-lines = 10 }
 "#;

@@ -10,10 +10,7 @@ use crate::protocol::PROBE_POLICY;
 use crate::{AGENT_VERSION, answer};
 
 fn probe_agent() -> guestward_tests::Agent {
-    AgentBuilder::new()
-        .component("probe")
-        .policy(PROBE_POLICY)
-        .start()
+    AgentBuilder::new().component("probe").policy(PROBE_POLICY).start()
 }
 
 fn message(answer: &str) -> String {
@@ -30,24 +27,15 @@ fn an_endless_loop_is_stopped_at_its_deadline_and_others_are_served_meanwhile() 
         // While the probe spins, version keeps answering.
         std::thread::sleep(Duration::from_millis(300));
         for _ in 0..5 {
-            assert_eq!(
-                agent.call("version", r#""agent""#),
-                answer(AGENT_VERSION, "0")
-            );
+            assert_eq!(agent.call("version", r#""agent""#), answer(AGENT_VERSION, "0"));
         }
         spinning.join().unwrap()
     });
     assert_eq!(
         spinning,
-        answer(
-            "command 'spin' did not finish within its deadline of 3000 ms",
-            "500"
-        )
+        answer("command 'spin' did not finish within its deadline of 3000 ms", "500")
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "stopped far too late"
-    );
+    assert!(started.elapsed() < Duration::from_secs(20), "stopped far too late");
     // A fresh Store for the next call: the probe works again.
     assert_eq!(agent.call("echo", "1"), answer("1", "0"));
 }
@@ -57,10 +45,7 @@ fn a_command_blocked_in_the_host_is_stopped_at_its_deadline() {
     let agent = probe_agent();
     assert_eq!(
         agent.call("sleep", "60000"),
-        answer(
-            "command 'sleep' did not finish within its deadline of 3000 ms",
-            "500"
-        )
+        answer("command 'sleep' did not finish within its deadline of 3000 ms", "500")
     );
 }
 
@@ -87,17 +72,11 @@ fn panics_crashes_and_exits_are_clear_errors() {
     );
     assert_eq!(
         agent.call("exit", "null"),
-        answer(
-            "command 'exit' exited with status 1 instead of replying",
-            "500"
-        )
+        answer("command 'exit' exited with status 1 instead of replying", "500")
     );
     assert_eq!(
         agent.call("bad-code", "null"),
-        answer(
-            r#"command 'bad-code' returned an invalid return code \"\""#,
-            "500"
-        )
+        answer(r#"command 'bad-code' returned an invalid return code \"\""#, "500")
     );
     assert_eq!(agent.call("version", "null"), answer(AGENT_VERSION, "0"));
 }
@@ -105,10 +84,7 @@ fn panics_crashes_and_exits_are_clear_errors() {
 #[test]
 fn replies_over_the_cap_are_refused() {
     let agent = probe_agent();
-    assert_eq!(
-        agent.call("big-reply", "1998"),
-        answer(&"x".repeat(1998), "0")
-    );
+    assert_eq!(agent.call("big-reply", "1998"), answer(&"x".repeat(1998), "0"));
     assert_eq!(
         agent.call("big-reply", "100000"),
         answer(
@@ -123,10 +99,7 @@ fn a_log_flood_is_cut_at_the_limit() {
     let agent = probe_agent();
     assert_eq!(agent.call("log-flood", "10000"), answer("flooded", "0"));
     let log = agent.log();
-    let lines = log
-        .lines()
-        .filter(|line| line.contains("flood line"))
-        .count();
+    let lines = log.lines().filter(|line| line.contains("flood line")).count();
     assert_eq!(lines, 10, "the policy allows 10 lines per call");
     assert!(log.contains("dropped=9990"), "{log}");
 }
@@ -135,10 +108,7 @@ fn a_log_flood_is_cut_at_the_limit() {
 fn state_persists_between_calls_of_one_component() {
     let agent = probe_agent();
     for expected in 1..=3 {
-        assert_eq!(
-            agent.call("count", "null"),
-            answer(&expected.to_string(), "0")
-        );
+        assert_eq!(agent.call("count", "null"), answer(&expected.to_string(), "0"));
     }
 }
 
@@ -149,19 +119,12 @@ fn a_component_importing_what_its_policy_does_not_grant_is_refused_at_load() {
     let agent = AgentBuilder::new().component("probe").start();
     let log = agent.log();
     assert!(
-        log.contains("refused command component")
-            && log.contains("imports guestward:command/files@1.0.0"),
+        log.contains("refused command component") && log.contains("imports guestward:command/files@1.0.0"),
         "{log}"
     );
     assert_eq!(agent.call("version", "null"), answer(AGENT_VERSION, "0"));
-    assert_eq!(
-        agent.call("features", "null"),
-        answer("features,version", "0")
-    );
-    assert_eq!(
-        agent.call("echo", "1"),
-        answer("No such agent command 'echo'", "404")
-    );
+    assert_eq!(agent.call("features", "null"), answer("features,version", "0"));
+    assert_eq!(agent.call("echo", "1"), answer("No such agent command 'echo'", "404"));
 }
 
 #[test]
@@ -175,10 +138,7 @@ fn two_components_claiming_one_name_stop_the_start() {
         .expect("the agent should refuse to start");
     assert!(!status.success());
     let log = agent.log();
-    assert!(
-        log.contains("command 'version' is claimed by both"),
-        "{log}"
-    );
+    assert!(log.contains("command 'version' is claimed by both"), "{log}");
     assert!(log.contains("version-again.wasm"), "{log}");
 }
 
@@ -193,10 +153,7 @@ fn a_file_that_is_not_a_component_is_refused_and_the_rest_load() {
         "{}",
         agent.log()
     );
-    assert_eq!(
-        agent.call("features", "null"),
-        answer("features,version", "0")
-    );
+    assert_eq!(agent.call("features", "null"), answer("features,version", "0"));
 }
 
 #[test]
@@ -209,4 +166,35 @@ fn the_value_is_never_logged() {
     );
     assert!(!agent.log().contains(secret), "{}", agent.log());
     assert_eq!(message(&agent.call("version", "null")), AGENT_VERSION);
+}
+
+#[test]
+fn settings_come_from_the_policy() {
+    let agent = probe_agent();
+    assert_eq!(agent.call("setting", r#""greeting""#), answer("hello", "0"));
+    assert_eq!(agent.call("setting", r#""absent""#), answer("<unset>", "0"));
+}
+
+#[test]
+fn programs_run_only_as_granted_and_are_recorded_under_a_root() {
+    let agent = probe_agent();
+    // Under --root, a granted run is recorded (not carried out)...
+    let reply = agent.call("run", r#"{"argv":["/bin/echo","hi"],"stdin":"secret input"}"#);
+    assert_eq!(reply, answer("exit=Some(0) stdout=", "0"));
+    let record = std::fs::read_to_string(agent.root().join(".guestward/actions.log")).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(record.trim()).unwrap();
+    assert_eq!(entry["argv"], serde_json::json!(["/bin/echo", "hi"]));
+    assert_eq!(entry["stdin-bytes"], 12);
+    assert!(!record.contains("secret input"), "the input is never recorded");
+    // ...and anything else is refused.
+    for argv in [
+        r#"["/bin/echo"]"#,
+        r#"["/bin/echo","a","b"]"#,
+        r#"["/bin/sh","-c","id"]"#,
+        r#"["echo","hi"]"#,
+    ] {
+        let reply = agent.call("run", &format!(r#"{{"argv":{argv}}}"#));
+        assert!(reply.contains("NotGranted"), "{argv}: {reply}");
+    }
+    assert_eq!(record.lines().count(), 1);
 }

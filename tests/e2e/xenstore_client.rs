@@ -22,9 +22,7 @@ async fn setup() -> Setup {
     let dom0 = XsClient::connect(Endpoint::Socket(xenstored.socket().to_owned()))
         .await
         .unwrap();
-    let guest = XsClient::connect(Endpoint::at(bridge.socket()))
-        .await
-        .unwrap();
+    let guest = XsClient::connect(Endpoint::at(bridge.socket())).await.unwrap();
     Setup {
         dom0,
         guest,
@@ -45,16 +43,10 @@ async fn reads_writes_and_lists_with_relative_paths_as_a_guest() {
         .write(&home("vm-data/hostname"), b"test-server")
         .await
         .unwrap();
-    assert_eq!(
-        setup.guest.read("vm-data/hostname").await.unwrap(),
-        b"test-server"
-    );
+    assert_eq!(setup.guest.read("vm-data/hostname").await.unwrap(), b"test-server");
     setup.guest.write("data/guest/a", b"1").await.unwrap();
     setup.guest.write("data/guest/b", b"").await.unwrap();
-    assert_eq!(
-        setup.guest.directory("data/guest").await.unwrap(),
-        ["a", "b"]
-    );
+    assert_eq!(setup.guest.directory("data/guest").await.unwrap(), ["a", "b"]);
     assert_eq!(setup.dom0.read(&home("data/guest/a")).await.unwrap(), b"1");
     setup.guest.rm("data/guest/a").await.unwrap();
     setup.guest.rm("data/guest/a").await.unwrap(); // removing a missing key is fine
@@ -114,10 +106,7 @@ async fn payloads_are_capped_at_4080_bytes_and_the_connection_survives() {
     setup.dom0.write(&path, &vec![b'a'; room]).await.unwrap();
     assert_eq!(setup.dom0.read(&path).await.unwrap().len(), room);
     let too_big = setup.dom0.write(&path, &vec![b'a'; room + 1]).await;
-    assert!(
-        matches!(too_big, Err(Error::TooLarge { .. })),
-        "{too_big:?}"
-    );
+    assert!(matches!(too_big, Err(Error::TooLarge { .. })), "{too_big:?}");
     assert_eq!(setup.dom0.read(&path).await.unwrap().len(), room);
 }
 
@@ -135,11 +124,7 @@ async fn a_guest_over_its_node_size_quota_gets_enospc() {
         ),
         "{refused:?}"
     );
-    setup
-        .guest
-        .write("data/guest/big", &[b'a'; 1000])
-        .await
-        .unwrap();
+    setup.guest.write("data/guest/big", &[b'a'; 1000]).await.unwrap();
 }
 
 #[tokio::test]
@@ -149,12 +134,7 @@ async fn transactions_apply_all_at_once_or_report_a_conflict() {
     transaction.write("data/guest/t1", b"1").await.unwrap();
     transaction.write("data/guest/t2", b"2").await.unwrap();
     assert!(
-        setup
-            .guest
-            .read("data/guest/t1")
-            .await
-            .unwrap_err()
-            .is_not_found(),
+        setup.guest.read("data/guest/t1").await.unwrap_err().is_not_found(),
         "invisible before commit"
     );
     assert!(transaction.commit().await.unwrap());
@@ -163,11 +143,7 @@ async fn transactions_apply_all_at_once_or_report_a_conflict() {
     let transaction = setup.guest.transaction().await.unwrap();
     assert_eq!(transaction.read("data/guest/t1").await.unwrap(), b"1");
     transaction.write("data/guest/t1", b"mine").await.unwrap();
-    setup
-        .dom0
-        .write(&home("data/guest/t1"), b"theirs")
-        .await
-        .unwrap();
+    setup.dom0.write(&home("data/guest/t1"), b"theirs").await.unwrap();
     assert!(
         !transaction.commit().await.unwrap(),
         "a conflicting write must make the commit fail"
@@ -177,14 +153,7 @@ async fn transactions_apply_all_at_once_or_report_a_conflict() {
     let transaction = setup.guest.transaction().await.unwrap();
     transaction.write("data/guest/t3", b"3").await.unwrap();
     transaction.abort().await.unwrap();
-    assert!(
-        setup
-            .guest
-            .read("data/guest/t3")
-            .await
-            .unwrap_err()
-            .is_not_found()
-    );
+    assert!(setup.guest.read("data/guest/t3").await.unwrap_err().is_not_found());
 }
 
 #[tokio::test]
@@ -192,11 +161,7 @@ async fn watches_fire_at_once_and_on_every_change() {
     let setup = setup().await;
     let mut watch = setup.guest.watch("data/host").await.unwrap();
     assert_eq!(next(&mut watch).await, "data/host");
-    setup
-        .dom0
-        .write(&home("data/host/42"), b"{}")
-        .await
-        .unwrap();
+    setup.dom0.write(&home("data/host/42"), b"{}").await.unwrap();
     assert_eq!(next(&mut watch).await, "data/host/42");
     setup.dom0.rm(&home("data/host/42")).await.unwrap();
     assert_eq!(next(&mut watch).await, "data/host/42");
@@ -210,11 +175,7 @@ async fn after_a_dropped_connection_the_client_reconnects_and_watches_fire_again
     setup.bridge.drop_client();
     // The watch is registered again on the new connection, which fires it.
     assert_eq!(next(&mut watch).await, "data/host");
-    setup
-        .dom0
-        .write(&home("data/host/after"), b"{}")
-        .await
-        .unwrap();
+    setup.dom0.write(&home("data/host/after"), b"{}").await.unwrap();
     assert_eq!(next(&mut watch).await, "data/host/after");
     assert_eq!(setup.guest.read("data/host/after").await.unwrap(), b"{}");
 }
@@ -242,15 +203,8 @@ async fn requests_made_while_disconnected_wait_for_the_connection() {
 async fn permissions_can_be_read_and_set_by_dom0() {
     let setup = setup().await;
     setup.dom0.write(&home("vm-data/p"), b"v").await.unwrap();
-    setup
-        .dom0
-        .set_perms(&home("vm-data/p"), &["n0", "r5"])
-        .await
-        .unwrap();
-    assert_eq!(
-        setup.dom0.get_perms(&home("vm-data/p")).await.unwrap(),
-        ["n0", "r5"]
-    );
+    setup.dom0.set_perms(&home("vm-data/p"), &["n0", "r5"]).await.unwrap();
+    assert_eq!(setup.dom0.get_perms(&home("vm-data/p")).await.unwrap(), ["n0", "r5"]);
 }
 
 async fn next(watch: &mut guestward::xenstore::Watch) -> String {

@@ -107,10 +107,7 @@ impl AgentBuilder {
         command.args(&self.args);
         let log = std::fs::File::create(dir.join("agent.log")).expect("log file");
         command
-            .env(
-                "GUESTWARD_LOG",
-                self.log_level.as_deref().unwrap_or("debug"),
-            )
+            .env("GUESTWARD_LOG", self.log_level.as_deref().unwrap_or("debug"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
@@ -152,10 +149,7 @@ impl Agent {
     }
 
     fn with_child<R>(&self, f: impl FnOnce(&mut Child) -> R) -> Option<R> {
-        let mut child = self
-            .child
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut child = self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         child.as_mut().map(f)
     }
 
@@ -176,10 +170,7 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(status) = self.exit_status() {
-                panic!(
-                    "the agent exited ({status}) while starting:\n{}",
-                    self.log()
-                );
+                panic!("the agent exited ({status}) while starting:\n{}", self.log());
             }
             if self
                 .try_request(r#"{"name":"version"}"#)
@@ -203,8 +194,7 @@ impl Agent {
 
     /// The exit status, if the agent has exited.
     pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
-        self.with_child(|child| child.try_wait().ok().flatten())
-            .flatten()
+        self.with_child(|child| child.try_wait().ok().flatten()).flatten()
     }
 
     /// Wait for the agent to exit by itself.

@@ -55,7 +55,6 @@ pub const BUILTIN: &[&str] = &["version", "features"];
 pub fn shared_cache() -> PathBuf {
     let dir = target_dir().join("guestward-test-cache");
     std::fs::create_dir_all(&dir).expect("create the test cache");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .expect("chmod the test cache");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod the test cache");
     dir
 }

@@ -35,8 +35,7 @@ impl Dom0Wire {
                 buffer.drain(..used);
                 match wire::classify(frame).map_err(io::Error::other)? {
                     Incoming::Reply { req_id: id, result } if id == req_id => {
-                        return result
-                            .map_err(|errno| io::Error::other(format!("{msg_type:?}: {errno}")));
+                        return result.map_err(|errno| io::Error::other(format!("{msg_type:?}: {errno}")));
                     }
                     _ => {}
                 }
@@ -59,8 +58,7 @@ impl Dom0Wire {
     }
 
     pub(crate) fn mkdir(&mut self, path: &str) -> io::Result<()> {
-        self.call(MsgType::Mkdir, &wire::join_strings([path]))
-            .map(drop)
+        self.call(MsgType::Mkdir, &wire::join_strings([path])).map(drop)
     }
 
     pub(crate) fn read(&mut self, path: &str) -> io::Result<Vec<u8>> {
@@ -77,10 +75,7 @@ impl Dom0Wire {
     /// the domain's connection: watches and transactions are dropped.
     pub(crate) fn introduce(&mut self, domid: u32) -> io::Result<()> {
         let domid = domid.to_string();
-        self.call(
-            MsgType::Introduce,
-            &wire::join_strings([domid.as_str(), "0", "1"]),
-        )
-        .map(drop)
+        self.call(MsgType::Introduce, &wire::join_strings([domid.as_str(), "0", "1"]))
+            .map(drop)
     }
 }

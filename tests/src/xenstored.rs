@@ -66,9 +66,7 @@ impl Xenstored {
     pub fn start_with_args(extra: &[&str]) -> io::Result<Self> {
         let shim = shim_library()?;
         // Short: the socket path must fit in 108 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("gwxs-")
-            .tempdir_in("/tmp")?;
+        let dir = tempfile::Builder::new().prefix("gwxs-").tempdir_in("/tmp")?;
         let log = File::create(dir.path().join("xenstored.log"))?;
         let child = Command::new(XENSTORED)
             .arg("-N")
@@ -181,8 +179,7 @@ impl Drop for Xenstored {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }
 
 /// The compiled shim, built once per source version and shared by every
@@ -230,8 +227,7 @@ mod tests {
     use super::*;
 
     fn alive(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| !stat.contains(") Z "))
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
     }
 
     #[test]
@@ -249,10 +245,7 @@ mod tests {
         drop(bridge);
         drop(first);
         drop(second);
-        assert!(
-            pids.iter().all(|&pid| !alive(pid)),
-            "xenstored still running"
-        );
+        assert!(pids.iter().all(|&pid| !alive(pid)), "xenstored still running");
         assert!(dirs.iter().all(|dir| !dir.exists()) && !socket.exists());
     }
 

@@ -28,9 +28,7 @@ mod tests {
 
     #[test]
     fn joins_the_sorted_command_names_with_commas() {
-        testing::with_host(|host| {
-            host.commands = vec!["version".into(), "features".into(), "keyinit".into()]
-        });
+        testing::with_host(|host| host.commands = vec!["version".into(), "features".into(), "keyinit".into()]);
         let reply = Features::handle(Request::new("features", r#""""#));
         assert_eq!(reply.code, "0");
         assert_eq!(reply.message, "features,keyinit,version");

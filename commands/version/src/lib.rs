@@ -26,10 +26,7 @@ mod tests {
         testing::with_host(|host| host.version = "1.2.3".into());
         for value in [r#""agent""#, r#""""#, "null", "{}"] {
             let reply = Version::handle(Request::new("version", value));
-            assert_eq!(
-                (reply.code.as_str(), reply.message.as_str()),
-                ("0", "1.2.3")
-            );
+            assert_eq!((reply.code.as_str(), reply.message.as_str()), ("0", "1.2.3"));
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `agent`: facts about the agent itself (its version, its loaded commands).
 //! Always granted; nothing here is secret.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use wasmtime::component::{HasSelf, Linker};
@@ -15,9 +16,11 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub struct Agent;
 
-/// The `agent` grant: always given.
+/// The `agent` grant: always given, with the component's settings.
 #[derive(Debug)]
-pub struct AgentGrant;
+pub struct AgentGrant {
+    settings: BTreeMap<String, String>,
+}
 
 /// What the daemon knows about itself, shared by every call. The command
 /// list changes when components are (re)loaded.
@@ -48,6 +51,7 @@ impl AgentFacts {
 #[derive(Debug)]
 pub struct CallAgent {
     facts: AgentFacts,
+    grant: Option<Arc<AgentGrant>>,
 }
 
 impl Capability for Agent {
@@ -56,22 +60,19 @@ impl Capability for Agent {
     type CallState = CallAgent;
 
     fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<CallAgent>>(linker, |context| {
-            &mut context.capabilities.agent
+        wit::add_to_linker::<_, HasSelf<CallAgent>>(linker, |context| &mut context.capabilities.agent)
+    }
+
+    fn grant(policy: &ComponentPolicy) -> Option<AgentGrant> {
+        Some(AgentGrant {
+            settings: policy.settings.clone(),
         })
     }
 
-    fn grant(_policy: &ComponentPolicy) -> Option<AgentGrant> {
-        Some(AgentGrant)
-    }
-
-    fn call_state(
-        _grant: Option<&Arc<AgentGrant>>,
-        services: &Services,
-        _call: &CallInfo<'_>,
-    ) -> CallAgent {
+    fn call_state(grant: Option<&Arc<AgentGrant>>, services: &Services, _call: &CallInfo<'_>) -> CallAgent {
         CallAgent {
             facts: services.agent.clone(),
+            grant: grant.cloned(),
         }
     }
 }
@@ -83,5 +84,9 @@ impl wit::Host for CallAgent {
 
     fn commands(&mut self) -> Vec<String> {
         self.facts.commands().to_vec()
+    }
+
+    fn setting(&mut self, name: String) -> Option<String> {
+        self.grant.as_ref()?.settings.get(&name).cloned()
     }
 }

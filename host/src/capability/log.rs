@@ -46,11 +46,7 @@ impl Capability for Log {
         Some(LogGrant)
     }
 
-    fn call_state(
-        _grant: Option<&Arc<LogGrant>>,
-        _services: &Services,
-        call: &CallInfo<'_>,
-    ) -> CallLog {
+    fn call_state(_grant: Option<&Arc<LogGrant>>, _services: &Services, call: &CallInfo<'_>) -> CallLog {
         CallLog {
             component: call.component.to_owned(),
             command: call.command.to_owned(),

@@ -14,6 +14,7 @@ pub mod agent;
 pub mod files;
 pub mod log;
 pub mod state;
+pub mod system;
 pub mod xenstore;
 
 use std::sync::Arc;
@@ -68,11 +69,7 @@ pub trait Capability {
 
     /// The state for one call. `grant` is `None` only for components that
     /// do not import the interface, so the state is never used then.
-    fn call_state(
-        grant: Option<&Arc<Self::Grant>>,
-        services: &Services,
-        call: &CallInfo<'_>,
-    ) -> Self::CallState;
+    fn call_state(grant: Option<&Arc<Self::Grant>>, services: &Services, call: &CallInfo<'_>) -> Self::CallState;
 }
 
 macro_rules! capabilities {
@@ -128,4 +125,5 @@ capabilities! {
     agent: agent::Agent,
     files: files::Files,
     xenstore: xenstore::Xenstore,
+    system: system::System,
 }

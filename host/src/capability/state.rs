@@ -39,8 +39,7 @@ struct Entry {
 
 impl Entry {
     fn expired(&self, now: Instant) -> bool {
-        self.ttl
-            .is_some_and(|ttl| now.duration_since(self.last_used) >= ttl)
+        self.ttl.is_some_and(|ttl| now.duration_since(self.last_used) >= ttl)
     }
 }
 
@@ -58,11 +57,7 @@ impl std::fmt::Debug for ComponentState {
 
 impl ComponentState {
     fn get(&mut self, key: &str, now: Instant) -> Option<Vec<u8>> {
-        if self
-            .entries
-            .get(key)
-            .is_some_and(|entry| entry.expired(now))
-        {
+        if self.entries.get(key).is_some_and(|entry| entry.expired(now)) {
             self.entries.remove(key);
         }
         let entry = self.entries.get_mut(key)?;
@@ -70,28 +65,16 @@ impl ComponentState {
         Some(entry.value.to_vec())
     }
 
-    fn set(
-        &mut self,
-        key: &str,
-        value: &[u8],
-        ttl: Option<Duration>,
-        now: Instant,
-    ) -> Result<(), Error> {
+    fn set(&mut self, key: &str, value: &[u8], ttl: Option<Duration>, now: Instant) -> Result<(), Error> {
         self.entries.retain(|_, entry| !entry.expired(now));
         if key.len() > MAX_KEY_BYTES {
-            return Err(Error::TooLarge(format!(
-                "keys are at most {MAX_KEY_BYTES} bytes"
-            )));
+            return Err(Error::TooLarge(format!("keys are at most {MAX_KEY_BYTES} bytes")));
         }
         if value.len() > MAX_VALUE_BYTES {
-            return Err(Error::TooLarge(format!(
-                "values are at most {MAX_VALUE_BYTES} bytes"
-            )));
+            return Err(Error::TooLarge(format!("values are at most {MAX_VALUE_BYTES} bytes")));
         }
         if !self.entries.contains_key(key) && self.entries.len() >= MAX_KEYS {
-            return Err(Error::TooLarge(format!(
-                "a component holds at most {MAX_KEYS} keys"
-            )));
+            return Err(Error::TooLarge(format!("a component holds at most {MAX_KEYS} keys")));
         }
         self.entries.insert(
             key.to_owned(),
@@ -117,10 +100,7 @@ pub struct StateStore {
 
 impl StateStore {
     fn for_component(&self, component: &str) -> Arc<Mutex<ComponentState>> {
-        let mut components = self
-            .components
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut components = self.components.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         components.entry(component.to_owned()).or_default().clone()
     }
 }
@@ -133,10 +113,7 @@ pub struct CallState {
 
 impl CallState {
     fn with<R>(&self, f: impl FnOnce(&mut ComponentState) -> R) -> R {
-        f(&mut self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()))
+        f(&mut self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
 
@@ -146,20 +123,14 @@ impl Capability for State {
     type CallState = CallState;
 
     fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<CallState>>(linker, |context| {
-            &mut context.capabilities.state
-        })
+        wit::add_to_linker::<_, HasSelf<CallState>>(linker, |context| &mut context.capabilities.state)
     }
 
     fn grant(_policy: &ComponentPolicy) -> Option<StateGrant> {
         Some(StateGrant)
     }
 
-    fn call_state(
-        _grant: Option<&Arc<StateGrant>>,
-        services: &Services,
-        call: &CallInfo<'_>,
-    ) -> CallState {
+    fn call_state(_grant: Option<&Arc<StateGrant>>, services: &Services, call: &CallInfo<'_>) -> CallState {
         CallState {
             state: services.states.for_component(call.component),
         }
@@ -205,9 +176,7 @@ mod tests {
         let start = Instant::now();
         state.set("key", b"v", None, start).unwrap();
         assert_eq!(
-            state
-                .get("key", start + Duration::from_secs(86_400))
-                .as_deref(),
+            state.get("key", start + Duration::from_secs(86_400)).as_deref(),
             Some(&b"v"[..])
         );
     }
@@ -216,11 +185,7 @@ mod tests {
     fn sizes_are_capped() {
         let mut state = ComponentState::default();
         let now = Instant::now();
-        assert!(
-            state
-                .set("k", &vec![0; MAX_VALUE_BYTES + 1], None, now)
-                .is_err()
-        );
+        assert!(state.set("k", &vec![0; MAX_VALUE_BYTES + 1], None, now).is_err());
         for index in 0..MAX_KEYS {
             state.set(&index.to_string(), b"", None, now).unwrap();
         }
@@ -238,21 +203,15 @@ mod tests {
         let b = CallState {
             state: store.for_component("b"),
         };
-        a.with(|state| state.set("key", b"a", None, Instant::now()))
-            .unwrap();
+        a.with(|state| state.set("key", b"a", None, Instant::now())).unwrap();
         assert!(b.with(|state| state.get("key", Instant::now())).is_none());
     }
 
     #[test]
     fn debug_output_never_shows_values() {
         let mut state = ComponentState::default();
-        state
-            .set("dh-key", b"very secret", None, Instant::now())
-            .unwrap();
+        state.set("dh-key", b"very secret", None, Instant::now()).unwrap();
         let shown = format!("{state:?}");
-        assert!(
-            shown.contains("dh-key") && !shown.contains("very secret"),
-            "{shown}"
-        );
+        assert!(shown.contains("dh-key") && !shown.contains("very secret"), "{shown}");
     }
 }

@@ -27,11 +27,7 @@ impl XenstoreGrant {
             )));
         }
         xs::path::validate(key).map_err(|error| Error::InvalidKey(error.to_string()))?;
-        if self
-            .prefixes
-            .iter()
-            .any(|prefix| xs::path::is_within(key, prefix))
-        {
+        if self.prefixes.iter().any(|prefix| xs::path::is_within(key, prefix)) {
             Ok(())
         } else {
             Err(Error::NotGranted(format!(
@@ -55,9 +51,7 @@ impl Capability for Xenstore {
     type CallState = CallXenstore;
 
     fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<CallXenstore>>(linker, |context| {
-            &mut context.capabilities.xenstore
-        })
+        wit::add_to_linker::<_, HasSelf<CallXenstore>>(linker, |context| &mut context.capabilities.xenstore)
     }
 
     fn grant(policy: &ComponentPolicy) -> Option<XenstoreGrant> {
@@ -66,11 +60,7 @@ impl Capability for Xenstore {
         })
     }
 
-    fn call_state(
-        grant: Option<&Arc<XenstoreGrant>>,
-        services: &Services,
-        call: &CallInfo<'_>,
-    ) -> CallXenstore {
+    fn call_state(grant: Option<&Arc<XenstoreGrant>>, services: &Services, call: &CallInfo<'_>) -> CallXenstore {
         CallXenstore {
             grant: grant.cloned(),
             client: services.xenstore.clone(),
@@ -81,12 +71,10 @@ impl Capability for Xenstore {
 
 impl CallXenstore {
     fn client_for(&self, key: &str) -> Result<&XsClient, Error> {
-        let grant = self.grant.as_ref().ok_or_else(|| {
-            Error::NotGranted(format!(
-                "component {} has no XenStore grant",
-                self.component
-            ))
-        })?;
+        let grant = self
+            .grant
+            .as_ref()
+            .ok_or_else(|| Error::NotGranted(format!("component {} has no XenStore grant", self.component)))?;
         grant.check(key, &self.component)?;
         self.client
             .as_ref()
@@ -109,8 +97,7 @@ impl wit::Host for CallXenstore {
             .read(&key)
             .await
             .map_err(|error| wit_error(&key, &error))?;
-        String::from_utf8(value)
-            .map_err(|_| Error::Unavailable(format!("{key}: the value is not UTF-8")))
+        String::from_utf8(value).map_err(|_| Error::Unavailable(format!("{key}: the value is not UTF-8")))
     }
 
     async fn directory(&mut self, key: String) -> Result<Vec<String>, Error> {
@@ -139,10 +126,7 @@ mod tests {
             grant.check("vm-data/networkingX", "c"),
             Err(Error::NotGranted(_))
         ));
-        assert!(matches!(
-            grant.check("data/host/1", "c"),
-            Err(Error::NotGranted(_))
-        ));
+        assert!(matches!(grant.check("data/host/1", "c"), Err(Error::NotGranted(_))));
         assert!(matches!(
             grant.check("/local/domain/0/vm-data/hostname", "c"),
             Err(Error::InvalidKey(_))

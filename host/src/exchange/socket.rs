@@ -31,10 +31,7 @@ impl SocketExchange {
     /// serving there, which is an error.
     pub async fn bind(path: &Path) -> io::Result<Self> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         }
         if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket()) {
             if UnixStream::connect(path).await.is_ok() {
@@ -78,11 +75,7 @@ impl SocketExchange {
     }
 }
 
-async fn serve_connection(
-    stream: UnixStream,
-    dispatcher: Arc<Dispatcher>,
-    counter: Arc<AtomicU64>,
-) {
+async fn serve_connection(stream: UnixStream, dispatcher: Arc<Dispatcher>, counter: Arc<AtomicU64>) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     let mut line = Vec::new();
@@ -100,9 +93,7 @@ async fn serve_connection(
         let reply = dispatcher
             .submit(line.trim_ascii(), &id)
             .await
-            .unwrap_or_else(|_| {
-                crate::protocol::Reply::error("internal error: the request was dropped")
-            });
+            .unwrap_or_else(|_| crate::protocol::Reply::error("internal error: the request was dropped"));
         let mut answer = nova::encode(&reply);
         answer.push('\n');
         if writer.write_all(answer.as_bytes()).await.is_err() {
@@ -112,17 +103,11 @@ async fn serve_connection(
 }
 
 /// One line (without its newline), at most [`MAX_LINE`] bytes.
-async fn read_line<R: AsyncBufReadExt + Unpin>(
-    reader: &mut R,
-    line: &mut Vec<u8>,
-) -> io::Result<usize> {
+async fn read_line<R: AsyncBufReadExt + Unpin>(reader: &mut R, line: &mut Vec<u8>) -> io::Result<usize> {
     let mut limited = (&mut *reader).take(MAX_LINE as u64 + 1);
     let read = limited.read_until(b'\n', line).await?;
     if line.len() > MAX_LINE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "request line too long",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "request line too long"));
     }
     if line.last() == Some(&b'\n') {
         line.pop();
@@ -134,18 +119,14 @@ use tokio::io::AsyncReadExt as _;
 
 /// Send one request to a daemon's socket and return the answer line.
 pub async fn call(path: &Path, request: &str) -> io::Result<String> {
-    let stream = UnixStream::connect(path).await.map_err(|error| {
-        io::Error::new(
-            error.kind(),
-            format!("cannot connect to {}: {error}", path.display()),
-        )
-    })?;
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|error| io::Error::new(error.kind(), format!("cannot connect to {}: {error}", path.display())))?;
     let (reader, mut writer) = stream.into_split();
     writer.write_all(request.as_bytes()).await?;
     writer.write_all(b"\n").await?;
     let mut reader = BufReader::new(reader);
     let mut answer = Vec::new();
     read_line(&mut reader, &mut answer).await?;
-    String::from_utf8(answer)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "answer is not UTF-8"))
+    String::from_utf8(answer).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "answer is not UTF-8"))
 }

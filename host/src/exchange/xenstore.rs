@@ -212,12 +212,7 @@ async fn deliver(
 /// guest's node-size quota (2048 bytes by default) and the hypervisor gets
 /// an error that says so instead of nothing, forever; if it does not fit
 /// either, the guest's node quota is full and the answer waits for room.
-async fn write_answer(
-    client: &XsClient,
-    path: &str,
-    answer: &str,
-    id: &str,
-) -> Result<(), crate::xenstore::Error> {
+async fn write_answer(client: &XsClient, path: &str, answer: &str, id: &str) -> Result<(), crate::xenstore::Error> {
     match client.write(path, answer.as_bytes()).await {
         Err(error) if error.errno() == Some(&Errno::ENOSPC) => {
             let short = nova::encode(&Reply::error(format!(

@@ -26,10 +26,15 @@ pub struct Policy {
 }
 
 /// What one component is granted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ComponentPolicy {
     pub files: Vec<PathRule>,
     pub xenstore: Vec<String>,
+    /// Programs it may run: each an exact argument list, program first (an
+    /// absolute path); `*` stands for any one argument.
+    pub programs: Vec<Vec<String>>,
+    /// Operator settings for the component (`agent.setting`).
+    pub settings: BTreeMap<String, String>,
     pub limits: Limits,
 }
 
@@ -106,6 +111,10 @@ struct ComponentFile {
     #[serde(default)]
     xenstore: Vec<Spanned<String>>,
     #[serde(default)]
+    programs: Vec<Spanned<Vec<String>>>,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    #[serde(default)]
     limits: LimitsFile,
 }
 
@@ -153,10 +162,7 @@ impl Policy {
                 .into_iter()
                 .map(|rule| {
                     let path = normalize_grant_path(rule.path.get_ref()).map_err(|message| {
-                        error_at(
-                            rule.path.span().start,
-                            format!("component.{name}.files: {message}"),
-                        )
+                        error_at(rule.path.span().start, format!("component.{name}.files: {message}"))
                     })?;
                     Ok(PathRule {
                         path,
@@ -169,11 +175,19 @@ impl Policy {
                 .into_iter()
                 .map(|prefix| {
                     normalize_key_prefix(prefix.get_ref()).map_err(|message| {
-                        error_at(
-                            prefix.span().start,
-                            format!("component.{name}.xenstore: {message}"),
-                        )
+                        error_at(prefix.span().start, format!("component.{name}.xenstore: {message}"))
                     })
+                })
+                .collect::<Result<Vec<_>, PolicyError>>()?;
+            let programs = entry
+                .programs
+                .into_iter()
+                .map(|pattern| {
+                    check_program_pattern(pattern.get_ref())
+                        .map(|()| pattern.get_ref().clone())
+                        .map_err(|message| {
+                            error_at(pattern.span().start, format!("component.{name}.programs: {message}"))
+                        })
                 })
                 .collect::<Result<Vec<_>, PolicyError>>()?;
             let limits = entry.limits.apply(limits, &error_at)?;
@@ -182,6 +196,8 @@ impl Policy {
                 ComponentPolicy {
                     files,
                     xenstore,
+                    programs,
+                    settings: entry.settings,
                     limits,
                 },
             );
@@ -201,14 +217,10 @@ impl Policy {
     /// The entry for component `name`; with no entry, nothing beyond the
     /// always-granted interfaces and the default limits.
     pub fn component(&self, name: &str) -> ComponentPolicy {
-        self.components
-            .get(name)
-            .cloned()
-            .unwrap_or(ComponentPolicy {
-                files: Vec::new(),
-                xenstore: Vec::new(),
-                limits: self.limits,
-            })
+        self.components.get(name).cloned().unwrap_or(ComponentPolicy {
+            limits: self.limits,
+            ..ComponentPolicy::default()
+        })
     }
 
     /// True when the policy names component `name`.
@@ -228,22 +240,16 @@ impl Policy {
 }
 
 impl LimitsFile {
-    fn apply(
-        &self,
-        base: Limits,
-        error_at: &impl Fn(usize, String) -> PolicyError,
-    ) -> Result<Limits, PolicyError> {
+    fn apply(&self, base: Limits, error_at: &impl Fn(usize, String) -> PolicyError) -> Result<Limits, PolicyError> {
         let mut limits = base;
         if let Some(value) = &self.deadline_ms {
-            limits.deadline =
-                Duration::from_millis(in_range(value, 1..=600_000, "deadline-ms", error_at)?);
+            limits.deadline = Duration::from_millis(in_range(value, 1..=600_000, "deadline-ms", error_at)?);
         }
         if let Some(value) = &self.memory_mib {
             limits.memory = in_range(value, 1..=4096, "memory-mib", error_at)? << 20;
         }
         if let Some(value) = &self.reply_bytes {
-            limits.reply_bytes =
-                in_range(value, 16..=(16 << 20), "reply-bytes", error_at)? as usize;
+            limits.reply_bytes = in_range(value, 16..=(16 << 20), "reply-bytes", error_at)? as usize;
         }
         if let Some(value) = &self.log_lines {
             limits.log_lines = *value.get_ref();
@@ -264,11 +270,7 @@ fn in_range(
     } else {
         Err(error_at(
             value.span().start,
-            format!(
-                "{key} = {number} is outside {}..={}",
-                range.start(),
-                range.end()
-            ),
+            format!("{key} = {number} is outside {}..={}", range.start(), range.end()),
         ))
     }
 }
@@ -292,13 +294,21 @@ fn normalize_grant_path(text: &str) -> Result<PathBuf, String> {
     Ok(normal)
 }
 
+/// A program pattern: a program given by absolute path, then arguments.
+fn check_program_pattern(pattern: &[String]) -> Result<(), String> {
+    match pattern.first() {
+        None => Err("an empty program pattern".to_owned()),
+        Some(program) if !program.starts_with('/') => Err(format!("{program:?}: programs are given by absolute path")),
+        Some(program) if program == "*" || program.contains("..") => Err(format!("{program:?}: not a program path")),
+        Some(_) => Ok(()),
+    }
+}
+
 /// A relative XenStore key prefix (`vm-data/networking`), without a trailing `/`.
 fn normalize_key_prefix(text: &str) -> Result<String, String> {
     let prefix = text.trim_end_matches('/');
     if prefix.starts_with('/') {
-        return Err(format!(
-            "{text:?}: use a key relative to the domain (vm-data/…)"
-        ));
+        return Err(format!("{text:?}: use a key relative to the domain (vm-data/…)"));
     }
     xenstore::path::validate(prefix).map_err(|error| error.to_string())?;
     Ok(prefix.to_owned())
@@ -368,12 +378,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.line, 3);
-        assert!(
-            error
-                .to_string()
-                .starts_with("p.toml:3: component.x.files:"),
-            "{error}"
-        );
+        assert!(error.to_string().starts_with("p.toml:3: component.x.files:"), "{error}");
 
         let error = Policy::parse("[component.x]\nfilez = []\n", "p.toml").unwrap_err();
         assert_eq!(error.line, 2, "{error}");
@@ -385,12 +390,23 @@ mod tests {
             (2, "deadline-ms = 0 is outside 1..=600000")
         );
 
-        let error = Policy::parse(
-            "[component.x]\nxenstore = [\"/local/domain/0\"]\n",
-            "p.toml",
-        )
-        .unwrap_err();
+        let error = Policy::parse("[component.x]\nxenstore = [\"/local/domain/0\"]\n", "p.toml").unwrap_err();
         assert_eq!(error.line, 2);
+    }
+
+    #[test]
+    fn programs_and_settings_are_read() {
+        let policy = Policy::parse(
+            "[component.p]\nprograms = [[\"/usr/sbin/pwd_mkdb\", \"-p\", \"/etc/master.passwd\"], [\"/sbin/ifup\", \"*\"]]\nsettings = { account = \"admin\" }\n",
+            "test",
+        )
+        .unwrap();
+        let entry = policy.component("p");
+        assert_eq!(entry.programs[1], ["/sbin/ifup", "*"]);
+        assert_eq!(entry.settings["account"], "admin");
+        let error = Policy::parse("[component.p]\nprograms = [[\"ifup\"]]\n", "p.toml").unwrap_err();
+        assert_eq!(error.line, 2, "{error}");
+        assert!(error.message.contains("absolute path"), "{error}");
     }
 
     #[test]

@@ -30,11 +30,8 @@ pub fn parse(bytes: &[u8]) -> Result<Request, Reply> {
         return Err(malformed());
     }
     // Duplicate keys: the last one wins, as in Python's json.loads.
-    let fields: HashMap<String, Box<RawValue>> =
-        serde_json::from_str(text).map_err(|_| malformed())?;
-    let name = fields
-        .get("name")
-        .ok_or_else(|| Reply::error(MISSING_NAME))?;
+    let fields: HashMap<String, Box<RawValue>> = serde_json::from_str(text).map_err(|_| malformed())?;
+    let name = fields.get("name").ok_or_else(|| Reply::error(MISSING_NAME))?;
     let name = match serde_json::from_str::<serde_json::Value>(name.get()) {
         Ok(serde_json::Value::String(name)) => name,
         Ok(other) => return Err(unknown_command(&python_str(&other))),
@@ -115,10 +112,7 @@ mod tests {
     #[test]
     fn requests_give_name_and_raw_value() {
         let request = parse_ok(r#"{"name":"version","value":"agent"}"#);
-        assert_eq!(
-            (request.name.as_str(), request.value.get()),
-            ("version", "\"agent\"")
-        );
+        assert_eq!((request.name.as_str(), request.value.get()), ("version", "\"agent\""));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Host bindings of the `guestward:command` WIT world.
 //!
-//! `files` and `xenstore` do I/O, so their host functions are async; the
+//! `files`, `xenstore` and `system` do I/O, so their host functions are async; the
 //! others answer from memory. Exports are called asynchronously so that a
 //! component yields to other work at every epoch tick.
 
@@ -10,6 +10,7 @@ wasmtime::component::bindgen!({
     imports: {
         "guestward:command/files": async,
         "guestward:command/xenstore": async,
+        "guestward:command/system": async,
     },
     exports: { default: async },
 });

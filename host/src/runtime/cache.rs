@@ -42,12 +42,7 @@ impl ArtifactCache {
 
     /// The compiled component for `wasm` (whose SHA-256 is `sha256`): from
     /// the cache when a valid artifact is there, else compiled (and cached).
-    pub fn load_or_compile(
-        &self,
-        engine: &Engine,
-        wasm: &[u8],
-        sha256: &str,
-    ) -> wasmtime::Result<Component> {
+    pub fn load_or_compile(&self, engine: &Engine, wasm: &[u8], sha256: &str) -> wasmtime::Result<Component> {
         let Some(dir) = &self.dir else {
             return Component::new(engine, wasm);
         };
@@ -102,19 +97,14 @@ fn prepare_dir(dir: &Path) -> Result<(), String> {
         return Err("owned by another user".into());
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "writable by others (mode {:o})",
-            meta.mode() & 0o777
-        ));
+        return Err(format!("writable by others (mode {:o})", meta.mode() & 0o777));
     }
     Ok(())
 }
 
 fn trusted_artifact(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|meta| {
-        meta.is_file()
-            && meta.uid() == rustix::process::geteuid().as_raw()
-            && meta.mode() & 0o077 == 0
+        meta.is_file() && meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o077 == 0
     })
 }
 

@@ -48,10 +48,7 @@ impl std::fmt::Debug for LoadedComponent {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a valid component: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("{path}: imports {import}, which {reason}")]
@@ -113,15 +110,11 @@ impl std::fmt::Display for Inspection {
 }
 
 /// Host interfaces that a policy entry must grant (the others always are).
-const GRANTED_BY_POLICY: &[&str] = &["files", "xenstore"];
+const GRANTED_BY_POLICY: &[&str] = &["files", "xenstore", "system"];
 
 fn import_kind(import: &str) -> &'static str {
     match import.strip_prefix("guestward:command/") {
-        Some(interface)
-            if GRANTED_BY_POLICY
-                .iter()
-                .any(|granted| interface.starts_with(granted)) =>
-        {
+        Some(interface) if GRANTED_BY_POLICY.iter().any(|granted| interface.starts_with(granted)) => {
             "granted by policy"
         }
         Some(interface) if interface.starts_with("types@") => "type definitions",
@@ -186,10 +179,7 @@ pub fn check_import(import: &str, grants: &Grants) -> Result<(), String> {
         }
         return match grants.allows(interface) {
             Some(true) => Ok(()),
-            Some(false) => Err(format!(
-                "its policy does not grant{}",
-                policy_hint(interface)
-            )),
+            Some(false) => Err(format!("its policy does not grant{}", policy_hint(interface))),
             None => Err("this host does not offer".to_owned()),
         };
     }
@@ -197,10 +187,7 @@ pub fn check_import(import: &str, grants: &Grants) -> Result<(), String> {
         return Ok(());
     }
     if interface.starts_with("wasi:") {
-        return Err(
-            "commands may not use (network, HTTP and other WASI interfaces are never granted)"
-                .to_owned(),
-        );
+        return Err("commands may not use (network, HTTP and other WASI interfaces are never granted)".to_owned());
     }
     Err("this host does not offer".to_owned())
 }
@@ -208,6 +195,7 @@ pub fn check_import(import: &str, grants: &Grants) -> Result<(), String> {
 fn policy_hint(interface: &str) -> String {
     match interface.rsplit('/').next() {
         Some(key @ ("files" | "xenstore")) => format!(" (its policy entry has no `{key}` grant)"),
+        Some("system") => " (its policy entry has no `programs` grant)".to_owned(),
         _ => String::new(),
     }
 }
@@ -247,16 +235,9 @@ mod tests {
 
     #[test]
     fn granted_interfaces_pass() {
-        let grants = grants_for(
-            "[component.c]\nfiles = [{ path = \"/etc\", access = \"read\" }]\nxenstore = [\"vm-data\"]\n",
-        );
-        assert_eq!(
-            check_import("guestward:command/files@1.0.0", &grants),
-            Ok(())
-        );
-        assert_eq!(
-            check_import("guestward:command/xenstore@1.0.0", &grants),
-            Ok(())
-        );
+        let grants =
+            grants_for("[component.c]\nfiles = [{ path = \"/etc\", access = \"read\" }]\nxenstore = [\"vm-data\"]\n");
+        assert_eq!(check_import("guestward:command/files@1.0.0", &grants), Ok(()));
+        assert_eq!(check_import("guestward:command/xenstore@1.0.0", &grants), Ok(()));
     }
 }

@@ -26,10 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -128,15 +125,9 @@ impl Runtime {
 
     /// Load every `.wasm` in `dir`, in name order. Components that cannot be
     /// loaded are refused with an error log line and skipped.
-    pub async fn load_dir(
-        &self,
-        dir: &Path,
-        policy: &Policy,
-    ) -> anyhow::Result<Vec<LoadedComponent>> {
+    pub async fn load_dir(&self, dir: &Path, policy: &Policy) -> anyhow::Result<Vec<LoadedComponent>> {
         let mut paths: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|error| {
-                anyhow::anyhow!("cannot read commands directory {}: {error}", dir.display())
-            })?
+            .map_err(|error| anyhow::anyhow!("cannot read commands directory {}: {error}", dir.display()))?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
             .filter(|path| path.extension().is_some_and(|ext| ext == "wasm") && path.is_file())
             .collect();
@@ -207,13 +198,10 @@ impl Runtime {
             limits: entry.limits,
             pre,
         };
-        component.info = self
-            .info(&component)
-            .await
-            .map_err(|reason| LoadError::Info {
-                path: path.to_owned(),
-                reason,
-            })?;
+        component.info = self.info(&component).await.map_err(|reason| LoadError::Info {
+            path: path.to_owned(),
+            reason,
+        })?;
         Ok(component)
     }
 
@@ -287,13 +275,7 @@ impl Runtime {
     }
 
     /// Run one request in a fresh sandbox.
-    pub async fn call(
-        &self,
-        component: &LoadedComponent,
-        command: &str,
-        value: &str,
-        request_id: &str,
-    ) -> Reply {
+    pub async fn call(&self, component: &LoadedComponent, command: &str, value: &str, request_id: &str) -> Reply {
         let Ok(_permit) = self.permits.acquire().await else {
             return Reply::error("the agent is shutting down");
         };
@@ -312,10 +294,7 @@ impl Runtime {
                 "command '{command}' {}",
                 failure_text(&error, store.data(), &component.limits)
             )),
-            Err(_) => Reply::error(format!(
-                "command '{command}' {}",
-                deadline_text(&component.limits)
-            )),
+            Err(_) => Reply::error(format!("command '{command}' {}", deadline_text(&component.limits))),
         };
         tracing::debug!(
             component = component.name,
@@ -327,12 +306,7 @@ impl Runtime {
         reply
     }
 
-    fn new_store(
-        &self,
-        component: &LoadedComponent,
-        command: &str,
-        request_id: &str,
-    ) -> Store<CallContext> {
+    fn new_store(&self, component: &LoadedComponent, command: &str, request_id: &str) -> Store<CallContext> {
         let call = CallInfo {
             component: &component.name,
             command,
@@ -376,11 +350,7 @@ fn valid_command_name(name: &str) -> bool {
 }
 
 /// Enforce the reply-size cap and sane return codes.
-fn checked_reply(
-    command: &str,
-    reply: bindings::guestward::command::types::Reply,
-    limits: &Limits,
-) -> Reply {
+fn checked_reply(command: &str, reply: bindings::guestward::command::types::Reply, limits: &Limits) -> Reply {
     let size = reply.code.len() + reply.message.len();
     if size > limits.reply_bytes {
         return Reply::error(format!(
@@ -388,9 +358,8 @@ fn checked_reply(
             limits.reply_bytes
         ));
     }
-    let code_ok = !reply.code.is_empty()
-        && reply.code.len() <= 16
-        && reply.code.bytes().all(|b| b.is_ascii_alphanumeric());
+    let code_ok =
+        !reply.code.is_empty() && reply.code.len() <= 16 && reply.code.bytes().all(|b| b.is_ascii_alphanumeric());
     if !code_ok {
         return Reply::error(format!(
             "command '{command}' returned an invalid return code {:?}",
@@ -487,7 +456,8 @@ mod tests {
 
     #[test]
     fn panic_messages_are_found_in_stderr() {
-        let stderr = b"\nthread '<unnamed>' panicked at src/lib.rs:12:9:\nboom: it broke\nnote: run with `RUST_BACKTRACE=1`\n";
+        let stderr =
+            b"\nthread '<unnamed>' panicked at src/lib.rs:12:9:\nboom: it broke\nnote: run with `RUST_BACKTRACE=1`\n";
         assert_eq!(panic_message(stderr).as_deref(), Some("boom: it broke"));
         assert_eq!(panic_message(b"nothing to see"), None);
     }

@@ -135,13 +135,7 @@ impl XsClient {
     /// The permission entries of `path` (`n0`, `r5`, …; the first names the owner).
     pub async fn get_perms(&self, path: &str) -> Result<Vec<String>> {
         let payload = self
-            .call(
-                "get_perms",
-                path,
-                MsgType::GetPerms,
-                0,
-                wire::join_strings([path]),
-            )
+            .call("get_perms", path, MsgType::GetPerms, 0, wire::join_strings([path]))
             .await?;
         strings(payload, "get_perms", path)
     }
@@ -183,10 +177,7 @@ impl XsClient {
     /// again after every reconnection, and on every change.
     pub async fn watch(&self, path: &str) -> Result<Watch> {
         super::path::validate(path)?;
-        let token = format!(
-            "guestward-{}",
-            self.next_token.fetch_add(1, Ordering::Relaxed)
-        );
+        let token = format!("guestward-{}", self.next_token.fetch_add(1, Ordering::Relaxed));
         let (events_sender, events) = mpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
         self.send(Command::Watch {
@@ -208,16 +199,9 @@ impl XsClient {
     /// all at once when it commits.
     pub async fn transaction(&self) -> Result<Transaction> {
         let payload = self
-            .call(
-                "transaction_start",
-                "",
-                MsgType::TransactionStart,
-                0,
-                vec![0],
-            )
+            .call("transaction_start", "", MsgType::TransactionStart, 0, vec![0])
             .await?;
-        let text =
-            String::from_utf8_lossy(payload.strip_suffix(&[0]).unwrap_or(&payload)).into_owned();
+        let text = String::from_utf8_lossy(payload.strip_suffix(&[0]).unwrap_or(&payload)).into_owned();
         let id = text.parse().map_err(|_| Error::Protocol {
             op: "transaction_start",
             path: String::new(),
@@ -243,9 +227,7 @@ impl XsClient {
     async fn write_in(&self, tx: u32, path: &str, value: &[u8]) -> Result<()> {
         let mut payload = wire::join_strings([path]);
         payload.extend_from_slice(value);
-        self.call("write", path, MsgType::Write, tx, payload)
-            .await
-            .map(drop)
+        self.call("write", path, MsgType::Write, tx, payload).await.map(drop)
     }
 
     async fn rm_in(&self, tx: u32, path: &str) -> Result<()> {
@@ -255,26 +237,14 @@ impl XsClient {
     }
 
     async fn mkdir_in(&self, tx: u32, path: &str) -> Result<()> {
-        self.call(
-            "mkdir",
-            path,
-            MsgType::Mkdir,
-            tx,
-            wire::join_strings([path]),
-        )
-        .await
-        .map(drop)
+        self.call("mkdir", path, MsgType::Mkdir, tx, wire::join_strings([path]))
+            .await
+            .map(drop)
     }
 
     async fn directory_in(&self, tx: u32, path: &str) -> Result<Vec<String>> {
         let payload = self
-            .call(
-                "directory",
-                path,
-                MsgType::Directory,
-                tx,
-                wire::join_strings([path]),
-            )
+            .call("directory", path, MsgType::Directory, tx, wire::join_strings([path]))
             .await?;
         strings(payload, "directory", path)
     }
@@ -617,8 +587,7 @@ impl LinkKeeper {
         }
         let req_id = self.allocate_req_id();
         let Some(link) = &self.link else { return };
-        let bytes = match wire::encode(outgoing.msg_type, req_id, outgoing.tx_id, &outgoing.payload)
-        {
+        let bytes = match wire::encode(outgoing.msg_type, req_id, outgoing.tx_id, &outgoing.payload) {
             Ok(bytes) => bytes,
             Err(error) => {
                 // Callers check sizes first; this is a last line of defence.
@@ -653,12 +622,8 @@ impl LinkKeeper {
 
     fn on_link_event(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Message(generation, incoming) if generation == self.generation => {
-                self.deliver(incoming)
-            }
-            LinkEvent::Closed(generation, reason) if generation == self.generation => {
-                self.disconnect(&reason)
-            }
+            LinkEvent::Message(generation, incoming) if generation == self.generation => self.deliver(incoming),
+            LinkEvent::Closed(generation, reason) if generation == self.generation => self.disconnect(&reason),
             _ => {} // from a connection already replaced
         }
     }
@@ -677,12 +642,7 @@ impl LinkKeeper {
                         // Some guest kernels do not echo request ids
                         // faithfully; xenstored answers in order, so the
                         // oldest request is the one answered.
-                        let Some(oldest) = self
-                            .pending
-                            .iter()
-                            .min_by_key(|(_, p)| p.seq)
-                            .map(|(id, _)| *id)
-                        else {
+                        let Some(oldest) = self.pending.iter().min_by_key(|(_, p)| p.seq).map(|(id, _)| *id) else {
                             warn!(req_id, "XenStore reply to no request, ignored");
                             return;
                         };
@@ -716,10 +676,7 @@ impl LinkKeeper {
 }
 
 /// Decode every complete frame at the front of `buffer`.
-fn drain_frames(
-    buffer: &mut Vec<u8>,
-    mut deliver: impl FnMut(Incoming),
-) -> std::result::Result<(), wire::WireError> {
+fn drain_frames(buffer: &mut Vec<u8>, mut deliver: impl FnMut(Incoming)) -> std::result::Result<(), wire::WireError> {
     let mut start = 0;
     while let Some((frame, used)) = wire::decode(&buffer[start..])? {
         start += used;

@@ -116,10 +116,7 @@ pub enum Error {
     },
     /// The endpoint could not be opened.
     #[error("cannot connect to XenStore at {endpoint}: {source}")]
-    Connect {
-        endpoint: String,
-        source: std::io::Error,
-    },
+    Connect { endpoint: String, source: std::io::Error },
     /// The client has shut down.
     #[error("the XenStore client has shut down")]
     Closed,

@@ -76,15 +76,7 @@ mod tests {
 
     #[test]
     fn refuses_what_xenstored_would_refuse() {
-        for path in [
-            "",
-            "a//b",
-            "a/",
-            "a b",
-            "a.b",
-            "ü",
-            &"x".repeat(REL_PATH_MAX + 1),
-        ] {
+        for path in ["", "a//b", "a/", "a b", "a.b", "ü", &"x".repeat(REL_PATH_MAX + 1)] {
             assert!(validate(path).is_err(), "{path:?}");
         }
     }

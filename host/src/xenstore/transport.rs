@@ -108,21 +108,14 @@ fn poll_device<T>(
 }
 
 impl AsyncRead for Connection {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Socket(stream) => Pin::new(stream).poll_read(cx, buf),
             Self::Device(fd) => {
                 let unfilled = buf.initialize_unfilled();
-                let read = ready!(poll_device(
-                    fd,
-                    cx,
-                    tokio::io::Interest::READABLE,
-                    |mut file| { file.read(unfilled) }
-                ))?;
+                let read = ready!(poll_device(fd, cx, tokio::io::Interest::READABLE, |mut file| {
+                    file.read(unfilled)
+                }))?;
                 buf.advance(read);
                 Poll::Ready(Ok(()))
             }
@@ -131,16 +124,10 @@ impl AsyncRead for Connection {
 }
 
 impl AsyncWrite for Connection {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Socket(stream) => Pin::new(stream).poll_write(cx, data),
-            Self::Device(fd) => poll_device(fd, cx, tokio::io::Interest::WRITABLE, |mut file| {
-                file.write(data)
-            }),
+            Self::Device(fd) => poll_device(fd, cx, tokio::io::Interest::WRITABLE, |mut file| file.write(data)),
         }
     }
 

@@ -83,12 +83,7 @@ pub enum WireError {
 }
 
 /// Encode one request. Refuses payloads longer than [`PAYLOAD_MAX`].
-pub fn encode(
-    msg_type: MsgType,
-    req_id: u32,
-    tx_id: u32,
-    payload: &[u8],
-) -> Result<Vec<u8>, WireError> {
+pub fn encode(msg_type: MsgType, req_id: u32, tx_id: u32, payload: &[u8]) -> Result<Vec<u8>, WireError> {
     if payload.len() > PAYLOAD_MAX {
         return Err(WireError::PayloadTooLarge {
             len: payload.len(),
@@ -154,9 +149,7 @@ pub fn classify(frame: Frame) -> Result<Incoming, WireError> {
             let mut parts = split_strings(&frame.payload, "watch event")?.into_iter();
             match (parts.next(), parts.next()) {
                 (Some(path), Some(token)) => Ok(Incoming::WatchEvent { path, token }),
-                _ => Err(WireError::Malformed {
-                    what: "watch event",
-                }),
+                _ => Err(WireError::Malformed { what: "watch event" }),
             }
         }
         Some(MsgType::Error) => {
@@ -212,10 +205,7 @@ mod tests {
     #[test]
     fn header_is_four_little_endian_words() {
         let bytes = encode(MsgType::Read, 0x0102_0304, 0, b"x\0").unwrap();
-        assert_eq!(
-            &bytes[..16],
-            &[2, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0, 2, 0, 0, 0]
-        );
+        assert_eq!(&bytes[..16], &[2, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0, 2, 0, 0, 0]);
     }
 
     #[test]

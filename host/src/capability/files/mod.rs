@@ -10,15 +10,17 @@
 pub mod ops;
 pub mod resolve;
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 
 use super::{CallInfo, Capability, Services};
 use crate::policy::ComponentPolicy;
 use crate::runtime::CallContext;
 use crate::runtime::bindings::guestward::command::files::{
-    self as wit, DirEntry, Error, FileMetadata, ReplaceOptions,
+    self as wit, DirEntry, Error, FileLock, FileMetadata, ReplaceOptions,
 };
 pub use ops::{FilesAccess, FilesGrant};
 
@@ -30,9 +32,7 @@ impl Capability for Files {
     type CallState = CallFiles;
 
     fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<CallFiles>>(linker, |context| {
-            &mut context.capabilities.files
-        })
+        wit::add_to_linker::<_, HasSelf<CallFiles>>(linker, |context| &mut context.capabilities.files)
     }
 
     fn grant(policy: &ComponentPolicy) -> Option<FilesGrant> {
@@ -41,40 +41,50 @@ impl Capability for Files {
         })
     }
 
-    fn call_state(
-        grant: Option<&Arc<FilesGrant>>,
-        services: &Services,
-        call: &CallInfo<'_>,
-    ) -> CallFiles {
+    fn call_state(grant: Option<&Arc<FilesGrant>>, services: &Services, call: &CallInfo<'_>) -> CallFiles {
         CallFiles {
             access: grant.map(|grant| FilesAccess {
                 root: services.root.clone(),
                 grant: grant.clone(),
                 component: call.component.into(),
             }),
+            locks: ResourceTable::new(),
         }
     }
 }
+
+/// A lock a component holds (`file-lock`): released when the component
+/// drops it or when the call ends (the Store, and this table, go away).
+#[derive(Debug)]
+pub struct HeldLock {
+    _fd: OwnedFd,
+}
+
+/// The longest a component may wait for a lock.
+const MAX_LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// One call's file access (`None` when the component has no files grant).
 #[derive(Debug)]
 pub struct CallFiles {
     access: Option<FilesAccess>,
+    locks: ResourceTable,
 }
 
 impl CallFiles {
-    /// Run one operation on the blocking pool.
-    async fn run<T: Send + 'static>(
+    /// Run one operation on the blocking pool. (Not an `async fn` of
+    /// `&self`: the lock table is not `Sync`, so the future must not borrow
+    /// `self`.)
+    fn run<T: Send + 'static>(
         &self,
         operation: impl FnOnce(&FilesAccess) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        let access = self
-            .access
-            .clone()
-            .ok_or_else(|| Error::NotGranted("this component has no files grant".to_owned()))?;
-        tokio::task::spawn_blocking(move || operation(&access))
-            .await
-            .unwrap_or_else(|error| Err(Error::Io(format!("file operation failed: {error}"))))
+    ) -> impl Future<Output = Result<T, Error>> + Send + 'static {
+        let access = self.access.clone();
+        async move {
+            let access = access.ok_or_else(|| Error::NotGranted("this component has no files grant".to_owned()))?;
+            tokio::task::spawn_blocking(move || operation(&access))
+                .await
+                .unwrap_or_else(|error| Err(Error::Io(format!("file operation failed: {error}"))))
+        }
     }
 }
 
@@ -95,32 +105,36 @@ impl wit::Host for CallFiles {
         self.run(move |access| access.read_link(&path)).await
     }
 
-    async fn replace(
-        &mut self,
-        path: String,
-        contents: Vec<u8>,
-        options: ReplaceOptions,
-    ) -> Result<(), Error> {
-        self.run(move |access| access.replace(&path, &contents, &options))
-            .await
+    async fn replace(&mut self, path: String, contents: Vec<u8>, options: ReplaceOptions) -> Result<(), Error> {
+        self.run(move |access| access.replace(&path, &contents, &options)).await
     }
 
     async fn remove(&mut self, path: String) -> Result<(), Error> {
         self.run(move |access| access.remove(&path)).await
     }
 
-    async fn create_dir(
-        &mut self,
-        path: String,
-        mode: Option<u32>,
-        recursive: bool,
-    ) -> Result<(), Error> {
-        self.run(move |access| access.create_dir(&path, mode, recursive))
-            .await
+    async fn create_dir(&mut self, path: String, mode: Option<u32>, recursive: bool) -> Result<(), Error> {
+        self.run(move |access| access.create_dir(&path, mode, recursive)).await
     }
 
     async fn rename(&mut self, source: String, destination: String) -> Result<(), Error> {
-        self.run(move |access| access.rename(&source, &destination))
-            .await
+        self.run(move |access| access.rename(&source, &destination)).await
+    }
+
+    async fn lock(&mut self, path: String, timeout_ms: u32) -> Result<Resource<FileLock>, Error> {
+        let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_LOCK_WAIT);
+        let fd = self.run(move |access| access.lock(&path, timeout)).await?;
+        let held = self
+            .locks
+            .push(HeldLock { _fd: fd })
+            .map_err(|error| Error::Io(format!("cannot hold the lock: {error}")))?;
+        Ok(Resource::new_own(held.rep()))
+    }
+}
+
+impl wit::HostFileLock for CallFiles {
+    async fn drop(&mut self, lock: Resource<FileLock>) -> wasmtime::Result<()> {
+        self.locks.delete(Resource::<HeldLock>::new_own(lock.rep()))?;
+        Ok(())
     }
 }

@@ -13,21 +13,23 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, Stat};
 
 use super::resolve::{Resolved, Walk, WalkError, resolve};
 use crate::policy::{Access, PathRule};
 use crate::root::Root;
-use crate::runtime::bindings::guestward::command::files::{
-    DirEntry, Error, FileKind, FileMetadata, ReplaceOptions,
-};
+use crate::runtime::bindings::guestward::command::files::{DirEntry, Error, FileKind, FileMetadata, ReplaceOptions};
 
 /// The largest file `read` returns.
 pub const MAX_READ_BYTES: u64 = 16 << 20;
 
 /// Mode of a new file when the caller gives none.
 const NEW_FILE_MODE: u32 = 0o644;
+
+/// How often a held lock is tried again.
+const LOCK_RETRY: Duration = Duration::from_millis(50);
 
 /// Names temporary files uniquely within this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -68,21 +70,16 @@ impl FilesAccess {
             .read_to_end(&mut contents)
             .map_err(|error| io_error(path, error))?;
         if contents.len() as u64 > MAX_READ_BYTES {
-            return Err(Error::TooLarge(format!(
-                "{path} is larger than {MAX_READ_BYTES} bytes"
-            )));
+            return Err(Error::TooLarge(format!("{path} is larger than {MAX_READ_BYTES} bytes")));
         }
         Ok(contents)
     }
 
     pub fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
         let resolved = self.resolve(path, Access::Read, true)?;
-        let dir = open_entry(&resolved, OFlags::RDONLY | OFlags::DIRECTORY)
-            .map_err(|error| io_error(path, error))?;
+        let dir = open_entry(&resolved, OFlags::RDONLY | OFlags::DIRECTORY).map_err(|error| io_error(path, error))?;
         let mut entries = Vec::new();
-        for entry in
-            rustix::fs::Dir::read_from(&dir).map_err(|error| io_error(path, error.into()))?
-        {
+        for entry in rustix::fs::Dir::read_from(&dir).map_err(|error| io_error(path, error.into()))? {
             let entry = entry.map_err(|error| io_error(path, error.into()))?;
             let name = entry.file_name().to_bytes();
             if name == b"." || name == b".." {
@@ -123,18 +120,12 @@ impl FilesAccess {
             .name
             .as_deref()
             .ok_or_else(|| Error::Io(format!("{path}: not a symlink")))?;
-        let target = rustix::fs::readlinkat(&resolved.parent, name, Vec::new())
-            .map_err(|error| io_error(path, error.into()))?;
-        String::from_utf8(target.into_bytes())
-            .map_err(|_| Error::Io(format!("{path}: the link target is not UTF-8")))
+        let target =
+            rustix::fs::readlinkat(&resolved.parent, name, Vec::new()).map_err(|error| io_error(path, error.into()))?;
+        String::from_utf8(target.into_bytes()).map_err(|_| Error::Io(format!("{path}: the link target is not UTF-8")))
     }
 
-    pub fn replace(
-        &self,
-        path: &str,
-        contents: &[u8],
-        options: &ReplaceOptions,
-    ) -> Result<(), Error> {
+    pub fn replace(&self, path: &str, contents: &[u8], options: &ReplaceOptions) -> Result<(), Error> {
         let resolved = if options.create_parents {
             self.resolve_creating_parents(path)?
         } else {
@@ -165,8 +156,7 @@ impl FilesAccess {
             .map(|owner| (owner.uid, owner.gid))
             .or(regular.map(|stat| (stat.st_uid, stat.st_gid)));
 
-        let (temp, file) =
-            create_temp(&resolved.parent, name).map_err(|error| io_error(path, error))?;
+        let (temp, file) = create_temp(&resolved.parent, name).map_err(|error| io_error(path, error))?;
         let written = write_contents(file, contents, mode, owner).and_then(|()| {
             if let (Some(backup), Some(_)) = (&backup, &existing) {
                 link_backup(&resolved.parent, name, backup)?;
@@ -204,9 +194,7 @@ impl FilesAccess {
         let mode = Mode::from_raw_mode(mode.unwrap_or(0o755) & 0o7777);
         match rustix::fs::mkdirat(&resolved.parent, name, mode) {
             Ok(()) => Ok(()),
-            Err(rustix::io::Errno::EXIST) if recursive && self.is_directory(&resolved, name) => {
-                Ok(())
-            }
+            Err(rustix::io::Errno::EXIST) if recursive && self.is_directory(&resolved, name) => Ok(()),
             Err(error) => Err(io_error(path, error.into())),
         }
     }
@@ -220,6 +208,33 @@ impl FilesAccess {
             .map_err(|error| io_error(source, error.into()))
     }
 
+    /// Take the `lckpwdf(3)` lock (an exclusive `fcntl` lock on the whole
+    /// file) on `path`, creating it (0600) if missing; retry until `timeout`.
+    /// The lock lasts as long as the returned descriptor.
+    pub fn lock(&self, path: &str, timeout: Duration) -> Result<OwnedFd, Error> {
+        let resolved = self.resolve(path, Access::ReadWrite, false)?;
+        let name = entry_name(&resolved, path)?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&resolved.parent, name, flags, Mode::from_raw_mode(0o600))
+            .map_err(|error| io_error(path, error.into()))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match rustix::fs::fcntl_lock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(fd),
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::ACCESS) if Instant::now() < deadline => {
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::ACCESS) => {
+                    return Err(Error::Io(format!(
+                        "{path} is locked by another program (waited {} ms)",
+                        timeout.as_millis()
+                    )));
+                }
+                Err(error) => return Err(io_error(path, error.into())),
+            }
+        }
+    }
+
     /// Check `path` as written, walk it, and check where it really is.
     fn resolve(&self, path: &str, access: Access, follow_final: bool) -> Result<Resolved, Error> {
         let requested = self.check_requested(path, access)?;
@@ -227,8 +242,7 @@ impl FilesAccess {
             follow_final,
             create_dirs: None,
         };
-        let resolved =
-            resolve(&self.root, &requested, &walk).map_err(|error| walk_error(path, error))?;
+        let resolved = resolve(&self.root, &requested, &walk).map_err(|error| walk_error(path, error))?;
         self.check_real(path, &resolved.real, access)?;
         Ok(resolved)
     }
@@ -241,10 +255,7 @@ impl FilesAccess {
             if self.grant.allows(real, Access::ReadWrite) {
                 Ok(())
             } else {
-                Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    NotGrantedDir,
-                ))
+                Err(io::Error::new(io::ErrorKind::PermissionDenied, NotGrantedDir))
             }
         };
         let walk = Walk {
@@ -252,11 +263,7 @@ impl FilesAccess {
             create_dirs: Some(&check),
         };
         let resolved = resolve(&self.root, &requested, &walk).map_err(|error| {
-            if error
-                .error
-                .get_ref()
-                .is_some_and(|inner| inner.is::<NotGrantedDir>())
-            {
+            if error.error.get_ref().is_some_and(|inner| inner.is::<NotGrantedDir>()) {
                 self.not_granted(path, &error.at, Access::ReadWrite)
             } else {
                 walk_error(path, error)
@@ -290,9 +297,7 @@ impl FilesAccess {
         };
         let component = &self.component;
         if Path::new(path) == real {
-            Error::NotGranted(format!(
-                "{path} is outside the {what} files of component {component}"
-            ))
+            Error::NotGranted(format!("{path} is outside the {what} files of component {component}"))
         } else {
             Error::NotGranted(format!(
                 "{path} resolves to {}, outside the {what} files of component {component}",
@@ -301,13 +306,7 @@ impl FilesAccess {
         }
     }
 
-    fn backup_name(
-        &self,
-        resolved: &Resolved,
-        name: &OsStr,
-        suffix: &str,
-        path: &str,
-    ) -> Result<OsString, Error> {
+    fn backup_name(&self, resolved: &Resolved, name: &OsStr, suffix: &str, path: &str) -> Result<OsString, Error> {
         if suffix.is_empty() || suffix.contains('/') || suffix.contains('\0') {
             return Err(Error::InvalidPath(format!(
                 "backup suffix {suffix:?} must be a non-empty name part"
@@ -344,9 +343,7 @@ fn validate(path: &str) -> Result<PathBuf, Error> {
         return Err(Error::InvalidPath(format!("{path:?} contains a NUL byte")));
     }
     if !path.starts_with('/') {
-        return Err(Error::InvalidPath(format!(
-            "{path:?} is not an absolute path"
-        )));
+        return Err(Error::InvalidPath(format!("{path:?} is not an absolute path")));
     }
     let mut normal = PathBuf::from("/");
     for component in Path::new(path).components() {
@@ -402,8 +399,7 @@ fn create_temp(dir: &OwnedFd, name: &OsStr) -> io::Result<(OsString, std::fs::Fi
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         match rustix::fs::openat(dir, temp.as_bytes(), flags, Mode::from_raw_mode(0o600)) {
             Ok(fd) => return Ok((temp, std::fs::File::from(fd))),
             Err(rustix::io::Errno::EXIST) => continue,
@@ -414,12 +410,7 @@ fn create_temp(dir: &OwnedFd, name: &OsStr) -> io::Result<(OsString, std::fs::Fi
 
 /// Contents, then owner (chown clears setuid bits, so before the mode), then
 /// mode, then sync: the file is complete before anything points at it.
-fn write_contents(
-    mut file: std::fs::File,
-    contents: &[u8],
-    mode: u32,
-    owner: Option<(u32, u32)>,
-) -> io::Result<()> {
+fn write_contents(mut file: std::fs::File, contents: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
     file.write_all(contents)?;
     if let Some((uid, gid)) = owner {
         let stat = rustix::fs::fstat(&file)?;
@@ -488,10 +479,7 @@ mod tests {
             let access = FilesAccess {
                 root: Arc::new(Root::open(dir.path()).unwrap()),
                 grant: Arc::new(FilesGrant {
-                    rules: vec![
-                        rule("/etc/app", Access::ReadWrite),
-                        rule("/etc/ro", Access::Read),
-                    ],
+                    rules: vec![rule("/etc/app", Access::ReadWrite), rule("/etc/ro", Access::Read)],
                 }),
                 component: "test".into(),
             };
@@ -606,11 +594,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
         assert_eq!(after.mode() & 0o7777, 0o640);
         assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
-        assert_ne!(
-            after.ino(),
-            before.ino(),
-            "replaced by rename, not rewritten in place"
-        );
+        assert_ne!(after.ino(), before.ino(), "replaced by rename, not rewritten in place");
         let names: Vec<_> = std::fs::read_dir(fixture.host_path("etc/app"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -623,25 +607,16 @@ mod tests {
         let fixture = Fixture::new();
         fixture.write("/etc/app/new", "x").unwrap();
         assert_eq!(
-            std::fs::metadata(fixture.host_path("etc/app/new"))
-                .unwrap()
-                .mode()
-                & 0o7777,
+            std::fs::metadata(fixture.host_path("etc/app/new")).unwrap().mode() & 0o7777,
             0o644
         );
         let private = ReplaceOptions {
             mode: Some(0o600),
             ..options()
         };
-        fixture
-            .access
-            .replace("/etc/app/private", b"x", &private)
-            .unwrap();
+        fixture.access.replace("/etc/app/private", b"x", &private).unwrap();
         assert_eq!(
-            std::fs::metadata(fixture.host_path("etc/app/private"))
-                .unwrap()
-                .mode()
-                & 0o7777,
+            std::fs::metadata(fixture.host_path("etc/app/private")).unwrap().mode() & 0o7777,
             0o600
         );
     }
@@ -654,10 +629,7 @@ mod tests {
             backup_suffix: Some(".bak".into()),
             ..options()
         };
-        fixture
-            .access
-            .replace("/etc/app/conf", b"second", &backup)
-            .unwrap();
+        fixture.access.replace("/etc/app/conf", b"second", &backup).unwrap();
         assert_eq!(
             std::fs::read_to_string(fixture.host_path("etc/app/conf.bak")).unwrap(),
             "first"
@@ -700,23 +672,13 @@ mod tests {
             create_parents: true,
             ..options()
         };
-        fixture
-            .access
-            .replace("/etc/app/a/b/c", b"deep", &parents)
-            .unwrap();
+        fixture.access.replace("/etc/app/a/b/c", b"deep", &parents).unwrap();
         assert_eq!(
             std::fs::read_to_string(fixture.host_path("etc/app/a/b/c")).unwrap(),
             "deep"
         );
-        assert!(matches!(
-            fixture.write("/etc/app/x/y", "z"),
-            Err(Error::NotFound(_))
-        ));
-        assert!(is_not_granted(fixture.access.replace(
-            "/etc/ro/x/y",
-            b"z",
-            &parents
-        )));
+        assert!(matches!(fixture.write("/etc/app/x/y", "z"), Err(Error::NotFound(_))));
+        assert!(is_not_granted(fixture.access.replace("/etc/ro/x/y", b"z", &parents)));
         assert!(!fixture.host_path("etc/ro/x").exists());
     }
 
@@ -725,27 +687,47 @@ mod tests {
         let fixture = Fixture::new();
         fixture.write("/etc/app/a", "a").unwrap();
         fixture.access.rename("/etc/app/a", "/etc/app/b").unwrap();
-        assert!(is_not_granted(
-            fixture.access.rename("/etc/app/b", "/secret/b")
-        ));
-        fixture
-            .access
-            .create_dir("/etc/app/d", Some(0o700), false)
-            .unwrap();
-        assert!(
-            fixture
-                .access
-                .create_dir("/etc/app/d", None, false)
-                .is_err()
-        );
+        assert!(is_not_granted(fixture.access.rename("/etc/app/b", "/secret/b")));
+        fixture.access.create_dir("/etc/app/d", Some(0o700), false).unwrap();
+        assert!(fixture.access.create_dir("/etc/app/d", None, false).is_err());
         fixture.access.create_dir("/etc/app/d", None, true).unwrap();
         fixture.access.remove("/etc/app/d").unwrap();
         fixture.access.remove("/etc/app/b").unwrap();
         assert!(fixture.access.list_dir("/etc/app").unwrap().is_empty());
-        assert!(matches!(
-            fixture.access.remove("/etc/app/b"),
-            Err(Error::NotFound(_))
-        ));
+        assert!(matches!(fixture.access.remove("/etc/app/b"), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn locks_exclude_each_other_until_released() {
+        let fixture = Fixture::new();
+        let held = fixture
+            .access
+            .lock("/etc/app/.lock", Duration::from_millis(10))
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(fixture.host_path("etc/app/.lock")).unwrap().mode() & 0o777,
+            0o600
+        );
+        // POSIX record locks belong to a process: contend from another one.
+        let lock_path = fixture.host_path("etc/app/.lock");
+        let probe = |path: &std::path::Path| {
+            std::process::Command::new("/usr/bin/python3")
+                .args([
+                    "-c",
+                    "import fcntl,sys; f=open(sys.argv[1],'w'); fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)",
+                ])
+                .arg(path)
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(
+            !probe(&lock_path),
+            "another process must not get the lock while it is held"
+        );
+        drop(held);
+        assert!(probe(&lock_path), "released when the descriptor closes");
+        assert!(is_not_granted(fixture.access.lock("/etc/ro/.lock", Duration::ZERO)));
     }
 
     #[test]
@@ -754,9 +736,6 @@ mod tests {
         symlink("/secret/key", fixture.host_path("etc/app/link")).unwrap();
         let meta = fixture.access.metadata("/etc/app/link").unwrap();
         assert_eq!(meta.kind, FileKind::Symlink);
-        assert_eq!(
-            fixture.access.read_link("/etc/app/link").unwrap(),
-            "/secret/key"
-        );
+        assert_eq!(fixture.access.read_link("/etc/app/link").unwrap(), "/secret/key");
     }
 }

@@ -73,8 +73,7 @@ pub fn resolve(root: &Root, path: &Path, walk: &Walk<'_>) -> Result<Resolved, Wa
         let is_last = pending.is_empty();
         match rustix::fs::statat(current, &part, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat)
-                if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink
-                    && (!is_last || walk.follow_final) =>
+                if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink && (!is_last || walk.follow_final) =>
             {
                 links += 1;
                 if links > MAX_SYMLINKS {
@@ -82,8 +81,7 @@ pub fn resolve(root: &Root, path: &Path, walk: &Walk<'_>) -> Result<Resolved, Wa
                         rustix::io::Errno::LOOP.raw_os_error(),
                     )));
                 }
-                let target = rustix::fs::readlinkat(current, &part, Vec::new())
-                    .map_err(|error| fail(error.into()))?;
+                let target = rustix::fs::readlinkat(current, &part, Vec::new()).map_err(|error| fail(error.into()))?;
                 let target = target.as_bytes();
                 if target.starts_with(b"/") {
                     dirs.clear();
@@ -122,8 +120,7 @@ pub fn resolve(root: &Root, path: &Path, walk: &Walk<'_>) -> Result<Resolved, Wa
         // An intermediate directory. NOFOLLOW: if it became a symlink since
         // the stat above, the open fails instead of following it.
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(current, &part, flags, Mode::empty())
-            .map_err(|error| fail(error.into()))?;
+        let fd = rustix::fs::openat(current, &part, flags, Mode::empty()).map_err(|error| fail(error.into()))?;
         dirs.push((fd, part));
     }
 }
@@ -152,10 +149,7 @@ fn real_path(dirs: &[(OwnedFd, OsString)], last: Option<&OsStr>) -> PathBuf {
 
 /// The walk ended on a directory it had already entered (the root, or after
 /// a trailing `..` from a symlink): describe it from its parent.
-fn directory_itself(
-    root: &Root,
-    mut dirs: Vec<(OwnedFd, OsString)>,
-) -> Result<Resolved, WalkError> {
+fn directory_itself(root: &Root, mut dirs: Vec<(OwnedFd, OsString)>) -> Result<Resolved, WalkError> {
     let real = real_path(&dirs, None);
     let duplicate_root = || {
         root.dir().try_clone_to_owned().map_err(|error| WalkError {
@@ -211,16 +205,10 @@ mod tests {
             walk_in(root, "/etc/resolv.conf", true),
             Ok("/run/resolvconf/resolv.conf".into())
         );
-        assert_eq!(
-            walk_in(root, "/etc/resolv.conf", false),
-            Ok("/etc/resolv.conf".into())
-        );
+        assert_eq!(walk_in(root, "/etc/resolv.conf", false), Ok("/etc/resolv.conf".into()));
         // `..` in a link target stops at the root.
         assert_eq!(walk_in(root, "/etc/net/up/etc", true), Ok("/etc".into()));
-        assert_eq!(
-            walk_in(root, "/etc/net/etc-link/net", true),
-            Ok("/etc/net".into())
-        );
+        assert_eq!(walk_in(root, "/etc/net/etc-link/net", true), Ok("/etc/net".into()));
         assert_eq!(walk_in(root, "/", true), Ok("/".into()));
     }
 
@@ -235,10 +223,7 @@ mod tests {
     #[test]
     fn missing_parents_are_not_found_unless_created() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            walk_in(dir.path(), "/x/y", true),
-            Err(io::ErrorKind::NotFound)
-        );
+        assert_eq!(walk_in(dir.path(), "/x/y", true), Err(io::ErrorKind::NotFound));
         assert_eq!(walk_in(dir.path(), "/x", true), Ok("/x".into()));
         let root = Root::open(dir.path()).unwrap();
         let allow = |_: &Path| Ok(());
@@ -255,9 +240,6 @@ mod tests {
     fn a_file_in_the_middle_is_not_a_directory() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), "").unwrap();
-        assert_eq!(
-            walk_in(dir.path(), "/f/x", true),
-            Err(io::ErrorKind::NotADirectory)
-        );
+        assert_eq!(walk_in(dir.path(), "/f/x", true), Err(io::ErrorKind::NotADirectory));
     }
 }

@@ -6,7 +6,7 @@
 //! Each command takes a JSON value; file and XenStore errors come back as
 //! `500` with the error's debug text, so that tests can tell them apart.
 
-use guestward_sdk::{Command, Reply, Request, export_command, files, log, state, xenstore};
+use guestward_sdk::{Command, Reply, Request, agent, export_command, files, log, state, system, xenstore};
 use serde_json::Value;
 
 pub struct Probe;
@@ -34,18 +34,15 @@ impl Command for Probe {
         "xs-read",
         "xs-dir",
         "bad-code",
+        "lock",
+        "run",
+        "setting",
     ];
     const SUMMARY: &'static str = "Test probe: exercises host interfaces and sandbox limits";
 
     fn handle(request: Request<'_>) -> Reply {
         let value = request.json().unwrap_or(Value::Null);
-        let text = |key: &str| {
-            value
-                .get(key)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let text = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
         let string = || value.as_str().unwrap_or_default().to_owned();
         match request.name() {
             "echo" => Reply::ok(request.raw_value()),
@@ -56,9 +53,7 @@ impl Command for Probe {
             "recurse" => Reply::ok(recurse(value.as_u64().unwrap_or(u64::MAX)).to_string()),
             "exit" => std::process::exit(3),
             "sleep" => {
-                std::thread::sleep(std::time::Duration::from_millis(
-                    value.as_u64().unwrap_or(0),
-                ));
+                std::thread::sleep(std::time::Duration::from_millis(value.as_u64().unwrap_or(0)));
                 Reply::ok("slept")
             }
             "big-reply" => Reply::ok("x".repeat(value.as_u64().unwrap_or(0) as usize)),
@@ -90,24 +85,19 @@ impl Command for Probe {
                 })
                 .into_reply(),
             "read-link" => files::read_link(&string()).into_reply(),
-            "remove" => files::remove(&string())
+            "remove" => files::remove(&string()).map(|()| String::new()).into_reply(),
+            "mkdir" => files::create_dir(&text("path"), None, value["recursive"].as_bool().unwrap_or(false))
                 .map(|()| String::new())
                 .into_reply(),
-            "mkdir" => files::create_dir(
-                &text("path"),
-                None,
-                value["recursive"].as_bool().unwrap_or(false),
-            )
-            .map(|()| String::new())
-            .into_reply(),
             "rename" => files::rename(&text("from"), &text("to"))
                 .map(|()| String::new())
                 .into_reply(),
             "xs-read" => xenstore::read(&string()).into_reply(),
-            "xs-dir" => xenstore::directory(&string())
-                .map(|keys| keys.join(","))
-                .into_reply(),
+            "xs-dir" => xenstore::directory(&string()).map(|keys| keys.join(",")).into_reply(),
             "bad-code" => Reply::new("", "no code"),
+            "lock" => hold_lock(&value),
+            "run" => run(&value),
+            "setting" => Reply::ok(agent::setting(&string()).unwrap_or_else(|| "<unset>".to_owned())),
             other => Reply::error(format!("probe does not know {other}")),
         }
     }
@@ -174,6 +164,39 @@ fn write_file(value: &Value) -> Reply {
     files::replace(path, contents.as_bytes(), &options)
         .map(|()| String::new())
         .into_reply()
+}
+
+/// Take a lock, hold it for `hold-ms`, and release it.
+fn hold_lock(value: &Value) -> Reply {
+    let path = value["path"].as_str().unwrap_or_default();
+    let timeout = value["timeout-ms"].as_u64().unwrap_or(0) as u32;
+    match files::lock(path, timeout) {
+        Ok(_lock) => {
+            std::thread::sleep(std::time::Duration::from_millis(value["hold-ms"].as_u64().unwrap_or(0)));
+            Reply::ok("locked")
+        }
+        Err(error) => Reply::error(format!("{error:?}")),
+    }
+}
+
+/// Run `argv` with `stdin`; reply with the exit code and output.
+fn run(value: &Value) -> Reply {
+    let argv: Vec<String> = value["argv"]
+        .as_array()
+        .map(|args| args.iter().filter_map(|arg| arg.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let Some((program, args)) = argv.split_first() else {
+        return Reply::error("no argv");
+    };
+    let stdin = value["stdin"].as_str().unwrap_or_default();
+    match system::run(program, args, stdin.as_bytes()) {
+        Ok(output) => Reply::ok(format!(
+            "exit={:?} stdout={}",
+            output.exit_code,
+            String::from_utf8_lossy(&output.stdout)
+        )),
+        Err(error) => Reply::error(format!("{error:?}")),
+    }
 }
 
 export_command!(Probe);

@@ -1,0 +1,196 @@
+//! `system`: privileged operations, each granted separately. For now:
+//! running allow-listed programs (`pwd_mkdb`, later `ifup`, `netplan`, …).
+//!
+//! A program runs only if its whole argument list matches one of the
+//! component's patterns (`*` stands for any one argument), with an empty
+//! environment, `/` as its directory, and its output capped. It is killed
+//! when the call's deadline passes (the call's future is dropped, and the
+//! child with it). Under `--root`, runs are recorded, not carried out.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{CallInfo, Capability, Services};
+use crate::policy::ComponentPolicy;
+use crate::root::Root;
+use crate::runtime::CallContext;
+use crate::runtime::bindings::guestward::command::system::{self as wit, Error, ProgramOutput};
+
+/// Bytes of stdout and of stderr kept from one run.
+const MAX_OUTPUT: u64 = 1 << 20;
+
+pub struct System;
+
+/// What a component may do.
+#[derive(Debug)]
+pub struct SystemGrant {
+    programs: Vec<Vec<String>>,
+}
+
+impl SystemGrant {
+    /// True when `argv` matches a pattern: same length, each argument equal
+    /// or matched by `*`.
+    fn allows(&self, argv: &[String]) -> bool {
+        self.programs.iter().any(|pattern| {
+            pattern.len() == argv.len() && pattern.iter().zip(argv).all(|(want, got)| want == "*" || want == got)
+        })
+    }
+}
+
+/// One call's system access.
+#[derive(Debug)]
+pub struct CallSystem {
+    grant: Option<Arc<SystemGrant>>,
+    root: Arc<Root>,
+    component: String,
+}
+
+impl Capability for System {
+    const INTERFACE: &'static str = "guestward:command/system";
+    type Grant = SystemGrant;
+    type CallState = CallSystem;
+
+    fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, HasSelf<CallSystem>>(linker, |context| &mut context.capabilities.system)
+    }
+
+    fn grant(policy: &ComponentPolicy) -> Option<SystemGrant> {
+        (!policy.programs.is_empty()).then(|| SystemGrant {
+            programs: policy.programs.clone(),
+        })
+    }
+
+    fn call_state(grant: Option<&Arc<SystemGrant>>, services: &Services, call: &CallInfo<'_>) -> CallSystem {
+        CallSystem {
+            grant: grant.cloned(),
+            root: services.root.clone(),
+            component: call.component.to_owned(),
+        }
+    }
+}
+
+impl wit::Host for CallSystem {
+    async fn run(&mut self, program: String, args: Vec<String>, stdin: Vec<u8>) -> Result<ProgramOutput, Error> {
+        let argv: Vec<String> = std::iter::once(program).chain(args).collect();
+        if !self.grant.as_ref().is_some_and(|grant| grant.allows(&argv)) {
+            return Err(Error::NotGranted(format!(
+                "component {} may not run {} with these arguments",
+                self.component, argv[0]
+            )));
+        }
+        // Arguments may carry secrets (an activation key): log the program only.
+        tracing::info!(component = self.component, program = argv[0], "running a program");
+        if self.root.records_changes() {
+            return self.record(&argv, stdin.len());
+        }
+        run(&argv, stdin).await
+    }
+}
+
+impl CallSystem {
+    fn record(&self, argv: &[String], stdin_bytes: usize) -> Result<ProgramOutput, Error> {
+        let entry = serde_json::json!({
+            "action": "run",
+            "component": self.component,
+            "argv": argv,
+            "stdin-bytes": stdin_bytes,
+        });
+        self.root
+            .record(&entry)
+            .map_err(|error| Error::Failed(format!("cannot record the run: {error}")))?;
+        Ok(ProgramOutput {
+            exit_code: Some(0),
+            signal: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        })
+    }
+}
+
+async fn run(argv: &[String], stdin: Vec<u8>) -> Result<ProgramOutput, Error> {
+    let failed = |what: &str, error: std::io::Error| Error::Failed(format!("{}: {what}: {error}", argv[0]));
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| failed("cannot start", error))?;
+    let mut input = child.stdin.take();
+    let feed = async move {
+        if let Some(input) = input.as_mut() {
+            // A program that does not read its input is not an error.
+            let _ = input.write_all(&stdin).await;
+        }
+        drop(input);
+    };
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let ((), stdout, stderr, status) = tokio::join!(feed, capped(stdout), capped(stderr), child.wait());
+    let status = status.map_err(|error| failed("cannot wait for it", error))?;
+    Ok(ProgramOutput {
+        exit_code: status.code(),
+        signal: status.signal(),
+        stdout,
+        stderr,
+    })
+}
+
+/// At most [`MAX_OUTPUT`] bytes of a stream; the rest is read and dropped
+/// so that the program never blocks on a full pipe.
+async fn capped(stream: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
+    let Some(mut stream) = stream else { return Vec::new() };
+    let mut kept = Vec::new();
+    let _ = (&mut stream).take(MAX_OUTPUT).read_to_end(&mut kept).await;
+    let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(patterns: &[&[&str]]) -> SystemGrant {
+        SystemGrant {
+            programs: patterns
+                .iter()
+                .map(|p| p.iter().map(|s| s.to_string()).collect())
+                .collect(),
+        }
+    }
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn argument_lists_must_match_a_pattern_exactly() {
+        let grant = grant(&[
+            &["/usr/sbin/pwd_mkdb", "-p", "/etc/master.passwd"],
+            &["/sbin/ifup", "*"],
+        ]);
+        assert!(grant.allows(&argv(&["/usr/sbin/pwd_mkdb", "-p", "/etc/master.passwd"])));
+        assert!(grant.allows(&argv(&["/sbin/ifup", "eth0"])));
+        assert!(!grant.allows(&argv(&["/sbin/ifup"])));
+        assert!(!grant.allows(&argv(&["/sbin/ifup", "eth0", "--force"])));
+        assert!(!grant.allows(&argv(&["/usr/sbin/pwd_mkdb", "/etc/master.passwd"])));
+        assert!(!grant.allows(&argv(&["/bin/sh", "-c", "id"])));
+    }
+
+    #[tokio::test]
+    async fn programs_run_with_an_empty_environment_and_their_input() {
+        let output = run(&argv(&["/usr/bin/env"]), Vec::new()).await.unwrap();
+        assert_eq!((output.exit_code, output.stdout.as_slice()), (Some(0), &b""[..]));
+        let output = run(&argv(&["/bin/cat"]), b"fed".to_vec()).await.unwrap();
+        assert_eq!(output.stdout, b"fed");
+        let output = run(&argv(&["/bin/sh", "-c", "exit 3"]), Vec::new()).await.unwrap();
+        assert_eq!(output.exit_code, Some(3));
+        assert!(run(&argv(&["/nonexistent"]), Vec::new()).await.is_err());
+    }
+}
