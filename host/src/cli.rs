@@ -1,6 +1,7 @@
 //! The `guestward` command line.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -114,12 +115,17 @@ struct ServeArgs {
     /// Compile components at every start instead of caching them.
     #[arg(long, conflicts_with = "cache")]
     no_cache: bool,
+    /// Also append the audit records (one JSON line per call) to FILE.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
 }
 
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    if let Err(error) = init_logging(&cli) {
+        return fail(&error);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error.into()),
@@ -140,7 +146,13 @@ fn fail(error: &anyhow::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn init_logging(cli: &Cli) {
+/// Logs to stderr (text or JSON); with `serve --audit-log FILE`, the audit
+/// records also go to FILE as JSON lines (mode 0600).
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let default = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
@@ -151,14 +163,36 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|| default.to_owned());
     let filter =
         tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let stderr = match cli.log_format {
+        LogFormat::Text => stderr.with_filter(filter).boxed(),
+        LogFormat::Json => stderr.json().with_filter(filter).boxed(),
+    };
+    let audit = match &cli.command {
+        Command::Serve(ServeArgs {
+            audit_log: Some(path), ..
+        }) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+            let only_audit = tracing_subscriber::filter::Targets::new()
+                .with_target(crate::runtime::AUDIT_TARGET, tracing::Level::INFO);
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(only_audit),
+            )
+        }
+        _ => None,
+    };
+    tracing_subscriber::registry().with(stderr).with(audit).init();
+    Ok(())
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {

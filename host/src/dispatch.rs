@@ -126,7 +126,7 @@ async fn run_lane(runtime: Arc<Runtime>, component: Arc<LoadedComponent>, mut jo
         let reply = runtime
             .call(&component, &job.command, job.value.get(), &job.request_id)
             .await;
-        tracing::info!(
+        tracing::debug!(
             request = job.request_id,
             command = job.command,
             code = reply.code,

@@ -198,3 +198,53 @@ fn programs_run_only_as_granted_and_are_recorded_under_a_root() {
     }
     assert_eq!(record.lines().count(), 1);
 }
+
+#[test]
+fn every_call_leaves_one_audit_record_without_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let agent = AgentBuilder::new()
+        .component("probe")
+        .policy(PROBE_POLICY)
+        .arg("--audit-log")
+        .arg(audit.to_str().unwrap())
+        .start();
+    std::fs::create_dir_all(agent.root().join("etc/readonly")).unwrap();
+    std::fs::write(agent.root().join("etc/readonly/conf"), "secret-file-contents").unwrap();
+    agent.call("version", "null");
+    agent.call("read-file", r#""/etc/readonly/conf""#);
+    agent.call("count", "null");
+    agent.call("panic", "null");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let fields = |index: usize| records[index]["fields"].clone();
+    let summary: Vec<(String, String, String)> = (0..records.len())
+        .map(|index| {
+            let fields = fields(index);
+            (
+                fields["command"].as_str().unwrap().to_owned(),
+                fields["capabilities"].as_str().unwrap().to_owned(),
+                fields["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("version", "agent", "0"),
+        ("read-file", "files", "0"),
+        ("count", "state", "0"),
+        ("panic", "", "500"),
+    ];
+    let expected: Vec<(String, String, String)> = expected
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
+    // The readiness probe's version call comes first.
+    assert_eq!(summary[summary.len() - 4..], expected[..], "{text}");
+    for index in 0..records.len() {
+        let fields = fields(index);
+        assert_eq!(fields["sha256"].as_str().unwrap().len(), 64);
+        assert!(fields["request"].as_str().unwrap().starts_with("local-"));
+        assert!(fields["elapsed_us"].is_u64());
+    }
+    assert!(!text.contains("secret-file-contents") && !text.contains("/etc/readonly/conf"));
+}

@@ -52,6 +52,7 @@ impl AgentFacts {
 pub struct CallAgent {
     facts: AgentFacts,
     grant: Option<Arc<AgentGrant>>,
+    used: bool,
 }
 
 impl Capability for Agent {
@@ -73,20 +74,28 @@ impl Capability for Agent {
         CallAgent {
             facts: services.agent.clone(),
             grant: grant.cloned(),
+            used: false,
         }
+    }
+
+    fn used(state: &CallAgent) -> bool {
+        state.used
     }
 }
 
 impl wit::Host for CallAgent {
     fn version(&mut self) -> String {
+        self.used = true;
         AGENT_VERSION.to_owned()
     }
 
     fn commands(&mut self) -> Vec<String> {
+        self.used = true;
         self.facts.commands().to_vec()
     }
 
     fn setting(&mut self, name: String) -> Option<String> {
+        self.used = true;
         self.grant.as_ref()?.settings.get(&name).cloned()
     }
 }

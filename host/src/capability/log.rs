@@ -31,6 +31,7 @@ pub struct CallLog {
     request_id: String,
     remaining: u32,
     dropped: u32,
+    used: bool,
 }
 
 impl Capability for Log {
@@ -53,12 +54,18 @@ impl Capability for Log {
             request_id: call.request_id.to_owned(),
             remaining: call.limits.log_lines,
             dropped: 0,
+            used: false,
         }
+    }
+
+    fn used(state: &CallLog) -> bool {
+        state.used
     }
 }
 
 impl wit::Host for CallLog {
     fn log(&mut self, level: Level, message: String) {
+        self.used = true;
         if self.remaining == 0 {
             self.dropped = self.dropped.saturating_add(1);
             return;

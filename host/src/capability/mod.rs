@@ -70,6 +70,9 @@ pub trait Capability {
     /// The state for one call. `grant` is `None` only for components that
     /// do not import the interface, so the state is never used then.
     fn call_state(grant: Option<&Arc<Self::Grant>>, services: &Services, call: &CallInfo<'_>) -> Self::CallState;
+
+    /// Whether the call used the interface (for the audit record).
+    fn used(state: &Self::CallState) -> bool;
 }
 
 macro_rules! capabilities {
@@ -108,6 +111,17 @@ macro_rules! capabilities {
                 CallStates {
                     $($field: <$module::$capability as Capability>::call_state(self.$field.as_ref(), services, call),)*
                 }
+            }
+        }
+
+        impl CallStates {
+            /// The interfaces (short names: `files`) the call used.
+            pub fn used(&self) -> Vec<&'static str> {
+                let mut used = Vec::new();
+                $(if <$module::$capability as Capability>::used(&self.$field) {
+                    used.push(stringify!($field));
+                })*
+                used
             }
         }
 

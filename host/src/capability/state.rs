@@ -109,10 +109,12 @@ impl StateStore {
 #[derive(Debug)]
 pub struct CallState {
     state: Arc<Mutex<ComponentState>>,
+    used: bool,
 }
 
 impl CallState {
-    fn with<R>(&self, f: impl FnOnce(&mut ComponentState) -> R) -> R {
+    fn with<R>(&mut self, f: impl FnOnce(&mut ComponentState) -> R) -> R {
+        self.used = true;
         f(&mut self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
@@ -133,7 +135,12 @@ impl Capability for State {
     fn call_state(_grant: Option<&Arc<StateGrant>>, services: &Services, call: &CallInfo<'_>) -> CallState {
         CallState {
             state: services.states.for_component(call.component),
+            used: false,
         }
+    }
+
+    fn used(state: &CallState) -> bool {
+        state.used
     }
 }
 
@@ -197,11 +204,13 @@ mod tests {
     #[test]
     fn components_do_not_see_each_other() {
         let store = StateStore::default();
-        let a = CallState {
+        let mut a = CallState {
             state: store.for_component("a"),
+            used: false,
         };
-        let b = CallState {
+        let mut b = CallState {
             state: store.for_component("b"),
+            used: false,
         };
         a.with(|state| state.set("key", b"a", None, Instant::now())).unwrap();
         assert!(b.with(|state| state.get("key", Instant::now())).is_none());

@@ -47,6 +47,7 @@ pub struct CallSystem {
     grant: Option<Arc<SystemGrant>>,
     root: Arc<Root>,
     component: String,
+    used: bool,
 }
 
 impl Capability for System {
@@ -69,12 +70,18 @@ impl Capability for System {
             grant: grant.cloned(),
             root: services.root.clone(),
             component: call.component.to_owned(),
+            used: false,
         }
+    }
+
+    fn used(state: &CallSystem) -> bool {
+        state.used
     }
 }
 
 impl wit::Host for CallSystem {
     async fn run(&mut self, program: String, args: Vec<String>, stdin: Vec<u8>) -> Result<ProgramOutput, Error> {
+        self.used = true;
         let argv: Vec<String> = std::iter::once(program).chain(args).collect();
         if !self.grant.as_ref().is_some_and(|grant| grant.allows(&argv)) {
             return Err(Error::NotGranted(format!(

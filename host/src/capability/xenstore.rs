@@ -43,6 +43,7 @@ pub struct CallXenstore {
     grant: Option<Arc<XenstoreGrant>>,
     client: Option<XsClient>,
     component: String,
+    used: bool,
 }
 
 impl Capability for Xenstore {
@@ -65,12 +66,18 @@ impl Capability for Xenstore {
             grant: grant.cloned(),
             client: services.xenstore.clone(),
             component: call.component.to_owned(),
+            used: false,
         }
+    }
+
+    fn used(state: &CallXenstore) -> bool {
+        state.used
     }
 }
 
 impl CallXenstore {
-    fn client_for(&self, key: &str) -> Result<&XsClient, Error> {
+    fn client_for(&mut self, key: &str) -> Result<&XsClient, Error> {
+        self.used = true;
         let grant = self
             .grant
             .as_ref()

@@ -296,13 +296,7 @@ impl Runtime {
             )),
             Err(_) => Reply::error(format!("command '{command}' {}", deadline_text(&component.limits))),
         };
-        tracing::debug!(
-            component = component.name,
-            command,
-            request = request_id,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "call finished"
-        );
+        audit(component, command, request_id, &store, started, &reply);
         reply
     }
 
@@ -348,6 +342,32 @@ fn valid_command_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
+
+/// The audit record of one call: who ran what, with which interfaces, for
+/// how long, and how it ended. Never a value: those may be secrets.
+fn audit(
+    component: &LoadedComponent,
+    command: &str,
+    request_id: &str,
+    store: &Store<CallContext>,
+    started: Instant,
+    reply: &Reply,
+) {
+    tracing::info!(
+        target: AUDIT_TARGET,
+        request = request_id,
+        command,
+        component = component.name,
+        sha256 = component.sha256,
+        capabilities = store.data().capabilities.used().join(","),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        code = reply.code,
+        "call"
+    );
+}
+
+/// The tracing target of audit records (`--audit-log` writes them to a file).
+pub const AUDIT_TARGET: &str = "guestward::audit";
 
 /// Enforce the reply-size cap and sane return codes.
 fn checked_reply(command: &str, reply: bindings::guestward::command::types::Reply, limits: &Limits) -> Reply {

@@ -49,7 +49,12 @@ impl Capability for Files {
                 component: call.component.into(),
             }),
             locks: ResourceTable::new(),
+            used: false,
         }
+    }
+
+    fn used(state: &CallFiles) -> bool {
+        state.used
     }
 }
 
@@ -68,6 +73,7 @@ const MAX_LOCK_WAIT: Duration = Duration::from_secs(30);
 pub struct CallFiles {
     access: Option<FilesAccess>,
     locks: ResourceTable,
+    used: bool,
 }
 
 impl CallFiles {
@@ -75,9 +81,10 @@ impl CallFiles {
     /// `&self`: the lock table is not `Sync`, so the future must not borrow
     /// `self`.)
     fn run<T: Send + 'static>(
-        &self,
+        &mut self,
         operation: impl FnOnce(&FilesAccess) -> Result<T, Error> + Send + 'static,
     ) -> impl Future<Output = Result<T, Error>> + Send + 'static {
+        self.used = true;
         let access = self.access.clone();
         async move {
             let access = access.ok_or_else(|| Error::NotGranted("this component has no files grant".to_owned()))?;
