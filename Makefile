@@ -10,6 +10,9 @@ CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
 WASM_PROFILE := wasm
 WASM_DIR     := target/$(WASM_TARGET)/$(WASM_PROFILE)
+# The built-in components, by themselves: the host pins their hashes when it
+# is built (host/build.rs), and finds them next to its binary.
+BUILTIN_DIR  := target/builtin-commands
 # Built-in command components, and the components only the tests load.
 COMMANDS      := version features
 TEST_COMMANDS := probe
@@ -54,15 +57,18 @@ setup-test: setup-rust
 ## Components (wasm32-wasip2) and the host.
 components: setup-rust
 	$(CARGO) build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(addprefix -p ,$(COMMANDS))
+	mkdir -p $(BUILTIN_DIR)
+	cp $(addprefix $(WASM_DIR)/,$(addsuffix .wasm,$(COMMANDS))) $(BUILTIN_DIR)/
 
-test-components: setup-rust
-	$(CARGO) build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(addprefix -p ,$(COMMANDS) $(TEST_COMMANDS))
+test-components: components
+	$(CARGO) build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(addprefix -p ,$(TEST_COMMANDS))
 
 # The binary finds its built-in commands in `commands/` next to it.
+export GUESTWARD_BUILTIN_COMPONENTS := $(CURDIR)/$(BUILTIN_DIR)
+
 build: components
 	$(CARGO) build --release -p guestward
-	mkdir -p target/release/commands
-	cp $(addprefix $(WASM_DIR)/,$(addsuffix .wasm,$(COMMANDS))) target/release/commands/
+	rm -rf target/release/commands && cp -r $(BUILTIN_DIR) target/release/commands
 
 run: build
 	@mkdir -p target/run/root
@@ -75,8 +81,7 @@ run: build
 ## real xenstored.
 test: setup-test test-components lint
 	$(CARGO) build -p guestward
-	mkdir -p target/debug/commands
-	cp $(addprefix $(WASM_DIR)/,$(addsuffix .wasm,$(COMMANDS))) target/debug/commands/
+	rm -rf target/debug/commands && cp -r $(BUILTIN_DIR) target/debug/commands
 	$(CARGO) test --workspace
 
 lint:
@@ -95,7 +100,7 @@ fuzz:
 install: build
 	install -D -m 0755 target/release/guestward $(DESTDIR)$(SBINDIR)/guestward
 	install -d -m 0755 $(DESTDIR)$(LIBDIR)/commands
-	install -m 0644 $(addprefix $(WASM_DIR)/,$(addsuffix .wasm,$(COMMANDS))) $(DESTDIR)$(LIBDIR)/commands/
+	install -m 0644 $(BUILTIN_DIR)/*.wasm $(DESTDIR)$(LIBDIR)/commands/
 	install -d -m 0755 $(DESTDIR)$(SYSCONF)
 	[ -e $(DESTDIR)$(SYSCONF)/policy.toml ] || install -m 0644 host/src/policy/default.toml $(DESTDIR)$(SYSCONF)/policy.toml
 

@@ -34,6 +34,11 @@ pub struct ConfigFile {
     pub cache: Option<PathBuf>,
     /// Seconds between safety re-scans of `data/host`.
     pub rescan_seconds: Option<u64>,
+    /// Public keys whose signatures are trusted.
+    pub trusted_keys: Option<PathBuf>,
+    /// Directories whose components may run unsigned.
+    #[serde(default)]
+    pub allow_unsigned: Vec<PathBuf>,
 }
 
 impl ConfigFile {

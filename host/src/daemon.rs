@@ -14,6 +14,7 @@ use crate::exchange::xenstore::{self as xenstore_exchange, ExchangeOptions};
 use crate::policy::Policy;
 use crate::root::Root;
 use crate::runtime::{Registry, Runtime, RuntimeOptions};
+use crate::trust::TrustStore;
 use crate::xenstore::{Endpoint, XsClient};
 
 /// Everything `serve` needs, resolved from the config file and the flags.
@@ -26,6 +27,8 @@ pub struct DaemonSettings {
     pub socket: Option<PathBuf>,
     pub cache: Option<PathBuf>,
     pub exchange: ExchangeOptions,
+    /// Which components may run.
+    pub trust: TrustStore,
 }
 
 /// The loaded pieces, before serving (also what `run` and tests use).
@@ -52,6 +55,7 @@ impl Agent {
         let options = RuntimeOptions {
             max_memory: settings.policy.max_memory(),
             cache_dir: settings.cache.clone(),
+            trust: Some(settings.trust.clone()),
         };
         let runtime = Arc::new(Runtime::new(&options, services)?);
         let components = runtime.load_dir(&settings.commands, &settings.policy).await?;

@@ -14,7 +14,8 @@
 //! exchange  (data/guest/<id>, or the socket)                 bytes out
 //! ```
 //!
-//! `policy` turns the operator's file into per-component grants, `root`
+//! `policy` turns the operator's file into per-component grants, `trust`
+//! decides which components run at all (pinned built-ins, signatures), `root`
 //! is the machine (or `--root` directory) commands act on, and `xenstore` is
 //! our own XenStore client.
 
@@ -28,4 +29,5 @@ pub mod policy;
 pub mod protocol;
 pub mod root;
 pub mod runtime;
+pub mod trust;
 pub mod xenstore;

@@ -31,6 +31,7 @@ async fn measure() -> anyhow::Result<()> {
     let options = RuntimeOptions {
         max_memory: policy.max_memory(),
         cache_dir: None,
+        trust: None,
     };
     let sandbox = Runtime::new(&options, services)?;
     let version = sandbox.load(&artifacts::component("version"), &policy).await?;

@@ -161,3 +161,94 @@ fn policy_errors_name_the_line() {
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("policy.toml:3: component.x.files"), "{error}");
 }
+
+#[test]
+fn keygen_sign_and_verify_work_together() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let output = guestward(&["keygen", "vendor", "--dir", keys.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    let private = keys.join("vendor.key");
+    assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(
+        !guestward(&["keygen", "vendor", "--dir", keys.to_str().unwrap()])
+            .status
+            .success(),
+        "never overwrites"
+    );
+
+    let probe = dir.path().join("probe.wasm");
+    std::fs::copy(artifacts::component("probe"), &probe).unwrap();
+    let output = guestward(&["sign", "--key", private.to_str().unwrap(), probe.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    // The private key stays in its file: trusted keys are the .pub files.
+    std::fs::rename(&private, dir.path().join("vendor.key")).unwrap();
+    let verify = |path: &std::path::Path| {
+        guestward(&[
+            "verify",
+            "--trusted-keys",
+            keys.to_str().unwrap(),
+            path.to_str().unwrap(),
+        ])
+    };
+    let output = verify(&probe);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout(&output).ends_with("signed by vendor"), "{}", stdout(&output));
+
+    let mut bytes = std::fs::read(&probe).unwrap();
+    bytes.push(0);
+    std::fs::write(&probe, bytes).unwrap();
+    let output = verify(&probe);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("does not match"), "{}", stdout(&output));
+}
+
+#[test]
+fn policy_check_shows_grants_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands = dir.path().join("commands");
+    std::fs::create_dir(&commands).unwrap();
+    for name in ["version", "probe"] {
+        std::fs::copy(artifacts::component(name), commands.join(format!("{name}.wasm"))).unwrap();
+    }
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, crate::protocol::PROBE_POLICY).unwrap();
+    let output = guestward(&[
+        "policy",
+        "check",
+        policy.to_str().unwrap(),
+        "--commands",
+        commands.to_str().unwrap(),
+        "--trusted-keys",
+        dir.path().join("no-keys").to_str().unwrap(),
+    ]);
+    let text = stdout(&output);
+    assert!(text.contains("policy.toml: valid"), "{text}");
+    assert!(text.contains("component version"), "{text}");
+    assert!(
+        text.contains("refused: ") && text.contains("probe.wasm: not signed"),
+        "{text}"
+    );
+    assert!(text.contains("policy entry features: no such component"), "{text}");
+    assert_eq!(output.status.code(), Some(1));
+
+    std::fs::write(
+        &policy,
+        "[component.probe]\nfiles = [{ path = \"/etc\", access = \"writable\" }]\n",
+    )
+    .unwrap();
+    let output = guestward(&[
+        "policy",
+        "check",
+        policy.to_str().unwrap(),
+        "--commands",
+        commands.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("policy.toml:2:"),
+        "{output:?}"
+    );
+}

@@ -7,6 +7,7 @@ mod exchange;
 mod files;
 mod protocol;
 mod sandbox;
+mod trust;
 mod xenstore_client;
 
 use guestward_tests::{Agent, AgentBuilder, Dom0, GuestBridge, Xenstored};

@@ -15,6 +15,9 @@ use crate::artifacts;
 pub struct AgentBuilder {
     xenstore: Option<PathBuf>,
     components: Vec<PathBuf>,
+    /// Components copied as they are.
+    unsigned: Vec<PathBuf>,
+    allow_unsigned: bool,
     policy: Option<String>,
     args: Vec<String>,
     log_level: Option<String>,
@@ -47,6 +50,19 @@ impl AgentBuilder {
     /// Load a component from any path.
     pub fn component_file(mut self, path: &Path) -> Self {
         self.components.push(path.to_owned());
+        self
+    }
+
+    /// Load a component from any path as it is: not signed by the
+    /// harness (its own `.sig` file, if it has one, is copied with it).
+    pub fn component_file_as_is(mut self, path: &Path) -> Self {
+        self.unsigned.push(path.to_owned());
+        self
+    }
+
+    /// Let the agent run unsigned components from its commands directory.
+    pub fn allow_unsigned(mut self) -> Self {
+        self.allow_unsigned = true;
         self
     }
 
@@ -85,9 +101,28 @@ impl AgentBuilder {
         let (root, commands) = (dir.join("root"), dir.join("commands"));
         std::fs::create_dir_all(&root).expect("root dir");
         std::fs::create_dir_all(&commands).expect("commands dir");
+        // The agent trusts a key of its own; every component that is not
+        // a built-in (pinned into the binary) is signed with it.
+        let keys = dir.join("trusted-keys");
+        std::fs::create_dir_all(&keys).expect("keys dir");
+        let (private, public) = artifacts::test_key();
+        std::fs::write(keys.join("tests.pub"), public).expect("write the public key");
         for component in &self.components {
             let name = component.file_name().expect("component file name");
-            std::fs::copy(component, commands.join(name)).expect("copy component");
+            let copy = commands.join(name);
+            std::fs::copy(component, &copy).expect("copy component");
+            if !artifacts::is_builtin(&copy) {
+                sign(private, &copy);
+            }
+        }
+        for component in &self.unsigned {
+            let name = component.file_name().expect("component file name");
+            let copy = commands.join(name);
+            std::fs::copy(component, &copy).expect("copy component");
+            let signature = guestward::trust::signature_path(component);
+            if signature.exists() {
+                std::fs::copy(&signature, guestward::trust::signature_path(&copy)).expect("copy signature");
+            }
         }
         let mut command = Command::new(artifacts::guestward_bin());
         command
@@ -95,7 +130,11 @@ impl AgentBuilder {
             .args(["--commands".as_ref(), commands.as_os_str()])
             .args(["--root".as_ref(), root.as_os_str()])
             .args(["--socket".as_ref(), dir.join("agent.sock").as_os_str()])
-            .args(["--cache".as_ref(), artifacts::shared_cache().as_os_str()]);
+            .args(["--cache".as_ref(), artifacts::shared_cache().as_os_str()])
+            .args(["--trusted-keys".as_ref(), keys.as_os_str()]);
+        if self.allow_unsigned {
+            command.args(["--allow-unsigned".as_ref(), commands.as_os_str()]);
+        }
         if let Some(xenstore) = &self.xenstore {
             command.args(["--xenstore".as_ref(), xenstore.as_os_str()]);
         }
@@ -118,6 +157,14 @@ impl AgentBuilder {
             _scratch: scratch,
         }
     }
+}
+
+/// Sign `component` (a sidecar `.sig`) with the private key text `private`.
+pub fn sign(private: &str, component: &Path) {
+    let wasm = std::fs::read(component).expect("read component");
+    let digest = guestward::runtime::component::sha256_hex(&wasm);
+    let signature = guestward::trust::sign(private, &digest).expect("sign");
+    std::fs::write(guestward::trust::signature_path(component), signature).expect("write signature");
 }
 
 /// A running agent. Dropping it kills it.

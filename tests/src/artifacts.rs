@@ -1,7 +1,7 @@
 //! Where the things under test are: the `guestward` binary and the command
 //! components built by `make` (or `make test`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The workspace's target directory.
 pub fn target_dir() -> PathBuf {
@@ -50,6 +50,13 @@ pub fn component(name: &str) -> PathBuf {
 /// The built-in command components.
 pub const BUILTIN: &[&str] = &["version", "features"];
 
+/// True when `path` holds a built-in component (same name, same bytes as
+/// the build the binary pinned).
+pub fn is_builtin(path: &Path) -> bool {
+    let name = path.file_stem().and_then(|stem| stem.to_str()).unwrap_or_default();
+    BUILTIN.contains(&name) && std::fs::read(path).ok() == std::fs::read(component(name)).ok()
+}
+
 /// A compiled-component cache shared by every agent the tests start (safe:
 /// artifacts are keyed by content and engine, written atomically).
 pub fn shared_cache() -> PathBuf {
@@ -57,4 +64,15 @@ pub fn shared_cache() -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create the test cache");
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod the test cache");
     dir
+}
+
+/// The key pair the agents of this test process trust (private, public):
+/// the harness signs every component that is not a built-in with it.
+pub fn test_key() -> (&'static str, &'static str) {
+    static KEY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    let (private, public) = KEY.get_or_init(|| {
+        let (private, public) = guestward::trust::generate_key().expect("a test key");
+        (private.to_string(), public)
+    });
+    (private, public)
 }

@@ -223,6 +223,11 @@ impl Policy {
         })
     }
 
+    /// The components the policy has an entry for.
+    pub fn entry_names(&self) -> impl Iterator<Item = &str> {
+        self.components.keys().map(String::as_str)
+    }
+
     /// True when the policy names component `name`.
     pub fn names(&self, name: &str) -> bool {
         self.components.contains_key(name)
@@ -236,6 +241,38 @@ impl Policy {
             .chain([self.limits.memory])
             .max()
             .unwrap_or(self.limits.memory)
+    }
+}
+
+impl std::fmt::Display for ComponentPolicy {
+    /// The grants and limits, one per line, for `guestward policy check`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "  always    log, state, agent")?;
+        for rule in &self.files {
+            let access = match rule.access {
+                Access::Read => "read",
+                Access::ReadWrite => "read-write",
+            };
+            writeln!(f, "  files     {access} {}", rule.path.display())?;
+        }
+        for prefix in &self.xenstore {
+            writeln!(f, "  xenstore  {prefix}")?;
+        }
+        for pattern in &self.programs {
+            writeln!(f, "  program   {}", pattern.join(" "))?;
+        }
+        for (name, value) in &self.settings {
+            writeln!(f, "  setting   {name} = {value}")?;
+        }
+        let limits = &self.limits;
+        write!(
+            f,
+            "  limits    deadline {} ms, memory {} MiB, reply {} bytes, {} log lines",
+            limits.deadline.as_millis(),
+            limits.memory >> 20,
+            limits.reply_bytes,
+            limits.log_lines
+        )
     }
 }
 

@@ -9,6 +9,7 @@ use super::CallContext;
 use super::bindings::CommandPre;
 use crate::capability::Grants;
 use crate::policy::Limits;
+use crate::trust::{Provenance, TrustError};
 
 /// What a component said about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub struct LoadedComponent {
     pub path: PathBuf,
     /// SHA-256 of the `.wasm`, hex.
     pub sha256: String,
+    /// Why it is trusted (`None` when loaded without a trust check).
+    pub provenance: Option<Provenance>,
     pub info: ComponentInfo,
     /// Every import, as the component names it (`guestward:command/files@1.0.0`).
     pub imports: Vec<String>,
@@ -59,6 +62,8 @@ pub enum LoadError {
     },
     #[error("{path}: info() failed: {reason}")]
     Info { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Untrusted(#[from] TrustError),
 }
 
 /// What `guestward inspect` shows.

@@ -38,6 +38,7 @@ pub use self::registry::Registry;
 use crate::capability::{self, CallInfo, CallStates, Grants, Services};
 use crate::policy::{Limits, Policy};
 use crate::protocol::Reply;
+use crate::trust::TrustStore;
 
 /// How often the epoch advances: the granularity of deadlines, and how
 /// often a running component yields to other work.
@@ -56,6 +57,9 @@ pub struct RuntimeOptions {
     pub max_memory: u64,
     /// Where compiled components are cached; `None` compiles at every start.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Which components may run; `None` runs any (`guestward run`, which
+    /// an operator points at one file on purpose).
+    pub trust: Option<TrustStore>,
 }
 
 /// The engine, the linker and what every call shares.
@@ -64,6 +68,7 @@ pub struct Runtime {
     linker: Linker<CallContext>,
     services: Services,
     cache: ArtifactCache,
+    trust: Option<TrustStore>,
     permits: Semaphore,
     _ticker: EpochTicker,
 }
@@ -115,6 +120,7 @@ impl Runtime {
             linker,
             services,
             cache,
+            trust: options.trust.clone(),
             permits: Semaphore::new(POOL_INSTANCES as usize),
         })
     }
@@ -141,6 +147,7 @@ impl Runtime {
                         names = ?component.info.names,
                         version = component.info.version,
                         sha256 = component.sha256,
+                        provenance = component.provenance.as_ref().map(ToString::to_string),
                         "loaded command component"
                     );
                     loaded.push(component);
@@ -164,6 +171,10 @@ impl Runtime {
             reason: format!("{error:#}"),
         };
         let sha256 = component::sha256_hex(&wasm);
+        let provenance = match &self.trust {
+            Some(trust) => Some(trust.check(path, &sha256)?),
+            None => None,
+        };
         let compiled = self
             .cache
             .load_or_compile(&self.engine, &wasm, &sha256)
@@ -192,6 +203,7 @@ impl Runtime {
             name,
             path: path.to_owned(),
             sha256,
+            provenance,
             info: ComponentInfo::default(),
             imports,
             grants,
@@ -231,6 +243,7 @@ impl Runtime {
             name: name.clone(),
             path: path.to_owned(),
             sha256: sha256.clone(),
+            provenance: None,
             info: ComponentInfo::default(),
             imports: imports.clone(),
             grants: Grants::default(),

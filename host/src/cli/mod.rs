@@ -18,6 +18,7 @@ use crate::policy::Policy;
 use crate::protocol::{Reply, nova};
 use crate::root::Root;
 use crate::runtime::{Runtime, RuntimeOptions};
+use crate::trust::{self, TrustStore};
 use crate::xenstore::{Endpoint, XsClient};
 
 /// Guestward: a guest agent whose every command runs in a WebAssembly sandbox.
@@ -74,6 +75,38 @@ enum Command {
         #[arg(long)]
         xenstore: Option<PathBuf>,
     },
+    /// Make a key pair for signing components: NAME.key (private, 0600)
+    /// and NAME.pub (for the trusted-keys directory of the machines).
+    Keygen {
+        /// The key's name.
+        name: String,
+        /// Where to write the two files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Sign components: write COMPONENT.wasm.sig next to each.
+    Sign {
+        /// The private key file (from `keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The components (`.wasm`).
+        #[arg(required = true)]
+        components: Vec<PathBuf>,
+    },
+    /// Say whether the daemon would run each component, and why.
+    Verify {
+        /// The trusted public keys.
+        #[arg(long, default_value = trust::DEFAULT_TRUSTED_KEYS)]
+        trusted_keys: PathBuf,
+        /// The components (`.wasm`).
+        #[arg(required = true)]
+        components: Vec<PathBuf>,
+    },
+    /// Check a policy file and show what each component would be granted.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
     /// Show what a component answers, imports and needs granted.
     Inspect {
         /// The component (`.wasm`).
@@ -81,6 +114,22 @@ enum Command {
         /// The policy to compare its imports with.
         #[arg(long)]
         policy: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyAction {
+    /// Validate FILE (default: the operator policy, else the built-in one)
+    /// and show, for each component of the commands directory, what it
+    /// would be granted, or why it would be refused.
+    Check {
+        file: Option<PathBuf>,
+        /// Directory of command components (default: the built-in commands).
+        #[arg(long)]
+        commands: Option<PathBuf>,
+        /// The trusted public keys.
+        #[arg(long, default_value = trust::DEFAULT_TRUSTED_KEYS)]
+        trusted_keys: PathBuf,
     },
 }
 
@@ -118,7 +167,18 @@ struct ServeArgs {
     /// Also append the audit records (one JSON line per call) to FILE.
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// Public keys whose signatures are trusted (default
+    /// /etc/guestward/trusted-keys).
+    #[arg(long)]
+    trusted_keys: Option<PathBuf>,
+    /// Run components from DIR even when unsigned (repeatable): for
+    /// development directories only.
+    #[arg(long)]
+    allow_unsigned: Vec<PathBuf>,
 }
+
+mod keys;
+mod policy_check;
 
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
@@ -137,7 +197,7 @@ pub fn main() -> ExitCode {
 }
 
 /// The command's output, on stdout (logs go to stderr).
-fn print_line(text: &str) {
+pub(crate) fn print_line(text: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
@@ -216,6 +276,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             xenstore,
         } => run_one(&component, &name, value.as_deref(), root, policy, xenstore).await,
         Command::Inspect { component, policy } => inspect(&component, policy).await,
+        Command::Keygen { name, dir } => keys::keygen(&name, &dir),
+        Command::Sign { key, components } => keys::sign(&key, &components),
+        Command::Verify {
+            trusted_keys,
+            components,
+        } => keys::verify(&trusted_keys, &components),
+        Command::Policy {
+            action:
+                PolicyAction::Check {
+                    file,
+                    commands,
+                    trusted_keys,
+                },
+        } => {
+            let policy = load_policy(file.as_deref())?;
+            let commands = commands.unwrap_or_else(config::default_commands_dir);
+            let trust = TrustStore::load(Some(&trusted_keys), &[])?;
+            policy_check::check(policy, &commands, trust).await
+        }
     }
 }
 
@@ -242,7 +321,15 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CACHE));
     // An empty path in the file turns the feature off, as the flags do.
     let unless = |off: bool, path: PathBuf| (!off && !path.as_os_str().is_empty()).then_some(path);
+    let trusted_keys = args
+        .trusted_keys
+        .or(file.trusted_keys.clone())
+        .unwrap_or_else(|| PathBuf::from(trust::DEFAULT_TRUSTED_KEYS));
+    let mut allow_unsigned = args.allow_unsigned;
+    allow_unsigned.extend(file.allow_unsigned.iter().cloned());
+    let trust = TrustStore::load(Some(&trusted_keys), &allow_unsigned)?;
     Ok(DaemonSettings {
+        trust,
         xenstore,
         commands,
         policy,
@@ -299,6 +386,7 @@ async fn runtime_for(policy: &Policy, root: Option<PathBuf>, xenstore: Option<Pa
     let options = RuntimeOptions {
         max_memory: policy.max_memory(),
         cache_dir: None,
+        trust: None,
     };
     Runtime::new(&options, services)
 }

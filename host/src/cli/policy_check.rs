@@ -1,0 +1,62 @@
+//! `guestward policy check`: is the policy valid, and what would each
+//! component of a commands directory be granted (or why refused)?
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::print_line;
+use crate::capability::Services;
+use crate::policy::Policy;
+use crate::root::Root;
+use crate::runtime::{Runtime, RuntimeOptions};
+use crate::trust::TrustStore;
+
+pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow::Result<ExitCode> {
+    print_line(&format!("policy {}: valid", policy.origin()));
+    let services = Services {
+        root: Arc::new(Root::host()?),
+        xenstore: None,
+        states: Default::default(),
+        agent: Default::default(),
+    };
+    let options = RuntimeOptions {
+        max_memory: policy.max_memory(),
+        cache_dir: None,
+        trust: Some(trust),
+    };
+    let runtime = Runtime::new(&options, services)?;
+    let mut paths: Vec<_> = std::fs::read_dir(commands)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
+        .collect();
+    paths.sort();
+    let mut refused = false;
+    let mut seen = Vec::new();
+    for path in paths {
+        match runtime.load(&path, &policy).await {
+            Ok(component) => {
+                print_line(&format!("\ncomponent {} ({})", component.name, path.display()));
+                print_line(&format!("  answers   {}", component.info.names.join(", ")));
+                if let Some(provenance) = &component.provenance {
+                    print_line(&format!("  trusted   {provenance}"));
+                }
+                print_line(&policy.component(&component.name).to_string());
+                seen.push(component.name);
+            }
+            Err(error) => {
+                print_line(&format!("\nrefused: {error}"));
+                refused = true;
+            }
+        }
+    }
+    for name in policy.entry_names() {
+        if !seen.iter().any(|seen| seen == name) {
+            print_line(&format!(
+                "\npolicy entry {name}: no such component loaded from {}",
+                commands.display()
+            ));
+        }
+    }
+    Ok(if refused { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,119 @@
+//! Which components the daemon runs: built-ins pinned by hash at build
+//! time, others only with a signature by a trusted key (or from a directory
+//! the operator allows unsigned components from).
+
+use guestward_tests::agent::sign;
+use guestward_tests::{AgentBuilder, artifacts};
+
+use crate::protocol::PROBE_POLICY;
+use crate::{AGENT_VERSION, answer};
+
+/// A copy of the probe in a directory of its own.
+fn probe_copy() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe.wasm");
+    std::fs::copy(artifacts::component("probe"), &path).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn built_in_components_run_unsigned_because_they_are_pinned() {
+    let agent = AgentBuilder::new().start();
+    assert_eq!(agent.call("version", "null"), answer(AGENT_VERSION, "0"));
+    assert_eq!(
+        agent.log().matches(r#"provenance="built-in (pinned)""#).count(),
+        2,
+        "{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn a_signed_component_runs_and_says_who_signed_it() {
+    let agent = AgentBuilder::new().component("probe").policy(PROBE_POLICY).start();
+    assert_eq!(agent.call("echo", "1"), answer("1", "0"));
+    assert!(
+        agent.log().contains(r#"provenance="signed by tests""#),
+        "{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn an_unsigned_component_is_refused_and_the_log_says_why() {
+    let (_dir, probe) = probe_copy();
+    let agent = AgentBuilder::new()
+        .component_file_as_is(&probe)
+        .policy(PROBE_POLICY)
+        .start();
+    assert!(agent.log().contains("probe.wasm: not signed"), "{}", agent.log());
+    assert_eq!(agent.call("echo", "1"), answer("No such agent command 'echo'", "404"));
+}
+
+#[test]
+fn a_component_changed_after_signing_is_refused() {
+    let (dir, probe) = probe_copy();
+    sign(artifacts::test_key().0, &probe);
+    // Same name, same signature file (by the trusted key), other bytes.
+    std::fs::copy(artifacts::component("features"), &probe).unwrap();
+    let agent = AgentBuilder::new()
+        .component_file_as_is(&probe)
+        .policy(PROBE_POLICY)
+        .start();
+    let log = agent.log();
+    assert!(
+        log.contains("probe.wasm: the signature does not match the component"),
+        "{log}"
+    );
+    assert_eq!(agent.call("echo", "1"), answer("No such agent command 'echo'", "404"));
+    drop(dir);
+}
+
+#[test]
+fn a_signature_by_an_untrusted_key_is_refused() {
+    let (_dir, probe) = probe_copy();
+    let (stranger, _) = guestward::trust::generate_key().unwrap();
+    sign(&stranger, &probe);
+    let agent = AgentBuilder::new()
+        .component_file_as_is(&probe)
+        .policy(PROBE_POLICY)
+        .start();
+    assert!(
+        agent.log().contains("signed by a key that is not trusted"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(agent.call("echo", "1"), answer("No such agent command 'echo'", "404"));
+}
+
+#[test]
+fn a_built_in_under_another_name_is_not_pinned() {
+    // features' bytes posing as version: pinned hashes go with their names.
+    let dir = tempfile::tempdir().unwrap();
+    let impostor = dir.path().join("version.wasm");
+    std::fs::copy(artifacts::component("features"), &impostor).unwrap();
+    let agent = AgentBuilder::new().component_file_as_is(&impostor).start();
+    assert!(agent.log().contains("version.wasm: not signed"), "{}", agent.log());
+    assert_eq!(
+        agent.call("version", "null"),
+        answer("No such agent command 'version'", "404")
+    );
+}
+
+#[test]
+fn the_operator_may_allow_unsigned_components_from_a_directory() {
+    let (_dir, probe) = probe_copy();
+    let agent = AgentBuilder::new()
+        .component_file_as_is(&probe)
+        .policy(PROBE_POLICY)
+        .allow_unsigned()
+        .start();
+    assert_eq!(agent.call("echo", "1"), answer("1", "0"));
+    assert!(
+        agent
+            .log()
+            .contains(r#"provenance="unsigned (allowed for its directory)""#),
+        "{}",
+        agent.log()
+    );
+}
