@@ -14,12 +14,12 @@ WASM_DIR     := target/$(WASM_TARGET)/$(WASM_PROFILE)
 # is built (host/build.rs), and finds them next to its binary.
 BUILTIN_DIR  := target/builtin-commands
 # Built-in command components, and the components only the tests load.
-COMMANDS      := version features
+COMMANDS      := version features password
 TEST_COMMANDS := probe
 # What the tests run against: the real xenstored and its tools, gcc for the
 # harness's LD_PRELOAD shim, Debian's python3 (fcntl locks, libxcrypt's crypt)
-# as an independent peer.
-APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc python3
+# and openssl (the host side of the password exchange, as Nova runs it).
+APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc python3 openssl
 XENSTORED    := /usr/lib/xen-4.17/bin/xenstored
 
 PREFIX   ?= /usr
@@ -48,6 +48,7 @@ setup-test: setup-rust
 	command -v xenstore-read >/dev/null || missing="$$missing xenstore-utils"; \
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

@@ -5,6 +5,7 @@
 mod cli;
 mod exchange;
 mod files;
+mod password;
 mod protocol;
 mod sandbox;
 mod trust;

@@ -48,7 +48,7 @@ pub fn component(name: &str) -> PathBuf {
 }
 
 /// The built-in command components.
-pub const BUILTIN: &[&str] = &["version", "features"];
+pub const BUILTIN: &[&str] = &["version", "features", "password"];
 
 /// True when `path` holds a built-in component (same name, same bytes as
 /// the build the binary pinned).
