@@ -327,3 +327,36 @@ async fn an_answer_over_the_node_size_quota_becomes_an_error_answer() {
         answer(AGENT_VERSION, "0")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xenstore_keys_outside_the_grant_are_refused() {
+    let guest = Guest::start(probe_agent());
+    let hypervisor = Hypervisor::connect(&guest).await;
+    hypervisor
+        .client
+        .write(&Hypervisor::path("vm-data/hostname"), b"test-server")
+        .await
+        .unwrap();
+    assert_eq!(
+        guest
+            .dom0
+            .call("in", r#"{"name":"xs-read","value":"vm-data/hostname"}"#),
+        answer("test-server", "0")
+    );
+    for key in [
+        "data/host",
+        "name",
+        "/local/domain/0/name",
+        "vm-data/../name",
+        "vm-datax",
+    ] {
+        let reply = guest
+            .dom0
+            .call("out", &format!(r#"{{"name":"xs-read","value":"{key}"}}"#));
+        assert!(
+            reply.contains("NotGranted") || reply.contains("InvalidKey"),
+            "{key}: {reply}"
+        );
+        guest.dom0.rm("data/guest/out");
+    }
+}

@@ -126,3 +126,16 @@ fn a_lock_keeps_other_programs_out_until_the_call_ends() {
     let refused = agent.call("lock", r#"{"path":"/etc/readonly/.lock","timeout-ms":0,"hold-ms":0}"#);
     assert!(refused.contains("NotGranted"), "{refused}");
 }
+
+#[test]
+fn writing_through_a_hard_link_changes_only_the_link() {
+    let agent = agent();
+    let root = agent.root();
+    std::fs::hard_link(root.join("secret/key"), root.join("etc/app/key-hardlink")).unwrap();
+    assert_eq!(write(&agent, "/etc/app/key-hardlink", "overwritten"), answer("", "0"));
+    // The write replaced the directory entry; the file outside the grant
+    // keeps its contents.
+    assert_eq!(std::fs::read_to_string(root.join("secret/key")).unwrap(), "top secret");
+    assert_eq!(agent.call("remove", r#""/etc/app/key-hardlink""#), answer("", "0"));
+    assert!(root.join("secret/key").exists());
+}
