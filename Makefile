@@ -64,9 +64,8 @@ components: setup-rust
 test-components: components
 	$(CARGO) build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(addprefix -p ,$(TEST_COMMANDS))
 
-# The binary finds its built-in commands in `commands/` next to it.
-export GUESTWARD_BUILTIN_COMPONENTS := $(CURDIR)/$(BUILTIN_DIR)
-
+# The binary finds its built-in commands in `commands/` next to it, and pins
+# their hashes (.cargo/config.toml points host/build.rs at BUILTIN_DIR).
 build: components
 	$(CARGO) build --release -p guestward
 	rm -rf target/release/commands && cp -r $(BUILTIN_DIR) target/release/commands

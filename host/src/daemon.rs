@@ -46,18 +46,12 @@ impl Agent {
             Some(endpoint) => Some(XsClient::connect(endpoint.clone()).await?),
             None => None,
         };
-        let services = Services {
-            root: Arc::new(root),
-            xenstore: xenstore.clone(),
-            states: Default::default(),
-            agent: Default::default(),
-        };
         let options = RuntimeOptions {
-            max_memory: settings.policy.max_memory(),
             cache_dir: settings.cache.clone(),
             trust: Some(settings.trust.clone()),
+            ..RuntimeOptions::for_policy(&settings.policy)
         };
-        let runtime = Arc::new(Runtime::new(&options, services)?);
+        let runtime = Arc::new(Runtime::new(&options, Services::new(root, xenstore.clone()))?);
         let components = runtime.load_dir(&settings.commands, &settings.policy).await?;
         let registry = Registry::build(components)?;
         runtime.services().agent.set_commands(registry.names());

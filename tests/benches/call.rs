@@ -2,7 +2,6 @@
 //! component from its pre-instantiation, calling it, checking the reply, as
 //! the daemon does for every request. Target: p50 under 25 µs.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use guestward::capability::Services;
@@ -22,18 +21,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn measure() -> anyhow::Result<()> {
     let policy = Policy::builtin();
-    let services = Services {
-        root: Arc::new(Root::host()?),
-        xenstore: None,
-        states: Default::default(),
-        agent: Default::default(),
-    };
-    let options = RuntimeOptions {
-        max_memory: policy.max_memory(),
-        cache_dir: None,
-        trust: None,
-    };
-    let sandbox = Runtime::new(&options, services)?;
+    let sandbox = Runtime::new(&RuntimeOptions::for_policy(&policy), Services::new(Root::host()?, None))?;
     let version = sandbox.load(&artifacts::component("version"), &policy).await?;
     for _ in 0..WARM_UP {
         sandbox.call(&version, "version", "\"agent\"", "bench").await;

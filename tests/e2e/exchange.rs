@@ -91,6 +91,27 @@ impl Hypervisor {
     }
 }
 
+/// `count` requests with ids `<prefix>0`, `<prefix>1`, …
+fn count_requests(prefix: &str, how_many: usize) -> Vec<(String, String)> {
+    (0..how_many)
+        .map(|index| (format!("{prefix}{index:03}"), r#"{"name":"count"}"#.to_owned()))
+        .collect()
+}
+
+fn ids(requests: &[(String, String)]) -> Vec<String> {
+    requests.iter().map(|(id, _)| id.clone()).collect()
+}
+
+/// The numbers `count` answered, sorted: each run of the command got one.
+fn sorted_counts(answers: &BTreeMap<String, String>) -> Vec<u64> {
+    let mut counts: Vec<u64> = answers
+        .values()
+        .map(|answer| message(answer).parse().unwrap())
+        .collect();
+    counts.sort();
+    counts
+}
+
 fn message(answer: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(answer).unwrap();
     value["message"].as_str().unwrap().to_owned()
@@ -157,24 +178,20 @@ async fn requests_written_while_the_connection_is_down_are_answered_after_it_ret
     assert_eq!(guest.dom0.call("before", r#"{"name":"count"}"#), answer("1", "0"));
     let served = guest.bridge.clients_served();
     guest.bridge.pause();
-    let requests: Vec<(String, String)> = (0..20)
-        .map(|index| (format!("down{index}"), r#"{"name":"count"}"#.to_owned()))
-        .collect();
+    let requests = count_requests("down", 20);
     hypervisor.send_all(&requests).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        guest.dom0.read("data/guest/down0").is_none(),
+        guest.dom0.read("data/guest/down000").is_none(),
         "answered while disconnected?"
     );
     guest.bridge.resume();
-    let ids: Vec<String> = requests.iter().map(|(id, _)| id.clone()).collect();
-    let answers = hypervisor.answers_to(&ids, Duration::from_secs(60)).await;
-    let mut counts: Vec<u64> = answers
-        .values()
-        .map(|answer| message(answer).parse().unwrap())
-        .collect();
-    counts.sort();
-    assert_eq!(counts, (2..=21).collect::<Vec<u64>>(), "each request ran exactly once");
+    let answers = hypervisor.answers_to(&ids(&requests), Duration::from_secs(60)).await;
+    assert_eq!(
+        sorted_counts(&answers),
+        (2..=21).collect::<Vec<u64>>(),
+        "each request ran exactly once"
+    );
     assert!(guest.bridge.clients_served() > served, "the agent reconnected");
     assert!(
         guest.agent.log().contains("reconnected to XenStore"),
@@ -187,22 +204,18 @@ async fn requests_written_while_the_connection_is_down_are_answered_after_it_ret
 async fn a_connection_dropped_mid_flight_loses_no_request_and_runs_none_twice() {
     let guest = Guest::start(probe_agent());
     let hypervisor = Hypervisor::connect(&guest).await;
-    let requests: Vec<(String, String)> = (0..150)
-        .map(|index| (format!("m{index:03}"), r#"{"name":"count"}"#.to_owned()))
-        .collect();
+    let requests = count_requests("m", 150);
     hypervisor.send_all(&requests).await;
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(15)).await;
         guest.bridge.drop_client();
     }
-    let ids: Vec<String> = requests.iter().map(|(id, _)| id.clone()).collect();
-    let answers = hypervisor.answers_to(&ids, Duration::from_secs(90)).await;
-    let mut counts: Vec<u64> = answers
-        .values()
-        .map(|answer| message(answer).parse().unwrap())
-        .collect();
-    counts.sort();
-    assert_eq!(counts, (1..=150).collect::<Vec<u64>>(), "each request ran exactly once");
+    let answers = hypervisor.answers_to(&ids(&requests), Duration::from_secs(90)).await;
+    assert_eq!(
+        sorted_counts(&answers),
+        (1..=150).collect::<Vec<u64>>(),
+        "each request ran exactly once"
+    );
     let left = hypervisor
         .client
         .directory(&Hypervisor::path("data/host"))

@@ -124,22 +124,8 @@ pub fn hash_password(
 ) -> Result<String, String> {
     match scheme {
         Scheme::Yescrypt { params } => yescrypt_hash(password, params, salt_len.unwrap_or(22), random),
-        Scheme::Sha512 { rounds } => {
-            let salt = crypt_salt(salt_len.unwrap_or(16).clamp(1, 16), random);
-            let params =
-                sha_crypt::Sha512Params::new(rounds.unwrap_or(5000) as usize).map_err(|error| format!("{error:?}"))?;
-            let hash = sha_crypt::sha512_crypt_b64(password, salt.as_bytes(), &params)
-                .map_err(|error| format!("{error:?}"))?;
-            Ok(format!("$6${}{salt}${hash}", rounds_field(*rounds)))
-        }
-        Scheme::Sha256 { rounds } => {
-            let salt = crypt_salt(salt_len.unwrap_or(16).clamp(1, 16), random);
-            let params =
-                sha_crypt::Sha256Params::new(rounds.unwrap_or(5000) as usize).map_err(|error| format!("{error:?}"))?;
-            let hash = sha_crypt::sha256_crypt_b64(password, salt.as_bytes(), &params)
-                .map_err(|error| format!("{error:?}"))?;
-            Ok(format!("$5${}{salt}${hash}", rounds_field(*rounds)))
-        }
+        Scheme::Sha512 { rounds } => sha_crypt_hash(password, "6", *rounds, salt_len, random),
+        Scheme::Sha256 { rounds } => sha_crypt_hash(password, "5", *rounds, salt_len, random),
         Scheme::Bcrypt { variant, cost } => {
             let mut salt = [0u8; 16];
             random(&mut salt);
@@ -159,8 +145,27 @@ pub fn hash_password(
     }
 }
 
-fn rounds_field(rounds: Option<u32>) -> String {
-    rounds.map(|rounds| format!("rounds={rounds}$")).unwrap_or_default()
+/// SHA-512 (`id` 6) or SHA-256 (`id` 5) crypt, with `rounds=` written back
+/// exactly when it was given.
+fn sha_crypt_hash(
+    password: &[u8],
+    id: &str,
+    rounds: Option<u32>,
+    salt_len: Option<usize>,
+    random: &mut dyn FnMut(&mut [u8]),
+) -> Result<String, String> {
+    let salt = crypt_salt(salt_len.unwrap_or(16).clamp(1, 16), random);
+    let count = rounds.unwrap_or(5000) as usize;
+    let hash = if id == "6" {
+        sha_crypt::Sha512Params::new(count)
+            .and_then(|params| sha_crypt::sha512_crypt_b64(password, salt.as_bytes(), &params))
+    } else {
+        sha_crypt::Sha256Params::new(count)
+            .and_then(|params| sha_crypt::sha256_crypt_b64(password, salt.as_bytes(), &params))
+    }
+    .map_err(|error| format!("{error:?}"))?;
+    let rounds = rounds.map(|rounds| format!("rounds={rounds}$")).unwrap_or_default();
+    Ok(format!("${id}${rounds}{salt}${hash}"))
 }
 
 /// `len` random characters of the crypt alphabet (uniform: 256 is a

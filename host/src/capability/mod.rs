@@ -39,6 +39,18 @@ pub struct Services {
     pub agent: agent::AgentFacts,
 }
 
+impl Services {
+    /// Services for a daemon acting on `root`, with or without XenStore.
+    pub fn new(root: Root, xenstore: Option<XsClient>) -> Self {
+        Self {
+            root: Arc::new(root),
+            xenstore,
+            states: Default::default(),
+            agent: Default::default(),
+        }
+    }
+}
+
 /// Who is calling, for per-call state.
 #[derive(Debug, Clone, Copy)]
 pub struct CallInfo<'a> {

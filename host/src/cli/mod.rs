@@ -4,7 +4,6 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -377,18 +376,7 @@ async fn runtime_for(policy: &Policy, root: Option<PathBuf>, xenstore: Option<Pa
         Some(path) => Some(XsClient::connect(Endpoint::at(&path)).await?),
         None => None,
     };
-    let services = Services {
-        root: Arc::new(root),
-        xenstore,
-        states: Default::default(),
-        agent: Default::default(),
-    };
-    let options = RuntimeOptions {
-        max_memory: policy.max_memory(),
-        cache_dir: None,
-        trust: None,
-    };
-    Runtime::new(&options, services)
+    Runtime::new(&RuntimeOptions::for_policy(policy), Services::new(root, xenstore))
 }
 
 async fn run_one(

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use super::print_line;
 use crate::capability::Services;
@@ -14,18 +13,11 @@ use crate::trust::TrustStore;
 
 pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow::Result<ExitCode> {
     print_line(&format!("policy {}: valid", policy.origin()));
-    let services = Services {
-        root: Arc::new(Root::host()?),
-        xenstore: None,
-        states: Default::default(),
-        agent: Default::default(),
-    };
     let options = RuntimeOptions {
-        max_memory: policy.max_memory(),
-        cache_dir: None,
         trust: Some(trust),
+        ..RuntimeOptions::for_policy(&policy)
     };
-    let runtime = Runtime::new(&options, services)?;
+    let runtime = Runtime::new(&options, Services::new(Root::host()?, None))?;
     let mut paths: Vec<_> = std::fs::read_dir(commands)?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))

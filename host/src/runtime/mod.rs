@@ -62,6 +62,17 @@ pub struct RuntimeOptions {
     pub trust: Option<TrustStore>,
 }
 
+impl RuntimeOptions {
+    /// What `policy` needs, no cache, no trust check.
+    pub fn for_policy(policy: &Policy) -> Self {
+        Self {
+            max_memory: policy.max_memory(),
+            cache_dir: None,
+            trust: None,
+        }
+    }
+}
+
 /// The engine, the linker and what every call shares.
 pub struct Runtime {
     engine: Engine,
