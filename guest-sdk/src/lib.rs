@@ -170,3 +170,7 @@ host_interface!(
     /// allow-listed programs.
     system { types: [Error, ProgramOutput], functions: [run] }
 );
+host_interface!(
+    /// Fetching over HTTP(S) from the URL prefixes the policy grants.
+    download { types: [Error], functions: [fetch] }
+);

@@ -43,6 +43,8 @@ pub struct TestHost {
     pub runs: Vec<(Vec<String>, Vec<u8>)>,
     /// The exit code `system::run` reports for a program (default 0).
     pub exit_codes: BTreeMap<String, i32>,
+    /// What `download::fetch` returns, by URL (absent: "HTTP 404").
+    pub downloads: BTreeMap<String, Vec<u8>>,
 }
 
 thread_local! {
@@ -235,5 +237,19 @@ pub mod system {
             stdout: Vec::new(),
             stderr: Vec::new(),
         })
+    }
+}
+
+pub mod download {
+    use super::with_host;
+    use crate::bindings::guestward::command::download::Error;
+
+    pub fn fetch(url: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
+        let body = with_host(|host| host.downloads.get(url).cloned())
+            .ok_or_else(|| Error::Failed(format!("{url}: HTTP 404 Not Found")))?;
+        if body.len() as u64 > max_bytes {
+            return Err(Error::TooLarge(format!("{url} is larger than {max_bytes} bytes")));
+        }
+        Ok(body)
     }
 }

@@ -3,6 +3,7 @@
 //! One binary, one module per topic.
 
 mod cli;
+mod download;
 mod exchange;
 mod files;
 mod password;

@@ -8,6 +8,7 @@
 //! * [`agent`]: the agent under test, a real `guestward serve` process.
 //! * [`nova`]: the hypervisor side, as Nova's dom0 plugin does it, with the
 //!   real `xenstore-*` tools.
+//! * [`http`]: a loopback HTTP server for the download tests.
 //! * [`artifacts`]: where the binary and the built components are.
 //! * [`bench`]: latency percentiles for the benchmarks.
 
@@ -16,6 +17,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod bridge;
 mod dom0_wire;
+pub mod http;
 pub mod nova;
 pub mod xenstored;
 

@@ -11,6 +11,7 @@
 //! in the `capabilities!` list below.
 
 pub mod agent;
+pub mod download;
 pub mod files;
 pub mod log;
 pub mod state;
@@ -152,4 +153,5 @@ capabilities! {
     files: files::Files,
     xenstore: xenstore::Xenstore,
     system: system::System,
+    download: download::Download,
 }

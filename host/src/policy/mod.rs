@@ -33,6 +33,8 @@ pub struct ComponentPolicy {
     /// Programs it may run: each an exact argument list, program first (an
     /// absolute path); `*` stands for any one argument.
     pub programs: Vec<Vec<String>>,
+    /// URL prefixes it may download from (normalised, ending in `/`).
+    pub download: Vec<String>,
     /// Operator settings for the component (`agent.setting`).
     pub settings: BTreeMap<String, String>,
     pub limits: Limits,
@@ -63,6 +65,8 @@ pub struct Limits {
     pub reply_bytes: usize,
     /// Log lines one call may write.
     pub log_lines: u32,
+    /// Bytes one download may bring.
+    pub download_bytes: u64,
 }
 
 impl Default for Limits {
@@ -72,6 +76,7 @@ impl Default for Limits {
             memory: 64 << 20,
             reply_bytes: 16 << 10,
             log_lines: 100,
+            download_bytes: 32 << 20,
         }
     }
 }
@@ -101,6 +106,7 @@ struct LimitsFile {
     memory_mib: Option<Spanned<u64>>,
     reply_bytes: Option<Spanned<u64>>,
     log_lines: Option<Spanned<u32>>,
+    download_mib: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +118,8 @@ struct ComponentFile {
     xenstore: Vec<Spanned<String>>,
     #[serde(default)]
     programs: Vec<Spanned<Vec<String>>>,
+    #[serde(default)]
+    download: Vec<Spanned<String>>,
     #[serde(default)]
     settings: BTreeMap<String, String>,
     #[serde(default)]
@@ -190,6 +198,15 @@ impl Policy {
                         })
                 })
                 .collect::<Result<Vec<_>, PolicyError>>()?;
+            let download = entry
+                .download
+                .into_iter()
+                .map(|prefix| {
+                    normalize_url_prefix(prefix.get_ref()).map_err(|message| {
+                        error_at(prefix.span().start, format!("component.{name}.download: {message}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, PolicyError>>()?;
             let limits = entry.limits.apply(limits, &error_at)?;
             components.insert(
                 name,
@@ -197,6 +214,7 @@ impl Policy {
                     files,
                     xenstore,
                     programs,
+                    download,
                     settings: entry.settings,
                     limits,
                 },
@@ -261,17 +279,21 @@ impl std::fmt::Display for ComponentPolicy {
         for pattern in &self.programs {
             writeln!(f, "  program   {}", pattern.join(" "))?;
         }
+        for prefix in &self.download {
+            writeln!(f, "  download  {prefix}")?;
+        }
         for (name, value) in &self.settings {
             writeln!(f, "  setting   {name} = {value}")?;
         }
         let limits = &self.limits;
         write!(
             f,
-            "  limits    deadline {} ms, memory {} MiB, reply {} bytes, {} log lines",
+            "  limits    deadline {} ms, memory {} MiB, reply {} bytes, {} log lines, downloads {} MiB",
             limits.deadline.as_millis(),
             limits.memory >> 20,
             limits.reply_bytes,
-            limits.log_lines
+            limits.log_lines,
+            limits.download_bytes >> 20
         )
     }
 }
@@ -290,6 +312,9 @@ impl LimitsFile {
         }
         if let Some(value) = &self.log_lines {
             limits.log_lines = *value.get_ref();
+        }
+        if let Some(value) = &self.download_mib {
+            limits.download_bytes = in_range(value, 1..=1024, "download-mib", error_at)? << 20;
         }
         Ok(limits)
     }
@@ -339,6 +364,23 @@ fn check_program_pattern(pattern: &[String]) -> Result<(), String> {
         Some(program) if program == "*" || program.contains("..") => Err(format!("{program:?}: not a program path")),
         Some(_) => Ok(()),
     }
+}
+
+/// A URL prefix: `http` or `https`, a host, no credentials, query or
+/// fragment, a path ending in `/` (so that `https://a.example/` never
+/// matches `https://a.example.evil/`); normalised as URLs are compared.
+fn normalize_url_prefix(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|error| format!("{text:?}: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{text:?}: only http and https URLs with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?}: no credentials, query or fragment in a prefix"));
+    }
+    if !url.path().ends_with('/') {
+        return Err(format!("{text:?}: a prefix ends with '/'"));
+    }
+    Ok(url.to_string())
 }
 
 /// A relative XenStore key prefix (`vm-data/networking`), without a trailing `/`.
@@ -444,6 +486,26 @@ mod tests {
         let error = Policy::parse("[component.p]\nprograms = [[\"ifup\"]]\n", "p.toml").unwrap_err();
         assert_eq!(error.line, 2, "{error}");
         assert!(error.message.contains("absolute path"), "{error}");
+    }
+
+    #[test]
+    fn download_prefixes_are_normalised_and_must_end_in_a_slash() {
+        let policy = Policy::parse(
+            "[component.d]\ndownload = [\"HTTPS://Updates.Example.com:443/agent/\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(policy.component("d").download, ["https://updates.example.com/agent/"]);
+        for bad in [
+            "https://example.com/agent",
+            "ftp://example.com/",
+            "https://user@example.com/",
+            "https://e.com/?x=1",
+            "/x/",
+        ] {
+            let text = format!("[component.d]\ndownload = [{bad:?}]\n");
+            assert!(Policy::parse(&text, "t").is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ wasmtime::component::bindgen!({
         "guestward:command/files": async,
         "guestward:command/xenstore": async,
         "guestward:command/system": async,
+        "guestward:command/download": async,
     },
     exports: { default: async },
 });

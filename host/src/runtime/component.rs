@@ -115,7 +115,7 @@ impl std::fmt::Display for Inspection {
 }
 
 /// Host interfaces that a policy entry must grant (the others always are).
-const GRANTED_BY_POLICY: &[&str] = &["files", "xenstore", "system"];
+const GRANTED_BY_POLICY: &[&str] = &["files", "xenstore", "system", "download"];
 
 fn import_kind(import: &str) -> &'static str {
     match import.strip_prefix("guestward:command/") {
@@ -201,6 +201,7 @@ fn policy_hint(interface: &str) -> String {
     match interface.rsplit('/').next() {
         Some(key @ ("files" | "xenstore")) => format!(" (its policy entry has no `{key}` grant)"),
         Some("system") => " (its policy entry has no `programs` grant)".to_owned(),
+        Some("download") => " (its policy entry has no `download` grant)".to_owned(),
         _ => String::new(),
     }
 }

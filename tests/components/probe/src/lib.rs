@@ -6,7 +6,7 @@
 //! Each command takes a JSON value; file and XenStore errors come back as
 //! `500` with the error's debug text, so that tests can tell them apart.
 
-use guestward_sdk::{Command, Reply, Request, agent, export_command, files, log, state, system, xenstore};
+use guestward_sdk::{Command, Reply, Request, agent, download, export_command, files, log, state, system, xenstore};
 use serde_json::Value;
 
 pub struct Probe;
@@ -37,6 +37,7 @@ impl Command for Probe {
         "lock",
         "run",
         "setting",
+        "fetch",
     ];
     const SUMMARY: &'static str = "Test probe: exercises host interfaces and sandbox limits";
 
@@ -97,6 +98,15 @@ impl Command for Probe {
             "bad-code" => Reply::new("", "no code"),
             "lock" => hold_lock(&value),
             "run" => run(&value),
+            "fetch" => download::fetch(&text("url"), value["max"].as_u64().unwrap_or(u64::MAX))
+                .map(|body| {
+                    format!(
+                        "{} bytes: {}",
+                        body.len(),
+                        String::from_utf8_lossy(&body[..body.len().min(40)])
+                    )
+                })
+                .into_reply(),
             "setting" => Reply::ok(agent::setting(&string()).unwrap_or_else(|| "<unset>".to_owned())),
             other => Reply::error(format!("probe does not know {other}")),
         }

@@ -1,0 +1,192 @@
+//! `download`: GET over HTTP(S) into memory, from the URL prefixes the
+//! policy grants, capped in size, bounded by the call's deadline.
+//!
+//! URLs are compared after normalisation (host case, default ports, `..`
+//! and `%2e%2e` segments), and prefixes end in `/`, so neither a look-alike
+//! host nor a path trick leaves a grant. Redirects are followed by hand, each
+//! checked against the grants. TLS certificates are checked against the
+//! system's trust store. The blocking client runs on tokio's blocking pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ureq::tls::{RootCerts, TlsConfig};
+use url::Url;
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{CallInfo, Capability, Services};
+use crate::policy::ComponentPolicy;
+use crate::runtime::CallContext;
+use crate::runtime::bindings::guestward::command::download::{self as wit, Error};
+
+/// Redirects followed before giving up.
+const MAX_REDIRECTS: usize = 5;
+
+pub struct Download;
+
+/// The URL prefixes a component may fetch from.
+#[derive(Debug)]
+pub struct DownloadGrant {
+    prefixes: Vec<String>,
+}
+
+impl DownloadGrant {
+    /// The normalised URL, if it lies inside a grant.
+    fn check(&self, url: &str, component: &str) -> Result<Url, Error> {
+        let parsed = Url::parse(url).map_err(|error| Error::Failed(format!("{url:?} is not a URL: {error}")))?;
+        let allowed = matches!(parsed.scheme(), "http" | "https")
+            && parsed.username().is_empty()
+            && parsed.password().is_none()
+            && self
+                .prefixes
+                .iter()
+                .any(|prefix| parsed.as_str().starts_with(prefix.as_str()));
+        if allowed {
+            Ok(parsed)
+        } else {
+            Err(Error::NotGranted(format!(
+                "{parsed} is outside the download grants of component {component}"
+            )))
+        }
+    }
+}
+
+/// One call's downloads.
+#[derive(Debug)]
+pub struct CallDownload {
+    grant: Option<Arc<DownloadGrant>>,
+    component: String,
+    max_bytes: u64,
+    deadline: Duration,
+    used: bool,
+}
+
+impl Capability for Download {
+    const INTERFACE: &'static str = "guestward:command/download";
+    type Grant = DownloadGrant;
+    type CallState = CallDownload;
+
+    fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, HasSelf<CallDownload>>(linker, |context| &mut context.capabilities.download)
+    }
+
+    fn grant(policy: &ComponentPolicy) -> Option<DownloadGrant> {
+        (!policy.download.is_empty()).then(|| DownloadGrant {
+            prefixes: policy.download.clone(),
+        })
+    }
+
+    fn call_state(grant: Option<&Arc<DownloadGrant>>, _services: &Services, call: &CallInfo<'_>) -> CallDownload {
+        CallDownload {
+            grant: grant.cloned(),
+            component: call.component.to_owned(),
+            max_bytes: call.limits.download_bytes,
+            deadline: call.limits.deadline,
+            used: false,
+        }
+    }
+
+    fn used(state: &CallDownload) -> bool {
+        state.used
+    }
+}
+
+impl wit::Host for CallDownload {
+    async fn fetch(&mut self, url: String, max_bytes: u64) -> Result<Vec<u8>, Error> {
+        self.used = true;
+        let grant = self
+            .grant
+            .clone()
+            .ok_or_else(|| Error::NotGranted(format!("component {} has no download grant", self.component)))?;
+        let component = self.component.clone();
+        let limit = max_bytes.min(self.max_bytes);
+        let deadline = self.deadline;
+        tracing::info!(component, "downloading");
+        tokio::task::spawn_blocking(move || fetch(&grant, &component, &url, limit, deadline))
+            .await
+            .unwrap_or_else(|error| Err(Error::Failed(format!("download failed: {error}"))))
+    }
+}
+
+/// GET `url`, following granted redirects, keeping at most `limit` bytes.
+fn fetch(grant: &DownloadGrant, component: &str, url: &str, limit: u64, deadline: Duration) -> Result<Vec<u8>, Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .timeout_global(Some(deadline))
+        .tls_config(TlsConfig::builder().root_certs(RootCerts::PlatformVerifier).build())
+        .build()
+        .into();
+    let mut current = grant.check(url, component)?;
+    for _ in 0..=MAX_REDIRECTS {
+        let mut response = agent
+            .get(current.as_str())
+            .call()
+            .map_err(|error| Error::Failed(format!("{current}: {error}")))?;
+        let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|value| value.to_str().ok())
+                .ok_or_else(|| Error::Failed(format!("{current}: HTTP {status} without a Location")))?;
+            let next = current
+                .join(location)
+                .map_err(|error| Error::Failed(format!("{current}: bad redirect {location:?}: {error}")))?;
+            current = grant.check(next.as_str(), component)?;
+            continue;
+        }
+        if !status.is_success() {
+            return Err(Error::Failed(format!("{current}: HTTP {status}")));
+        }
+        return response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|error| match error {
+                ureq::Error::BodyExceedsLimit(_) => Error::TooLarge(format!("{current} is larger than {limit} bytes")),
+                other => Error::Failed(format!("{current}: {other}")),
+            });
+    }
+    Err(Error::Failed(format!("{url}: more than {MAX_REDIRECTS} redirects")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant() -> DownloadGrant {
+        DownloadGrant {
+            prefixes: vec![
+                "https://updates.example.com/agent/".into(),
+                "http://127.0.0.1:8080/".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn urls_must_lie_under_a_granted_prefix_after_normalisation() {
+        let grant = grant();
+        for url in [
+            "https://updates.example.com/agent/bundle.tar",
+            "HTTPS://UPDATES.example.com:443/agent/x",
+            "http://127.0.0.1:8080/anything",
+        ] {
+            assert!(grant.check(url, "c").is_ok(), "{url}");
+        }
+        for url in [
+            "https://updates.example.com/agent",
+            "https://updates.example.com/agent/../secret",
+            "https://updates.example.com/agent/%2e%2e/secret",
+            "https://updates.example.com.evil.org/agent/x",
+            "https://user@updates.example.com/agent/x",
+            "http://updates.example.com/agent/x",
+            "http://127.0.0.1:8081/x",
+            "file:///etc/shadow",
+        ] {
+            assert!(matches!(grant.check(url, "c"), Err(Error::NotGranted(_))), "{url}");
+        }
+        assert!(matches!(grant.check("not a url", "c"), Err(Error::Failed(_))));
+    }
+}
