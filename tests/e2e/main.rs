@@ -6,6 +6,7 @@ mod cli;
 mod download;
 mod exchange;
 mod files;
+mod hostile;
 mod password;
 mod protocol;
 mod sandbox;
