@@ -24,6 +24,7 @@
 //! the host interfaces are served by an in-memory [`testing`] host, so command
 //! logic is unit-testable with plain `cargo test`.
 
+pub mod legacy;
 mod reply;
 mod request;
 
@@ -133,8 +134,24 @@ host_interface!(
     /// Files under the path prefixes the policy grants.
     files {
         types: [Error, FileKind, FileMetadata, DirEntry, Owner, ReplaceOptions],
-        functions: [read, list_dir, metadata, read_link, replace, remove, create_dir, rename],
+        functions: [read, list_dir, metadata, read_link, replace, remove, create_dir, rename, set_permissions],
         extra: {
+            impl Error {
+                /// The host's explanation (it names the path).
+                pub fn text(&self) -> &str {
+                    match self {
+                        Self::NotGranted(text)
+                        | Self::InvalidPath(text)
+                        | Self::NotFound(text)
+                        | Self::AlreadyExists(text)
+                        | Self::NotADirectory(text)
+                        | Self::IsADirectory(text)
+                        | Self::TooLarge(text)
+                        | Self::Io(text) => text,
+                    }
+                }
+            }
+
             /// An exclusive lock on a file (see [`lock`]), released when dropped.
             #[must_use = "the lock is released as soon as it is dropped"]
             #[derive(Debug)]
@@ -168,9 +185,44 @@ host_interface!(
 host_interface!(
     /// Privileged operations the policy grants one by one: running
     /// allow-listed programs.
-    system { types: [Error, ProgramOutput], functions: [run] }
+    system {
+        types: [Argument, Error, ProgramOutput],
+        functions: [run],
+        extra: {
+            impl Error {
+                /// The host's explanation.
+                pub fn text(&self) -> &str {
+                    match self {
+                        Self::NotGranted(text) | Self::Failed(text) => text,
+                    }
+                }
+            }
+
+            /// Plain (loggable) arguments.
+            pub fn plain(args: &[&str]) -> Vec<Argument> {
+                args.iter().map(|arg| Argument::Plain((*arg).to_owned())).collect()
+            }
+        }
+    }
 );
 host_interface!(
     /// Fetching over HTTP(S) from the URL prefixes the policy grants.
-    download { types: [Error], functions: [fetch] }
+    download {
+        types: [Error],
+        functions: [fetch],
+        extra: {
+            impl Error {
+                /// The host's explanation (it names the URL).
+                pub fn text(&self) -> &str {
+                    match self {
+                        Self::NotGranted(text) | Self::TooLarge(text) | Self::Failed(text) => text,
+                    }
+                }
+            }
+        }
+    }
+);
+host_interface!(
+    /// Handing signed components to the daemon to install (`agentupdate`).
+    update { types: [ComponentFile], functions: [install] }
 );

@@ -45,7 +45,14 @@ pub struct TestHost {
     pub exit_codes: BTreeMap<String, i32>,
     /// What `download::fetch` returns, by URL (absent: "HTTP 404").
     pub downloads: BTreeMap<String, Vec<u8>>,
+    /// Components handed to `update::install`, by file name.
+    pub installed: BTreeMap<String, Vec<u8>>,
+    /// File modes and owners set (by `replace` options or `set_permissions`).
+    pub permissions: BTreeMap<String, Permissions>,
 }
+
+/// A mode and an owner (uid, gid), each if set.
+pub type Permissions = (Option<u32>, Option<(u32, u32)>);
 
 thread_local! {
     static HOST: RefCell<TestHost> = RefCell::new(TestHost::default());
@@ -163,8 +170,24 @@ pub mod files {
         Err(Error::Io(format!("{path}: not a symlink")))
     }
 
-    pub fn replace(path: &str, contents: &[u8], _options: &ReplaceOptions) -> Result<(), Error> {
-        with_host(|host| host.files.insert(path.to_owned(), contents.to_vec()));
+    pub fn replace(path: &str, contents: &[u8], options: &ReplaceOptions) -> Result<(), Error> {
+        with_host(|host| {
+            host.files.insert(path.to_owned(), contents.to_vec());
+            let owner = options.owner.map(|owner| (owner.uid, owner.gid));
+            if options.mode.is_some() || owner.is_some() {
+                host.permissions.insert(path.to_owned(), (options.mode, owner));
+            }
+        });
+        Ok(())
+    }
+
+    pub fn set_permissions(
+        path: &str,
+        mode: Option<u32>,
+        owner: Option<super::files_owner::Owner>,
+    ) -> Result<(), Error> {
+        let owner = owner.map(|owner| (owner.uid, owner.gid));
+        with_host(|host| host.permissions.insert(path.to_owned(), (mode, owner)));
         Ok(())
     }
 
@@ -219,13 +242,36 @@ pub mod xenstore {
     }
 }
 
+mod files_owner {
+    pub use crate::bindings::guestward::command::files::Owner;
+}
+
+pub mod update {
+    use super::with_host;
+    use crate::bindings::guestward::command::update::ComponentFile;
+
+    pub fn install(components: &[ComponentFile]) -> Result<Vec<String>, String> {
+        with_host(|host| {
+            for component in components {
+                host.installed.insert(component.name.clone(), component.wasm.clone());
+            }
+            Ok(host.installed.keys().cloned().collect())
+        })
+    }
+}
+
 pub mod system {
     use super::with_host;
-    use crate::bindings::guestward::command::system::{Error, ProgramOutput};
+    use crate::bindings::guestward::command::system::{Argument, Error, ProgramOutput};
 
-    pub fn run(program: &str, args: &[String], stdin: &[u8]) -> Result<ProgramOutput, Error> {
+    /// Records the run; secret arguments are recorded as `<secret>`, so
+    /// tests can check that they were marked.
+    pub fn run(program: &str, args: &[Argument], stdin: &[u8]) -> Result<ProgramOutput, Error> {
         let argv: Vec<String> = std::iter::once(program.to_owned())
-            .chain(args.iter().cloned())
+            .chain(args.iter().map(|arg| match arg {
+                Argument::Plain(text) => text.clone(),
+                Argument::Secret(_) => "<secret>".to_owned(),
+            }))
             .collect();
         let exit_code = with_host(|host| {
             host.runs.push((argv, stdin.to_vec()));

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::capability::Services;
 use crate::dispatch::Dispatcher;
 use crate::exchange::socket::SocketExchange;
 use crate::exchange::xenstore::{self as xenstore_exchange, ExchangeOptions};
+use crate::install::InstallService;
 use crate::policy::Policy;
 use crate::root::Root;
 use crate::runtime::{Registry, Runtime, RuntimeOptions};
@@ -51,11 +52,23 @@ impl Agent {
             trust: Some(settings.trust.clone()),
             ..RuntimeOptions::for_policy(&settings.policy)
         };
-        let runtime = Arc::new(Runtime::new(&options, Services::new(root, xenstore.clone()))?);
+        let (installer, install_requests) = mpsc::channel(4);
+        let services = Services {
+            installer: Some(installer),
+            ..Services::new(root, xenstore.clone())
+        };
+        let runtime = Arc::new(Runtime::new(&options, services)?);
         let components = runtime.load_dir(&settings.commands, &settings.policy).await?;
         let registry = Registry::build(components)?;
         runtime.services().agent.set_commands(registry.names());
         let dispatcher = Arc::new(Dispatcher::new(runtime.clone(), registry));
+        let install = InstallService {
+            runtime: runtime.clone(),
+            dispatcher: dispatcher.clone(),
+            commands: settings.commands.clone(),
+            policy: settings.policy.clone(),
+        };
+        tokio::spawn(install.run(install_requests));
         Ok(Self {
             runtime,
             dispatcher,

@@ -25,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod exchange;
+pub mod install;
 pub mod policy;
 pub mod protocol;
 pub mod root;

@@ -10,6 +10,8 @@
 use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::NoPadding};
 use zeroize::Zeroizing;
 
+pub use guestward_sdk::legacy::{IncorrectPadding, b64decode as decode_base64_lenient};
+
 use crate::dh::AesKey;
 
 /// The decrypted password: bytes (not necessarily UTF-8), wiped when
@@ -26,59 +28,6 @@ impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Password(<redacted>)")
     }
-}
-
-/// Base64 that stops in the middle of a byte (Python's "Incorrect padding").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IncorrectPadding;
-
-/// Python 2's `base64.b64decode` (`binascii.a2b_base64`): characters
-/// outside the alphabet are skipped; a `=` ends the data only where padding
-/// may stand (after two characters of a quad if another `=` follows, or
-/// after three); data that stops mid-byte is "Incorrect padding".
-pub fn decode_base64_lenient(text: &str) -> Result<Vec<u8>, IncorrectPadding> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    let (mut quad_pos, mut left_bits, mut left_char) = (0u32, 0u32, 0u32);
-    for (index, &byte) in bytes.iter().enumerate() {
-        if byte == b'=' {
-            let pads_here = quad_pos >= 2 && (quad_pos != 2 || next_valid(&bytes[index + 1..]) == Some(b'='));
-            if pads_here {
-                left_bits = 0;
-                break;
-            }
-            continue;
-        }
-        let Some(value) = sextet(byte) else { continue };
-        quad_pos = (quad_pos + 1) & 3;
-        left_char = (left_char << 6) | value;
-        left_bits += 6;
-        if left_bits >= 8 {
-            left_bits -= 8;
-            out.push((left_char >> left_bits) as u8);
-            left_char &= (1 << left_bits) - 1;
-        }
-    }
-    if left_bits != 0 { Err(IncorrectPadding) } else { Ok(out) }
-}
-
-/// The next character that counts (alphabet or `=`), as binascii looks
-/// ahead for a second pad.
-fn next_valid(rest: &[u8]) -> Option<u8> {
-    rest.iter()
-        .copied()
-        .find(|&byte| byte == b'=' || sextet(byte).is_some())
-}
-
-fn sextet(byte: u8) -> Option<u32> {
-    Some(match byte {
-        b'A'..=b'Z' => byte - b'A',
-        b'a'..=b'z' => byte - b'a' + 26,
-        b'0'..=b'9' => byte - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => return None,
-    } as u32)
 }
 
 /// Decrypt and check, with the legacy texts, in the legacy order.
@@ -167,31 +116,6 @@ mod tests {
         assert_eq!(
             decrypt(&key, "QUJD").unwrap_err(),
             "Input strings must be a multiple of 16 in length"
-        );
-    }
-
-    #[test]
-    fn base64_is_read_as_python_2_did() {
-        assert_eq!(decode_base64_lenient("QUJD").unwrap(), b"ABC");
-        assert_eq!(
-            decode_base64_lenient("QU\nJ D!").unwrap(),
-            b"ABC",
-            "stray characters are skipped"
-        );
-        assert_eq!(decode_base64_lenient("!!!").unwrap(), b"", "nothing valid is nothing");
-        assert_eq!(decode_base64_lenient("QQ==").unwrap(), b"A");
-        assert_eq!(decode_base64_lenient("QUI=").unwrap(), b"AB");
-        assert_eq!(decode_base64_lenient("QQ==garbage-after-padding").unwrap(), b"A");
-        assert!(decode_base64_lenient("QQ").is_err(), "incorrect padding");
-        assert!(decode_base64_lenient("kjadfkjaf").is_err());
-        assert!(
-            decode_base64_lenient("Q=Q=").is_err(),
-            "a lone pad too early is skipped"
-        );
-        let wrapped = "p8OjRMlhH6sp4zli\n8NjwhA==\n";
-        assert_eq!(
-            decode_base64_lenient(wrapped).unwrap(),
-            decode_base64_lenient("p8OjRMlhH6sp4zli8NjwhA==").unwrap()
         );
     }
 

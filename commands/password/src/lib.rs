@@ -160,8 +160,8 @@ fn replace(path: &str, contents: &[u8]) -> Result<(), String> {
 }
 
 fn rebuild_freebsd_databases() -> Result<(), String> {
-    let args = ["-p".to_owned(), MASTER_PASSWD.to_owned()];
-    let output = system::run(PWD_MKDB, &args, &[]).map_err(|error| format!("{error:?}"))?;
+    let output =
+        system::run(PWD_MKDB, &system::plain(&["-p", MASTER_PASSWD]), &[]).map_err(|error| error.text().to_owned())?;
     match output.exit_code {
         Some(0) => Ok(()),
         Some(code) => Err(format!(
@@ -223,26 +223,7 @@ mod tests {
         use aes::cipher::{BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
         let ciphertext = cbc::Encryptor::<aes::Aes128>::new(&key.key.into(), &key.iv.into())
             .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
-        base64_encode(&ciphertext)
-    }
-
-    fn base64_encode(bytes: &[u8]) -> String {
-        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
+        guestward_sdk::legacy::b64encode(&ciphertext)
     }
 
     fn root_hash() -> String {

@@ -71,8 +71,8 @@ impl Capability for Download {
     }
 
     fn grant(policy: &ComponentPolicy) -> Option<DownloadGrant> {
-        (!policy.download.is_empty()).then(|| DownloadGrant {
-            prefixes: policy.download.clone(),
+        policy.download.as_ref().map(|prefixes| DownloadGrant {
+            prefixes: prefixes.clone(),
         })
     }
 

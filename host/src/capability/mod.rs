@@ -16,6 +16,7 @@ pub mod files;
 pub mod log;
 pub mod state;
 pub mod system;
+pub mod update;
 pub mod xenstore;
 
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct Services {
     pub states: state::StateStore,
     /// The agent's version and loaded commands.
     pub agent: agent::AgentFacts,
+    /// Where `update.install` requests go (only a serving daemon has one).
+    pub installer: Option<crate::install::Installer>,
 }
 
 impl Services {
@@ -48,6 +51,7 @@ impl Services {
             xenstore,
             states: Default::default(),
             agent: Default::default(),
+            installer: None,
         }
     }
 }
@@ -154,4 +158,5 @@ capabilities! {
     xenstore: xenstore::Xenstore,
     system: system::System,
     download: download::Download,
+    update: update::Update,
 }

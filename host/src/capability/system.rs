@@ -18,7 +18,7 @@ use super::{CallInfo, Capability, Services};
 use crate::policy::ComponentPolicy;
 use crate::root::Root;
 use crate::runtime::CallContext;
-use crate::runtime::bindings::guestward::command::system::{self as wit, Error, ProgramOutput};
+use crate::runtime::bindings::guestward::command::system::{self as wit, Argument, Error, ProgramOutput};
 
 /// Bytes of stdout and of stderr kept from one run.
 const MAX_OUTPUT: u64 = 1 << 20;
@@ -60,9 +60,7 @@ impl Capability for System {
     }
 
     fn grant(policy: &ComponentPolicy) -> Option<SystemGrant> {
-        (!policy.programs.is_empty()).then(|| SystemGrant {
-            programs: policy.programs.clone(),
-        })
+        policy.programs.clone().map(|programs| SystemGrant { programs })
     }
 
     fn call_state(grant: Option<&Arc<SystemGrant>>, services: &Services, call: &CallInfo<'_>) -> CallSystem {
@@ -80,9 +78,20 @@ impl Capability for System {
 }
 
 impl wit::Host for CallSystem {
-    async fn run(&mut self, program: String, args: Vec<String>, stdin: Vec<u8>) -> Result<ProgramOutput, Error> {
+    async fn run(&mut self, program: String, args: Vec<Argument>, stdin: Vec<u8>) -> Result<ProgramOutput, Error> {
         self.used = true;
-        let argv: Vec<String> = std::iter::once(program).chain(args).collect();
+        // What is recorded: secret arguments redacted.
+        let shown: Vec<String> = std::iter::once(program.clone())
+            .chain(args.iter().map(|arg| match arg {
+                Argument::Plain(text) => text.clone(),
+                Argument::Secret(_) => "<redacted>".to_owned(),
+            }))
+            .collect();
+        let argv: Vec<String> = std::iter::once(program)
+            .chain(args.into_iter().map(|arg| match arg {
+                Argument::Plain(text) | Argument::Secret(text) => text,
+            }))
+            .collect();
         if !self.grant.as_ref().is_some_and(|grant| grant.allows(&argv)) {
             return Err(Error::NotGranted(format!(
                 "component {} may not run {} with these arguments",
@@ -92,7 +101,7 @@ impl wit::Host for CallSystem {
         // Arguments may carry secrets (an activation key): log the program only.
         tracing::info!(component = self.component, program = argv[0], "running a program");
         if self.root.records_changes() {
-            return self.record(&argv, stdin.len());
+            return self.record(&shown, stdin.len());
         }
         run(&argv, stdin).await
     }

@@ -28,13 +28,19 @@ pub struct Policy {
 /// What one component is granted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ComponentPolicy {
-    pub files: Vec<PathRule>,
+    /// Paths it may read or write. For `files`, `programs` and `download`,
+    /// `Some(empty)` (an empty list in the file) grants the interface with
+    /// nothing in it, so that a component whose use of it is optional
+    /// loads, and says why when it is refused.
+    pub files: Option<Vec<PathRule>>,
     pub xenstore: Vec<String>,
     /// Programs it may run: each an exact argument list, program first (an
     /// absolute path); `*` stands for any one argument.
-    pub programs: Vec<Vec<String>>,
+    pub programs: Option<Vec<Vec<String>>>,
     /// URL prefixes it may download from (normalised, ending in `/`).
-    pub download: Vec<String>,
+    pub download: Option<Vec<String>>,
+    /// Whether it may install components (`update`).
+    pub update: bool,
     /// Operator settings for the component (`agent.setting`).
     pub settings: BTreeMap<String, String>,
     pub limits: Limits,
@@ -112,14 +118,13 @@ struct LimitsFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ComponentFile {
-    #[serde(default)]
-    files: Vec<FileRuleFile>,
+    files: Option<Vec<FileRuleFile>>,
     #[serde(default)]
     xenstore: Vec<Spanned<String>>,
+    programs: Option<Vec<Spanned<Vec<String>>>>,
+    download: Option<Vec<Spanned<String>>>,
     #[serde(default)]
-    programs: Vec<Spanned<Vec<String>>>,
-    #[serde(default)]
-    download: Vec<Spanned<String>>,
+    update: bool,
     #[serde(default)]
     settings: BTreeMap<String, String>,
     #[serde(default)]
@@ -167,17 +172,21 @@ impl Policy {
         for (name, entry) in file.component {
             let files = entry
                 .files
-                .into_iter()
-                .map(|rule| {
-                    let path = normalize_grant_path(rule.path.get_ref()).map_err(|message| {
-                        error_at(rule.path.span().start, format!("component.{name}.files: {message}"))
-                    })?;
-                    Ok(PathRule {
-                        path,
-                        access: rule.access,
-                    })
+                .map(|rules| {
+                    rules
+                        .into_iter()
+                        .map(|rule| {
+                            let path = normalize_grant_path(rule.path.get_ref()).map_err(|message| {
+                                error_at(rule.path.span().start, format!("component.{name}.files: {message}"))
+                            })?;
+                            Ok(PathRule {
+                                path,
+                                access: rule.access,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, PolicyError>>()
                 })
-                .collect::<Result<Vec<_>, PolicyError>>()?;
+                .transpose()?;
             let xenstore = entry
                 .xenstore
                 .into_iter()
@@ -189,24 +198,32 @@ impl Policy {
                 .collect::<Result<Vec<_>, PolicyError>>()?;
             let programs = entry
                 .programs
-                .into_iter()
-                .map(|pattern| {
-                    check_program_pattern(pattern.get_ref())
-                        .map(|()| pattern.get_ref().clone())
-                        .map_err(|message| {
-                            error_at(pattern.span().start, format!("component.{name}.programs: {message}"))
+                .map(|patterns| {
+                    patterns
+                        .into_iter()
+                        .map(|pattern| {
+                            check_program_pattern(pattern.get_ref())
+                                .map(|()| pattern.get_ref().clone())
+                                .map_err(|message| {
+                                    error_at(pattern.span().start, format!("component.{name}.programs: {message}"))
+                                })
                         })
+                        .collect::<Result<Vec<_>, PolicyError>>()
                 })
-                .collect::<Result<Vec<_>, PolicyError>>()?;
+                .transpose()?;
             let download = entry
                 .download
-                .into_iter()
-                .map(|prefix| {
-                    normalize_url_prefix(prefix.get_ref()).map_err(|message| {
-                        error_at(prefix.span().start, format!("component.{name}.download: {message}"))
-                    })
+                .map(|prefixes| {
+                    prefixes
+                        .into_iter()
+                        .map(|prefix| {
+                            normalize_url_prefix(prefix.get_ref()).map_err(|message| {
+                                error_at(prefix.span().start, format!("component.{name}.download: {message}"))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, PolicyError>>()
                 })
-                .collect::<Result<Vec<_>, PolicyError>>()?;
+                .transpose()?;
             let limits = entry.limits.apply(limits, &error_at)?;
             components.insert(
                 name,
@@ -215,6 +232,7 @@ impl Policy {
                     xenstore,
                     programs,
                     download,
+                    update: entry.update,
                     settings: entry.settings,
                     limits,
                 },
@@ -266,7 +284,10 @@ impl std::fmt::Display for ComponentPolicy {
     /// The grants and limits, one per line, for `guestward policy check`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "  always    log, state, agent")?;
-        for rule in &self.files {
+        if self.files.as_ref().is_some_and(Vec::is_empty) {
+            writeln!(f, "  files     (no path granted)")?;
+        }
+        for rule in self.files.iter().flatten() {
             let access = match rule.access {
                 Access::Read => "read",
                 Access::ReadWrite => "read-write",
@@ -276,11 +297,23 @@ impl std::fmt::Display for ComponentPolicy {
         for prefix in &self.xenstore {
             writeln!(f, "  xenstore  {prefix}")?;
         }
-        for pattern in &self.programs {
+        if self.programs.as_ref().is_some_and(Vec::is_empty) {
+            writeln!(f, "  program   (no program granted)")?;
+        }
+        for pattern in self.programs.iter().flatten() {
             writeln!(f, "  program   {}", pattern.join(" "))?;
         }
-        for prefix in &self.download {
-            writeln!(f, "  download  {prefix}")?;
+        match &self.download {
+            Some(prefixes) if prefixes.is_empty() => writeln!(f, "  download  (no URL granted)")?,
+            Some(prefixes) => {
+                for prefix in prefixes {
+                    writeln!(f, "  download  {prefix}")?;
+                }
+            }
+            None => {}
+        }
+        if self.update {
+            writeln!(f, "  update    may install components")?;
         }
         for (name, value) in &self.settings {
             writeln!(f, "  setting   {name} = {value}")?;
@@ -412,7 +445,7 @@ mod tests {
     fn components_without_an_entry_get_nothing() {
         let policy = Policy::parse("", "test").unwrap();
         let component = policy.component("stranger");
-        assert!(component.files.is_empty() && component.xenstore.is_empty());
+        assert!(component.files.is_none() && component.xenstore.is_empty() && component.programs.is_none());
     }
 
     #[test]
@@ -431,7 +464,7 @@ mod tests {
         .unwrap();
         let net = policy.component("net");
         assert_eq!(
-            net.files,
+            net.files.unwrap(),
             [
                 PathRule {
                     path: "/etc/network".into(),
@@ -481,11 +514,19 @@ mod tests {
         )
         .unwrap();
         let entry = policy.component("p");
-        assert_eq!(entry.programs[1], ["/sbin/ifup", "*"]);
+        assert_eq!(entry.programs.as_ref().unwrap()[1], ["/sbin/ifup", "*"]);
         assert_eq!(entry.settings["account"], "admin");
         let error = Policy::parse("[component.p]\nprograms = [[\"ifup\"]]\n", "p.toml").unwrap_err();
         assert_eq!(error.line, 2, "{error}");
         assert!(error.message.contains("absolute path"), "{error}");
+    }
+
+    #[test]
+    fn an_empty_list_grants_the_interface_with_nothing_in_it() {
+        let policy = Policy::parse("[component.u]\nfiles = []\nprograms = []\n", "p.toml").unwrap();
+        let entry = policy.component("u");
+        assert_eq!((entry.files, entry.programs), (Some(vec![]), Some(vec![])));
+        assert!(policy.component("other").files.is_none());
     }
 
     #[test]
@@ -495,7 +536,10 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(policy.component("d").download, ["https://updates.example.com/agent/"]);
+        assert_eq!(
+            policy.component("d").download.unwrap(),
+            ["https://updates.example.com/agent/"]
+        );
         for bad in [
             "https://example.com/agent",
             "ftp://example.com/",

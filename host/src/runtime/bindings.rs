@@ -12,6 +12,7 @@ wasmtime::component::bindgen!({
         "guestward:command/xenstore": async,
         "guestward:command/system": async,
         "guestward:command/download": async,
+        "guestward:command/update": async,
     },
     exports: { default: async },
 });

@@ -115,7 +115,7 @@ impl std::fmt::Display for Inspection {
 }
 
 /// Host interfaces that a policy entry must grant (the others always are).
-const GRANTED_BY_POLICY: &[&str] = &["files", "xenstore", "system", "download"];
+const GRANTED_BY_POLICY: &[&str] = &["files", "xenstore", "system", "download", "update"];
 
 fn import_kind(import: &str) -> &'static str {
     match import.strip_prefix("guestward:command/") {
@@ -202,6 +202,7 @@ fn policy_hint(interface: &str) -> String {
         Some(key @ ("files" | "xenstore")) => format!(" (its policy entry has no `{key}` grant)"),
         Some("system") => " (its policy entry has no `programs` grant)".to_owned(),
         Some("download") => " (its policy entry has no `download` grant)".to_owned(),
+        Some("update") => " (its policy entry has no `update = true`)".to_owned(),
         _ => String::new(),
     }
 }

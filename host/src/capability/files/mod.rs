@@ -20,7 +20,7 @@ use super::{CallInfo, Capability, Services};
 use crate::policy::ComponentPolicy;
 use crate::runtime::CallContext;
 use crate::runtime::bindings::guestward::command::files::{
-    self as wit, DirEntry, Error, FileLock, FileMetadata, ReplaceOptions,
+    self as wit, DirEntry, Error, FileLock, FileMetadata, Owner, ReplaceOptions,
 };
 pub use ops::{FilesAccess, FilesGrant};
 
@@ -36,9 +36,7 @@ impl Capability for Files {
     }
 
     fn grant(policy: &ComponentPolicy) -> Option<FilesGrant> {
-        (!policy.files.is_empty()).then(|| FilesGrant {
-            rules: policy.files.clone(),
-        })
+        policy.files.clone().map(|rules| FilesGrant { rules })
     }
 
     fn call_state(grant: Option<&Arc<FilesGrant>>, services: &Services, call: &CallInfo<'_>) -> CallFiles {
@@ -126,6 +124,11 @@ impl wit::Host for CallFiles {
 
     async fn rename(&mut self, source: String, destination: String) -> Result<(), Error> {
         self.run(move |access| access.rename(&source, &destination)).await
+    }
+
+    async fn set_permissions(&mut self, path: String, mode: Option<u32>, owner: Option<Owner>) -> Result<(), Error> {
+        let owner = owner.map(|owner| (owner.uid, owner.gid));
+        self.run(move |access| access.set_permissions(&path, mode, owner)).await
     }
 
     async fn lock(&mut self, path: String, timeout_ms: u32) -> Result<Resource<FileLock>, Error> {

@@ -208,6 +208,30 @@ impl FilesAccess {
             .map_err(|error| io_error(source, error.into()))
     }
 
+    /// Change the mode and/or owner of a file or directory (a symlink is
+    /// refused: its mode means nothing and chown would follow it).
+    pub fn set_permissions(&self, path: &str, mode: Option<u32>, owner: Option<(u32, u32)>) -> Result<(), Error> {
+        let resolved = self.resolve(path, Access::ReadWrite, false)?;
+        let stat = stat_entry(&resolved).map_err(|error| io_error(path, error))?;
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+            return Err(Error::Io(format!("{path} is a symlink")));
+        }
+        let target = open_entry(&resolved, OFlags::RDONLY).map_err(|error| io_error(path, error))?;
+        if let Some((uid, gid)) = owner {
+            rustix::fs::fchown(
+                &target,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .map_err(|error| io_error(path, error.into()))?;
+        }
+        if let Some(mode) = mode {
+            rustix::fs::fchmod(&target, Mode::from_raw_mode(mode & 0o7777))
+                .map_err(|error| io_error(path, error.into()))?;
+        }
+        Ok(())
+    }
+
     /// Take the `lckpwdf(3)` lock (an exclusive `fcntl` lock on the whole
     /// file) on `path`, creating it (0600) if missing; retry until `timeout`.
     /// The lock lasts as long as the returned descriptor.
@@ -728,6 +752,41 @@ mod tests {
         drop(held);
         assert!(probe(&lock_path), "released when the descriptor closes");
         assert!(is_not_granted(fixture.access.lock("/etc/ro/.lock", Duration::ZERO)));
+    }
+
+    #[test]
+    fn permissions_change_inside_writable_grants_only() {
+        let fixture = Fixture::new();
+        fixture.access.create_dir("/etc/app/.ssh", None, false).unwrap();
+        fixture
+            .access
+            .set_permissions("/etc/app/.ssh", Some(0o700), None)
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(fixture.host_path("etc/app/.ssh")).unwrap().mode() & 0o7777,
+            0o700
+        );
+        let own = std::fs::metadata(fixture.host_path("etc/app")).unwrap();
+        fixture
+            .access
+            .set_permissions("/etc/app/.ssh", None, Some((own.uid(), own.gid())))
+            .unwrap();
+        assert!(is_not_granted(fixture.access.set_permissions(
+            "/etc/ro/conf",
+            Some(0o777),
+            None
+        )));
+        symlink("/secret/key", fixture.host_path("etc/app/link")).unwrap();
+        assert!(
+            fixture
+                .access
+                .set_permissions("/etc/app/link", Some(0o777), None)
+                .is_err()
+        );
+        assert_eq!(
+            std::fs::metadata(fixture.host_path("secret/key")).unwrap().mode() & 0o777,
+            0o644
+        );
     }
 
     #[test]

@@ -199,7 +199,23 @@ fn run(value: &Value) -> Reply {
         return Reply::error("no argv");
     };
     let stdin = value["stdin"].as_str().unwrap_or_default();
-    match system::run(program, args, stdin.as_bytes()) {
+    // Arguments after "--secret" are passed as secrets.
+    let mut secret = false;
+    let args: Vec<system::Argument> = args
+        .iter()
+        .filter_map(|arg| {
+            if arg == "--secret" {
+                secret = true;
+                return None;
+            }
+            Some(if secret {
+                system::Argument::Secret(arg.clone())
+            } else {
+                system::Argument::Plain(arg.clone())
+            })
+        })
+        .collect();
+    match system::run(program, &args, stdin.as_bytes()) {
         Ok(output) => Reply::ok(format!(
             "exit={:?} stdout={}",
             output.exit_code,
