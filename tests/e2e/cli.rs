@@ -112,7 +112,7 @@ fn serve_finds_the_builtin_commands_next_to_the_binary() {
     let output = guestward(&["call", "--socket", socket.to_str().unwrap(), "features"]);
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(stdout(&output), answer("features,keyinit,password,version", "0"));
+    assert_eq!(stdout(&output), answer(artifacts::BUILTIN_FEATURES, "0"));
 }
 
 #[test]

@@ -2,11 +2,14 @@
 //! a real xenstored, the real `xenstore-*` tools on the hypervisor side.
 //! One binary, one module per topic.
 
+mod agentupdate;
 mod cli;
 mod download;
 mod exchange;
 mod files;
 mod hostile;
+mod injectfile;
+mod kmsactivate;
 mod password;
 mod protocol;
 mod sandbox;

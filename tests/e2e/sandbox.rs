@@ -123,10 +123,7 @@ fn a_component_importing_what_its_policy_does_not_grant_is_refused_at_load() {
         "{log}"
     );
     assert_eq!(agent.call("version", "null"), answer(AGENT_VERSION, "0"));
-    assert_eq!(
-        agent.call("features", "null"),
-        answer("features,keyinit,password,version", "0")
-    );
+    assert_eq!(agent.call("features", "null"), answer(artifacts::BUILTIN_FEATURES, "0"));
     assert_eq!(agent.call("echo", "1"), answer("No such agent command 'echo'", "404"));
 }
 
@@ -156,10 +153,7 @@ fn a_file_that_is_not_a_component_is_refused_and_the_rest_load() {
         "{}",
         agent.log()
     );
-    assert_eq!(
-        agent.call("features", "null"),
-        answer("features,keyinit,password,version", "0")
-    );
+    assert_eq!(agent.call("features", "null"), answer(artifacts::BUILTIN_FEATURES, "0"));
 }
 
 #[test]

@@ -181,6 +181,11 @@ impl Agent {
         self.dir.join("root")
     }
 
+    /// The agent's commands directory.
+    pub fn commands(&self) -> PathBuf {
+        self.dir.join("commands")
+    }
+
     /// The agent's local socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("agent.sock")

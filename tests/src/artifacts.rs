@@ -48,7 +48,17 @@ pub fn component(name: &str) -> PathBuf {
 }
 
 /// The built-in command components.
-pub const BUILTIN: &[&str] = &["version", "features", "password"];
+pub const BUILTIN: &[&str] = &[
+    "version",
+    "features",
+    "password",
+    "injectfile",
+    "kmsactivate",
+    "agentupdate",
+];
+
+/// What `features` answers when exactly the built-ins are loaded.
+pub const BUILTIN_FEATURES: &str = "agentupdate,features,file_inject,injectfile,keyinit,kmsactivate,password,version";
 
 /// True when `path` holds a built-in component (same name, same bytes as
 /// the build the binary pinned).
