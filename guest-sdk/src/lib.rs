@@ -180,14 +180,32 @@ host_interface!(
 );
 host_interface!(
     /// XenStore keys under the prefixes the policy grants (read-only).
-    xenstore { types: [Error], functions: [read, directory] }
+    xenstore {
+        types: [Error],
+        functions: [read, directory],
+        extra: {
+            impl Error {
+                /// The host's explanation (it names the key).
+                pub fn text(&self) -> &str {
+                    match self {
+                        Self::NotGranted(text)
+                        | Self::InvalidKey(text)
+                        | Self::NotFound(text)
+                        | Self::PermissionDenied(text)
+                        | Self::Unavailable(text) => text,
+                    }
+                }
+            }
+        }
+    }
 );
 host_interface!(
     /// Privileged operations the policy grants one by one: running
-    /// allow-listed programs.
+    /// allow-listed programs, setting the hostname; and the network
+    /// interfaces.
     system {
-        types: [Argument, Error, ProgramOutput],
-        functions: [run],
+        types: [Argument, Error, NetworkInterface, ProgramOutput],
+        functions: [run, interfaces, set_hostname],
         extra: {
             impl Error {
                 /// The host's explanation.

@@ -49,6 +49,10 @@ pub struct TestHost {
     pub installed: BTreeMap<String, Vec<u8>>,
     /// File modes and owners set (by `replace` options or `set_permissions`).
     pub permissions: BTreeMap<String, Permissions>,
+    /// What `system::interfaces` answers.
+    pub interfaces: Vec<crate::bindings::guestward::command::system::NetworkInterface>,
+    /// The hostname `system::set_hostname` set last.
+    pub hostname: Option<String>,
 }
 
 /// A mode and an owner (uid, gid), each if set.
@@ -262,7 +266,16 @@ pub mod update {
 
 pub mod system {
     use super::with_host;
-    use crate::bindings::guestward::command::system::{Argument, Error, ProgramOutput};
+    use crate::bindings::guestward::command::system::{Argument, Error, NetworkInterface, ProgramOutput};
+
+    pub fn interfaces() -> Result<Vec<NetworkInterface>, Error> {
+        Ok(with_host(|host| host.interfaces.clone()))
+    }
+
+    pub fn set_hostname(name: &str) -> Result<(), Error> {
+        with_host(|host| host.hostname = Some(name.to_owned()));
+        Ok(())
+    }
 
     /// Records the run; secret arguments are recorded as `<secret>`, so
     /// tests can check that they were marked.

@@ -28,6 +28,8 @@ pub struct ConfigFile {
     pub policy: Option<PathBuf>,
     /// Root directory for files and machine changes (default `/`).
     pub root: Option<PathBuf>,
+    /// JSON file describing the network interfaces (with `root`).
+    pub interfaces: Option<PathBuf>,
     /// Local socket path; `""` turns the socket off.
     pub socket: Option<PathBuf>,
     /// Compiled-component cache directory; `""` turns caching off.

@@ -25,6 +25,9 @@ pub struct DaemonSettings {
     pub commands: PathBuf,
     pub policy: Policy,
     pub root: PathBuf,
+    /// Network interfaces described by a JSON file instead of the
+    /// machine's own (for `--root`).
+    pub interfaces: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub cache: Option<PathBuf>,
     pub exchange: ExchangeOptions,
@@ -42,7 +45,7 @@ pub struct Agent {
 impl Agent {
     /// Connect, load the commands and build the dispatcher.
     pub async fn start(settings: &DaemonSettings) -> anyhow::Result<Self> {
-        let root = Root::open(&settings.root)?;
+        let root = Root::open(&settings.root)?.with_interfaces_file(settings.interfaces.clone());
         let xenstore = match &settings.xenstore {
             Some(endpoint) => Some(XsClient::connect(endpoint.clone()).await?),
             None => None,

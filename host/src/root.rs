@@ -19,6 +19,19 @@ pub const ACTIONS_LOG: &str = ".guestward/actions.log";
 pub struct Root {
     path: PathBuf,
     dir: OwnedFd,
+    /// Where the network interfaces are described instead of
+    /// `/sys/class/net` (`--interfaces`).
+    interfaces_file: Option<PathBuf>,
+}
+
+/// One network interface of the machine, as `--interfaces` files list them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterface {
+    pub name: String,
+    pub mac: String,
+    #[serde(default)]
+    pub up: bool,
 }
 
 impl Root {
@@ -37,7 +50,19 @@ impl Root {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(Self { path, dir })
+        Ok(Self {
+            path,
+            dir,
+            interfaces_file: None,
+        })
+    }
+
+    /// Describe the network interfaces with a JSON file
+    /// (`[{"name": "eth0", "mac": "bc:76:4e:20:5e:b2", "up": true}]`)
+    /// instead of the machine's own.
+    pub fn with_interfaces_file(mut self, file: Option<PathBuf>) -> Self {
+        self.interfaces_file = file;
+        self
     }
 
     /// Where the root is on this machine.
@@ -61,6 +86,30 @@ impl Root {
         !self.is_host_root()
     }
 
+    /// The network interfaces with a MAC address, loopback excluded,
+    /// sorted by name.
+    pub fn network_interfaces(&self) -> io::Result<Vec<NetworkInterface>> {
+        let mut interfaces = match &self.interfaces_file {
+            Some(file) => read_interfaces_file(file)?,
+            None if self.is_host_root() => read_sys_class_net(Path::new("/sys/class/net"))?,
+            None => {
+                return Err(io::Error::other(
+                    "under --root the network interfaces come from --interfaces FILE, and none was given",
+                ));
+            }
+        };
+        interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(interfaces)
+    }
+
+    /// Set the running system's hostname; under `--root`, record it.
+    pub fn set_hostname(&self, name: &str) -> io::Result<()> {
+        if self.records_changes() {
+            return self.record(&serde_json::json!({"action": "set-hostname", "name": name}));
+        }
+        rustix::system::sethostname(name.as_bytes()).map_err(io::Error::from)
+    }
+
     /// Append `entry` as one JSON line to [`ACTIONS_LOG`] under the root.
     pub fn record(&self, entry: &serde_json::Value) -> io::Result<()> {
         let path = self.path.join(ACTIONS_LOG);
@@ -74,5 +123,148 @@ impl Root {
             .append(true)
             .open(path)?
             .write_all(line.as_bytes())
+    }
+}
+
+fn read_interfaces_file(file: &Path) -> io::Result<Vec<NetworkInterface>> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", file.display())))?;
+    let interfaces: Vec<NetworkInterface> = serde_json::from_str(&text)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {error}", file.display())))?;
+    interfaces
+        .into_iter()
+        .map(|interface| {
+            let mac = normalize_mac(&interface.mac).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: invalid MAC {:?}", file.display(), interface.mac),
+                )
+            })?;
+            Ok(NetworkInterface { mac, ..interface })
+        })
+        .collect()
+}
+
+/// `/sys/class/net/<name>/{address,flags,type}`: every interface with a
+/// hardware address, loopback (type 772) excluded.
+fn read_sys_class_net(dir: &Path) -> io::Result<Vec<NetworkInterface>> {
+    const ARPHRD_LOOPBACK: &str = "772";
+    const IFF_UP: u32 = 0x1;
+    let mut interfaces = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let read = |file: &str| std::fs::read_to_string(entry.path().join(file)).map(|text| text.trim().to_owned());
+        if read("type").is_ok_and(|kind| kind == ARPHRD_LOOPBACK) {
+            continue;
+        }
+        let Some(mac) = read("address").ok().and_then(|mac| normalize_mac(&mac)) else {
+            continue;
+        };
+        if mac == "00:00:00:00:00:00" {
+            continue;
+        }
+        let flags = read("flags")
+            .ok()
+            .and_then(|flags| u32::from_str_radix(flags.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0);
+        interfaces.push(NetworkInterface {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            mac,
+            up: flags & IFF_UP != 0,
+        });
+    }
+    Ok(interfaces)
+}
+
+/// Six colon-separated hex octets, lower-cased; `None` if it is not one.
+fn normalize_mac(mac: &str) -> Option<String> {
+    let octets: Vec<&str> = mac.split(':').collect();
+    let valid = octets.len() == 6
+        && octets
+            .iter()
+            .all(|octet| octet.len() == 2 && octet.bytes().all(|b| b.is_ascii_hexdigit()));
+    valid.then(|| mac.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NetworkInterface, Root, normalize_mac, read_sys_class_net};
+
+    #[test]
+    fn interfaces_come_from_the_file_under_a_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        assert!(
+            root.network_interfaces()
+                .unwrap_err()
+                .to_string()
+                .contains("--interfaces")
+        );
+        let file = dir.path().join("nics.json");
+        std::fs::write(
+            &file,
+            r#"[{"name":"eth1","mac":"BC:76:4E:20:5E:FB"},{"name":"eth0","mac":"bc:76:4e:20:5e:b2","up":true}]"#,
+        )
+        .unwrap();
+        let root = root.with_interfaces_file(Some(file.clone()));
+        assert_eq!(
+            root.network_interfaces().unwrap(),
+            [
+                NetworkInterface {
+                    name: "eth0".into(),
+                    mac: "bc:76:4e:20:5e:b2".into(),
+                    up: true
+                },
+                NetworkInterface {
+                    name: "eth1".into(),
+                    mac: "bc:76:4e:20:5e:fb".into(),
+                    up: false
+                },
+            ]
+        );
+        std::fs::write(&file, r#"[{"name":"eth0","mac":"bc:76"}]"#).unwrap();
+        assert!(
+            root.network_interfaces()
+                .unwrap_err()
+                .to_string()
+                .contains("invalid MAC")
+        );
+    }
+
+    #[test]
+    fn sysfs_lists_hardware_interfaces_with_their_state() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, address, flags, kind) in [
+            ("lo", "00:00:00:00:00:00", "0x9", "772"),
+            ("eth0", "52:54:00:12:34:56", "0x1003", "1"),
+            ("eth1", "52:54:00:AB:CD:EF", "0x1002", "1"),
+            ("tun0", "", "0x1091", "65534"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::create_dir(&path).unwrap();
+            std::fs::write(path.join("address"), format!("{address}\n")).unwrap();
+            std::fs::write(path.join("flags"), format!("{flags}\n")).unwrap();
+            std::fs::write(path.join("type"), format!("{kind}\n")).unwrap();
+        }
+        let mut found = read_sys_class_net(dir.path()).unwrap();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        let summary: Vec<_> = found
+            .iter()
+            .map(|nic| (nic.name.as_str(), nic.mac.as_str(), nic.up))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("eth0", "52:54:00:12:34:56", true),
+                ("eth1", "52:54:00:ab:cd:ef", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn macs_are_checked_and_lower_cased() {
+        assert_eq!(normalize_mac("AA:bb:0C:dd:EE:ff").as_deref(), Some("aa:bb:0c:dd:ee:ff"));
+        assert_eq!(normalize_mac("aa:bb:cc:dd:ee"), None);
+        assert_eq!(normalize_mac("aa:bb:cc:dd:ee:gg"), None);
     }
 }

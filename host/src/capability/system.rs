@@ -1,5 +1,7 @@
-//! `system`: privileged operations, each granted separately. For now:
-//! running allow-listed programs (`pwd_mkdb`, later `ifup`, `netplan`, …).
+//! `system`: privileged operations, each granted separately: running
+//! allow-listed programs (`pwd_mkdb`, `ifup`, `netplan`, …), setting the
+//! hostname (`hostname = true`), and listing the network interfaces (with
+//! the interface: it only reads).
 //!
 //! A program runs only if its whole argument list matches one of the
 //! component's patterns (`*` stands for any one argument), with an empty
@@ -18,7 +20,9 @@ use super::{CallInfo, Capability, Services};
 use crate::policy::ComponentPolicy;
 use crate::root::Root;
 use crate::runtime::CallContext;
-use crate::runtime::bindings::guestward::command::system::{self as wit, Argument, Error, ProgramOutput};
+use crate::runtime::bindings::guestward::command::system::{
+    self as wit, Argument, Error, NetworkInterface, ProgramOutput,
+};
 
 /// Bytes of stdout and of stderr kept from one run.
 const MAX_OUTPUT: u64 = 1 << 20;
@@ -29,6 +33,7 @@ pub struct System;
 #[derive(Debug)]
 pub struct SystemGrant {
     programs: Vec<Vec<String>>,
+    hostname: bool,
 }
 
 impl SystemGrant {
@@ -60,7 +65,11 @@ impl Capability for System {
     }
 
     fn grant(policy: &ComponentPolicy) -> Option<SystemGrant> {
-        policy.programs.clone().map(|programs| SystemGrant { programs })
+        let granted = policy.programs.is_some() || policy.hostname;
+        granted.then(|| SystemGrant {
+            programs: policy.programs.clone().unwrap_or_default(),
+            hostname: policy.hostname,
+        })
     }
 
     fn call_state(grant: Option<&Arc<SystemGrant>>, services: &Services, call: &CallInfo<'_>) -> CallSystem {
@@ -104,6 +113,45 @@ impl wit::Host for CallSystem {
             return self.record(&shown, stdin.len());
         }
         run(&argv, stdin).await
+    }
+
+    async fn interfaces(&mut self) -> Result<Vec<NetworkInterface>, Error> {
+        self.used = true;
+        if self.grant.is_none() {
+            return Err(Error::NotGranted(format!(
+                "component {} may not use system",
+                self.component
+            )));
+        }
+        let interfaces = self
+            .root
+            .network_interfaces()
+            .map_err(|error| Error::Failed(format!("cannot list the network interfaces: {error}")))?;
+        Ok(interfaces
+            .into_iter()
+            .map(|nic| NetworkInterface {
+                name: nic.name,
+                mac: nic.mac,
+                up: nic.up,
+            })
+            .collect())
+    }
+
+    async fn set_hostname(&mut self, name: String) -> Result<(), Error> {
+        self.used = true;
+        if !self.grant.as_ref().is_some_and(|grant| grant.hostname) {
+            return Err(Error::NotGranted(format!(
+                "component {} may not set the hostname",
+                self.component
+            )));
+        }
+        if name.is_empty() || name.len() > 64 || name.bytes().any(|b| b.is_ascii_control() || b == b'/' || b == b' ') {
+            return Err(Error::Failed(format!("{name:?} is not a valid hostname")));
+        }
+        tracing::info!(component = self.component, hostname = name, "setting the hostname");
+        self.root
+            .set_hostname(&name)
+            .map_err(|error| Error::Failed(format!("Couldn't set hostname: {error}")))
     }
 }
 
@@ -178,6 +226,7 @@ mod tests {
                 .iter()
                 .map(|p| p.iter().map(|s| s.to_string()).collect())
                 .collect(),
+            hostname: false,
         }
     }
 

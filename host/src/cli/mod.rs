@@ -66,6 +66,9 @@ enum Command {
         /// Resolve every file under DIR instead of `/`.
         #[arg(long)]
         root: Option<PathBuf>,
+        /// The network interfaces, as a JSON file, instead of the machine's.
+        #[arg(long)]
+        interfaces: Option<PathBuf>,
         /// The policy to grant from (default: /etc/guestward/policy.toml
         /// if it exists, else the built-in policy).
         #[arg(long)]
@@ -151,6 +154,11 @@ struct ServeArgs {
     /// Act on DIR as if it were `/`: every file resolves inside it.
     #[arg(long)]
     root: Option<PathBuf>,
+    /// The network interfaces, as a JSON file
+    /// (`[{"name":"eth0","mac":"bc:76:4e:20:5e:b2","up":true}]`), instead
+    /// of the machine's own: for `--root`.
+    #[arg(long)]
+    interfaces: Option<PathBuf>,
     /// Local socket (default /run/guestward/guestward.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -271,9 +279,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             name,
             value,
             root,
+            interfaces,
             policy,
             xenstore,
-        } => run_one(&component, &name, value.as_deref(), root, policy, xenstore).await,
+        } => {
+            let machine = Machine { root, interfaces };
+            run_one(&component, &name, value.as_deref(), machine, policy, xenstore).await
+        }
         Command::Inspect { component, policy } => inspect(&component, policy).await,
         Command::Keygen { name, dir } => keys::keygen(&name, &dir),
         Command::Sign { key, components } => keys::sign(&key, &components),
@@ -333,6 +345,7 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
         commands,
         policy,
         root,
+        interfaces: args.interfaces.or(file.interfaces.clone()),
         socket: unless(args.no_socket, socket),
         cache: unless(args.no_cache, cache),
         exchange: ExchangeOptions {
@@ -370,8 +383,17 @@ fn exit_code(code: &str) -> ExitCode {
     }
 }
 
-async fn runtime_for(policy: &Policy, root: Option<PathBuf>, xenstore: Option<PathBuf>) -> anyhow::Result<Runtime> {
-    let root = Root::open(&root.unwrap_or_else(|| PathBuf::from("/")))?;
+/// What `run` and `inspect` act on: `/` or a `--root`, and where the
+/// network interfaces come from.
+#[derive(Debug, Default)]
+struct Machine {
+    root: Option<PathBuf>,
+    interfaces: Option<PathBuf>,
+}
+
+async fn runtime_for(policy: &Policy, machine: Machine, xenstore: Option<PathBuf>) -> anyhow::Result<Runtime> {
+    let root =
+        Root::open(&machine.root.unwrap_or_else(|| PathBuf::from("/")))?.with_interfaces_file(machine.interfaces);
     let xenstore = match xenstore {
         Some(path) => Some(XsClient::connect(Endpoint::at(&path)).await?),
         None => None,
@@ -383,12 +405,12 @@ async fn run_one(
     path: &Path,
     name: &str,
     value: Option<&str>,
-    root: Option<PathBuf>,
+    machine: Machine,
     policy: Option<PathBuf>,
     xenstore: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let policy = load_policy(policy.as_deref())?;
-    let runtime = runtime_for(&policy, root, xenstore).await?;
+    let runtime = runtime_for(&policy, machine, xenstore).await?;
     let component = runtime.load(path, &policy).await?;
     runtime.services().agent.set_commands(component.info.names.clone());
     let request = request_json(name, value);
@@ -407,7 +429,7 @@ async fn run_one(
 
 async fn inspect(path: &Path, policy: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let policy = load_policy(policy.as_deref())?;
-    let runtime = runtime_for(&Policy::parse("", "inspect")?, None, None).await?;
+    let runtime = runtime_for(&Policy::parse("", "inspect")?, Machine::default(), None).await?;
     let inspection = runtime
         .inspect(path, &policy)
         .await

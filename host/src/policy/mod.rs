@@ -41,6 +41,8 @@ pub struct ComponentPolicy {
     pub download: Option<Vec<String>>,
     /// Whether it may install components (`update`).
     pub update: bool,
+    /// Whether it may set the running system's hostname (`system`).
+    pub hostname: bool,
     /// Operator settings for the component (`agent.setting`).
     pub settings: BTreeMap<String, String>,
     pub limits: Limits,
@@ -125,6 +127,8 @@ struct ComponentFile {
     download: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     update: bool,
+    #[serde(default)]
+    hostname: bool,
     #[serde(default)]
     settings: BTreeMap<String, String>,
     #[serde(default)]
@@ -233,6 +237,7 @@ impl Policy {
                     programs,
                     download,
                     update: entry.update,
+                    hostname: entry.hostname,
                     settings: entry.settings,
                     limits,
                 },
@@ -311,6 +316,9 @@ impl std::fmt::Display for ComponentPolicy {
                 }
             }
             None => {}
+        }
+        if self.hostname {
+            writeln!(f, "  hostname  may set the hostname")?;
         }
         if self.update {
             writeln!(f, "  update    may install components")?;
