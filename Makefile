@@ -14,12 +14,12 @@ WASM_DIR     := target/$(WASM_TARGET)/$(WASM_PROFILE)
 # is built (host/build.rs), and finds them next to its binary.
 BUILTIN_DIR  := target/builtin-commands
 # Built-in command components, and the components only the tests load.
-COMMANDS      := version features password injectfile kmsactivate agentupdate
+COMMANDS      := version features password injectfile kmsactivate agentupdate resetnetwork
 TEST_COMMANDS := probe
 # What the tests run against: the real xenstored and its tools, gcc for the
 # harness's LD_PRELOAD shim, Debian's python3 (fcntl locks, libxcrypt's crypt)
 # and openssl (the host side of the password exchange, as Nova runs it).
-APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc python3 openssl
+APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc python3 openssl ifupdown netplan.io
 XENSTORED    := /usr/lib/xen-4.17/bin/xenstored
 
 PREFIX   ?= /usr
@@ -49,6 +49,8 @@ setup-test: setup-rust
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	[ -x /sbin/ifup ] || missing="$$missing ifupdown"; \
+	[ -x /usr/sbin/netplan ] || missing="$$missing netplan.io"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

@@ -12,6 +12,7 @@ mod injectfile;
 mod kmsactivate;
 mod password;
 mod protocol;
+mod resetnetwork;
 mod sandbox;
 mod trust;
 mod xenstore_client;

@@ -19,6 +19,7 @@ pub struct AgentBuilder {
     unsigned: Vec<PathBuf>,
     allow_unsigned: bool,
     policy: Option<String>,
+    interfaces: Option<String>,
     args: Vec<String>,
     log_level: Option<String>,
 }
@@ -69,6 +70,13 @@ impl AgentBuilder {
     /// Use this policy (TOML text) instead of the built-in one.
     pub fn policy(mut self, toml: &str) -> Self {
         self.policy = Some(toml.to_owned());
+        self
+    }
+
+    /// Describe the machine's network interfaces with this JSON
+    /// (`--interfaces`).
+    pub fn interfaces(mut self, json: &str) -> Self {
+        self.interfaces = Some(json.to_owned());
         self
     }
 
@@ -142,6 +150,11 @@ impl AgentBuilder {
             let path = dir.join("policy.toml");
             std::fs::write(&path, policy).expect("write policy");
             command.args(["--policy".as_ref(), path.as_os_str()]);
+        }
+        if let Some(interfaces) = &self.interfaces {
+            let path = dir.join("interfaces.json");
+            std::fs::write(&path, interfaces).expect("write interfaces");
+            command.args(["--interfaces".as_ref(), path.as_os_str()]);
         }
         command.args(&self.args);
         let log = std::fs::File::create(dir.join("agent.log")).expect("log file");

@@ -55,10 +55,12 @@ pub const BUILTIN: &[&str] = &[
     "injectfile",
     "kmsactivate",
     "agentupdate",
+    "resetnetwork",
 ];
 
 /// What `features` answers when exactly the built-ins are loaded.
-pub const BUILTIN_FEATURES: &str = "agentupdate,features,file_inject,injectfile,keyinit,kmsactivate,password,version";
+pub const BUILTIN_FEATURES: &str =
+    "agentupdate,features,file_inject,injectfile,keyinit,kmsactivate,password,resetnetwork,version";
 
 /// True when `path` holds a built-in component (same name, same bytes as
 /// the build the binary pinned).

@@ -1,0 +1,212 @@
+//! Applying a plan safely: everything it changes is read first (so a read
+//! that fails stops the command before anything changes), each file is
+//! replaced atomically, and if a file cannot be written or a required
+//! program fails, every file goes back to what it was and the programs run
+//! again to bring the previous configuration back up.
+
+use guestward_sdk::{files, log, system};
+
+use crate::plan::{Plan, Step, Write};
+
+/// One file's change, and what it was before.
+struct Change<'a> {
+    path: &'a str,
+    /// Contents and permission bits before; `None` if it did not exist.
+    previous: Option<(Vec<u8>, u32)>,
+    /// What it becomes; `None` to remove it.
+    next: Option<&'a Write>,
+}
+
+pub fn apply(plan: &Plan, hostname: &str) -> Result<(), String> {
+    let changes = changes(plan)?;
+    for step in &plan.before {
+        if let Err(why) = run(step) {
+            log::log(log::Level::Info, &format!("ignored: {why}"));
+        }
+    }
+    system::set_hostname(hostname).map_err(|error| format!("Couldn't set hostname: {}", error.text()))?;
+    for (index, change) in changes.iter().enumerate() {
+        if let Err(error) = change.apply() {
+            restore(&changes[..index]);
+            return Err(format!("{error}; the previous configuration was restored"));
+        }
+    }
+    for step in &plan.apply {
+        let Err(why) = run(step) else { continue };
+        let Some(failure) = step.failure else {
+            log::log(log::Level::Info, &format!("ignored: {why}"));
+            continue;
+        };
+        restore(&changes);
+        for step in &plan.apply {
+            let _ = run(step);
+        }
+        return Err(format!("{failure}: {why}; the previous configuration was restored"));
+    }
+    Ok(())
+}
+
+/// The plan's changes, unchanged files left out.
+fn changes(plan: &Plan) -> Result<Vec<Change<'_>>, String> {
+    let mut changes = Vec::new();
+    for write in &plan.writes {
+        let previous = snapshot(&write.path)?;
+        if previous
+            .as_ref()
+            .is_some_and(|(contents, _)| contents == write.contents.as_bytes())
+        {
+            continue;
+        }
+        changes.push(Change {
+            path: &write.path,
+            previous,
+            next: Some(write),
+        });
+    }
+    for path in &plan.removes {
+        if let Some(previous) = snapshot(path)? {
+            changes.push(Change {
+                path,
+                previous: Some(previous),
+                next: None,
+            });
+        }
+    }
+    Ok(changes)
+}
+
+fn snapshot(path: &str) -> Result<Option<(Vec<u8>, u32)>, String> {
+    let contents = match files::read(path) {
+        Ok(contents) => contents,
+        Err(files::Error::NotFound(_)) => return Ok(None),
+        Err(error) => return Err(describe(path, &error)),
+    };
+    let mode = files::metadata(path)
+        .map(|metadata| metadata.mode & 0o7777)
+        .unwrap_or(0o644);
+    Ok(Some((contents, mode)))
+}
+
+impl Change<'_> {
+    fn apply(&self) -> Result<(), String> {
+        match self.next {
+            Some(write) => replace(self.path, write.contents.as_bytes(), write.mode),
+            None => files::remove(self.path).map_err(|error| describe(self.path, &error)),
+        }
+    }
+}
+
+fn replace(path: &str, contents: &[u8], mode: u32) -> Result<(), String> {
+    let options = files::ReplaceOptions {
+        mode: Some(mode),
+        owner: None,
+        backup_suffix: None,
+        create_parents: true,
+    };
+    files::replace(path, contents, &options).map_err(|error| describe(path, &error))
+}
+
+/// Put every changed file back as it was, in reverse order.
+fn restore(changes: &[Change<'_>]) {
+    for change in changes.iter().rev() {
+        let restored = match &change.previous {
+            Some((contents, mode)) => replace(change.path, contents, *mode),
+            None => files::remove(change.path).map_err(|error| describe(change.path, &error)),
+        };
+        if let Err(error) = restored {
+            log::log(
+                log::Level::Error,
+                &format!("could not restore {}: {error}", change.path),
+            );
+        }
+    }
+}
+
+fn describe(path: &str, error: &files::Error) -> String {
+    match error {
+        files::Error::NotGranted(text) => format!("Not allowed to change {path}: {text}"),
+        other => format!("{path}: {}", other.text()),
+    }
+}
+
+/// Run one step: `Err` says how it failed (exit code, not wait status;
+/// the first line of its error output).
+fn run(step: &Step) -> Result<(), String> {
+    let (program, args) = step.argv.split_first().ok_or("empty command")?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let shown = step.argv.join(" ");
+    let output =
+        system::run(program, &system::plain(&args), &[]).map_err(|error| format!("{shown}: {}", error.text()))?;
+    let detail = || {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        match stderr.lines().map(str::trim).find(|line| !line.is_empty()) {
+            Some(line) => format!(" ({})", line.chars().take(200).collect::<String>()),
+            None => String::new(),
+        }
+    };
+    match (output.exit_code, output.signal) {
+        (Some(0), _) => Ok(()),
+        (Some(code), _) => Err(format!("{shown} exited with {code}{}", detail())),
+        (None, signal) => Err(format!("{shown} was killed by signal {}", signal.unwrap_or_default())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use guestward_sdk::testing;
+
+    use super::*;
+    use crate::render::tests::machine;
+
+    fn plan() -> Plan {
+        let mut plan = Plan::default();
+        plan.write("/etc/network/interfaces", "new\n");
+        plan.write("/etc/hostname", "new-host\n");
+        plan.removes.push("/etc/stale".into());
+        plan.before.push(Step::optional(&["/sbin/ifdown", "eth0"]));
+        plan.apply
+            .push(Step::required("Couldn't restart network", &["/sbin/ifup", "eth0"]));
+        plan
+    }
+
+    #[test]
+    fn a_good_plan_changes_everything_in_order() {
+        machine(&[("/etc/network/interfaces", "old\n"), ("/etc/stale", "x")]);
+        apply(&plan(), "new-host").unwrap();
+        testing::with_host(|host| {
+            assert_eq!(host.files["/etc/network/interfaces"], b"new\n");
+            assert!(!host.files.contains_key("/etc/stale"));
+            assert_eq!(host.hostname.as_deref(), Some("new-host"));
+            let runs: Vec<String> = host.runs.iter().map(|(argv, _)| argv.join(" ")).collect();
+            assert_eq!(runs, ["/sbin/ifdown eth0", "/sbin/ifup eth0"]);
+        });
+    }
+
+    #[test]
+    fn a_failed_apply_restores_every_file_and_says_what_failed() {
+        machine(&[("/etc/network/interfaces", "old\n"), ("/etc/stale", "x")]);
+        testing::with_host(|host| host.exit_codes.insert("/sbin/ifup".into(), 1));
+        let error = apply(&plan(), "new-host").unwrap_err();
+        assert_eq!(
+            error,
+            "Couldn't restart network: /sbin/ifup eth0 exited with 1; the previous configuration was restored"
+        );
+        testing::with_host(|host| {
+            assert_eq!(host.files["/etc/network/interfaces"], b"old\n");
+            assert_eq!(host.files["/etc/stale"], b"x");
+            assert!(
+                !host.files.contains_key("/etc/hostname"),
+                "a file that was new is removed again"
+            );
+            // ifup ran again with the old file, to bring it back up.
+            assert_eq!(host.runs.iter().filter(|(argv, _)| argv[0] == "/sbin/ifup").count(), 2);
+        });
+    }
+
+    #[test]
+    fn an_optional_step_may_fail() {
+        machine(&[]);
+        testing::with_host(|host| host.exit_codes.insert("/sbin/ifdown".into(), 1));
+        apply(&plan(), "h").unwrap();
+    }
+}

@@ -1,0 +1,490 @@
+//! The network configuration Nova sends (`vm-data/networking/<MAC>`),
+//! checked and normalised (legacy-agent.md §3.8.1). Every error is found
+//! here, before any file is touched, with the legacy agent's texts.
+//!
+//! Deliberate differences from the legacy agent, all documented in the
+//! README:
+//!
+//! * every address, mask, gateway and DNS server is parsed, and a label or
+//!   value that could break a configuration file is refused, so nothing
+//!   the renderers write can inject a line;
+//! * an IP without `enabled` counts as enabled (the legacy agent silently
+//!   dropped it); `"0"` still disables it, and an interface left with no
+//!   enabled IP is an error, as one with none at all;
+//! * the IPv6 default gateway is the last non-null per-IP `gateway`, else
+//!   `gateway6`, else `gateway_v6` (the key Nova actually writes, which the
+//!   legacy agent ignored); a `null` never erases one already found;
+//! * a non-canonical netmask says so (`Invalid netmask '255.0.255.0'`)
+//!   instead of Python's bare KeyError text;
+//! * two entries for one interface are an error instead of the last one
+//!   silently winning;
+//! * everything is ordered: interfaces by name, addresses and routes as
+//!   given.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde_json::Value;
+
+/// One local network interface, as the `system` interface lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalNic {
+    pub name: String,
+    pub mac: String,
+    pub up: bool,
+}
+
+/// The normalised configuration of one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    /// Lower-case.
+    pub mac: String,
+    pub label: Option<String>,
+    pub up: bool,
+    pub ip4s: Vec<Ipv4>,
+    pub ip6s: Vec<Ipv6>,
+    pub gateway4: Option<Ipv4Addr>,
+    pub gateway6: Option<Ipv6Addr>,
+    pub routes: Vec<Route>,
+    pub dns: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4 {
+    pub address: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub prefixlen: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6 {
+    pub address: Ipv6Addr,
+    pub prefixlen: u8,
+}
+
+/// A static IPv4 route (Nova sends no IPv6 routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub network: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub prefixlen: u8,
+    pub gateway: Ipv4Addr,
+}
+
+impl Route {
+    /// `0.0.0.0/0.0.0.0`.
+    pub fn is_default(&self) -> bool {
+        self.network.is_unspecified() && self.prefixlen == 0
+    }
+}
+
+/// Every configured interface, by name.
+pub type Interfaces = BTreeMap<String, Interface>;
+
+impl Interface {
+    /// The (IPv4, IPv6) pairs the legacy formats give one stanza or alias
+    /// each: the two lists zipped, the shorter padded with `None`.
+    pub fn pairs(&self) -> Vec<(Option<&Ipv4>, Option<&Ipv6>)> {
+        let count = self.ip4s.len().max(self.ip6s.len());
+        (0..count)
+            .map(|index| (self.ip4s.get(index), self.ip6s.get(index)))
+            .collect()
+    }
+}
+
+/// Normalise the XenStore entries against the local interfaces.
+pub fn normalise(entries: &[Value], nics: &[LocalNic]) -> Result<Interfaces, String> {
+    let mut interfaces = Interfaces::new();
+    for entry in entries {
+        let interface = normalise_one(entry, nics)?;
+        if let Some(twice) = interfaces.insert(interface.name.clone(), interface) {
+            return Err(format!(
+                "Two configurations for interface {} ({})",
+                twice.name, twice.mac
+            ));
+        }
+    }
+    Ok(interfaces)
+}
+
+fn normalise_one(entry: &Value, nics: &[LocalNic]) -> Result<Interface, String> {
+    let mac = entry
+        .get("mac")
+        .and_then(Value::as_str)
+        .ok_or("No MAC found in config")?
+        .to_ascii_lowercase();
+    // The last one wins on duplicates, as in the legacy agent's map.
+    let nic = nics
+        .iter()
+        .rev()
+        .find(|nic| nic.mac == mac)
+        .ok_or_else(|| format!("Unknown interface MAC {mac}"))?;
+    let list = |key: &str| match entry.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => Ok(items.clone()),
+        Some(other) => Err(format!("Invalid value {other} for '{key}' key")),
+    };
+    let (ips, ip6s) = (list("ips")?, list("ip6s")?);
+    if ips.is_empty() && ip6s.is_empty() {
+        return Err("No IPs found for interface".to_owned());
+    }
+    let gateway4 = optional_address(entry.get("gateway"), "IPv4 gateway", parse_ipv4)?;
+    let mut gateway6 = optional_address(entry.get("gateway6"), "IPv6 gateway", parse_ipv6)?;
+    let mut ip4s = Vec::new();
+    for ip in ips.iter().filter_map(|ip| enabled(ip).transpose()) {
+        ip4s.push(ipv4(ip?)?);
+    }
+    let mut ipv6s = Vec::new();
+    for ip in ip6s.iter().filter_map(|ip| enabled(ip).transpose()) {
+        let ip = ip?;
+        if let Some(gateway) = optional_address(ip.get("gateway"), "IPv6 gateway", parse_ipv6)? {
+            gateway6 = Some(gateway);
+        }
+        ipv6s.push(ipv6(ip)?);
+    }
+    if gateway6.is_none() {
+        gateway6 = optional_address(entry.get("gateway_v6"), "IPv6 gateway", parse_ipv6)?;
+    }
+    if ip4s.is_empty() && ipv6s.is_empty() {
+        return Err("No IPs found for interface".to_owned());
+    }
+    let routes = list("routes")?.iter().map(route).collect::<Result<Vec<_>, _>>()?;
+    let dns = list("dns")?
+        .iter()
+        .map(|server| {
+            let text = server.as_str().ok_or_else(|| format!("Invalid DNS server {server}"))?;
+            text.parse::<IpAddr>()
+                .map_err(|_| format!("Invalid DNS server '{text}'"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Interface {
+        name: nic.name.clone(),
+        mac,
+        label: label(entry.get("label"))?,
+        up: nic.up,
+        ip4s,
+        ip6s: ipv6s,
+        gateway4,
+        gateway6,
+        routes,
+        dns,
+    })
+}
+
+/// The IP if it is enabled: `int(ip.get("enabled", 1))` in Python terms.
+fn enabled(ip: &Value) -> Result<Option<&Value>, String> {
+    let value = match ip.get("enabled") {
+        None => return Ok(Some(ip)),
+        Some(value) => value,
+    };
+    let number = match value {
+        Value::Bool(flag) => Some(i64::from(*flag)),
+        Value::Number(number) => number.as_i64().or_else(|| number.as_f64().map(|float| float as i64)),
+        Value::String(text) => text.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    let repr = match value {
+        Value::String(text) => format!("'{text}'"),
+        other => other.to_string(),
+    };
+    match number {
+        Some(0) => Ok(None),
+        Some(_) => Ok(Some(ip)),
+        None => Err(format!("Invalid value {repr} for 'enabled' key")),
+    }
+}
+
+fn ipv4(ip: &Value) -> Result<Ipv4, String> {
+    let address = required_text(ip, "ip", "Missing 'ip' key for IPv4 address")?;
+    let netmask = required_text(ip, "netmask", "Missing 'netmask' key for IPv4 address")?;
+    let (netmask, prefixlen) = dotted_netmask(netmask)?;
+    Ok(Ipv4 {
+        address: parse_ipv4(address).ok_or_else(|| format!("Invalid IPv4 address '{address}'"))?,
+        netmask,
+        prefixlen,
+    })
+}
+
+fn ipv6(ip: &Value) -> Result<Ipv6, String> {
+    let address = ip
+        .get("ip")
+        .or_else(|| ip.get("address"))
+        .and_then(Value::as_str)
+        .ok_or("Missing 'ip' or 'address' key for IPv6 address")?;
+    let prefix = ip.get("netmask").ok_or("Missing 'netmask' key for IPv6 address")?;
+    let prefixlen = match prefix {
+        Value::Number(number) => number.as_u64(),
+        Value::String(text) => text.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+    .filter(|prefix| *prefix <= 128)
+    .ok_or_else(|| format!("Invalid IPv6 prefix length {prefix}"))?;
+    Ok(Ipv6 {
+        address: parse_ipv6(address).ok_or_else(|| format!("Invalid IPv6 address '{address}'"))?,
+        prefixlen: prefixlen as u8,
+    })
+}
+
+fn route(route: &Value) -> Result<Route, String> {
+    let network = required_text(route, "route", "Missing 'route' key for route")?;
+    let netmask = required_text(route, "netmask", "Missing 'netmask' key for route")?;
+    let gateway = required_text(route, "gateway", "Missing 'gateway' key for route")?;
+    let (netmask, prefixlen) = dotted_netmask(netmask)?;
+    Ok(Route {
+        network: parse_ipv4(network).ok_or_else(|| format!("Invalid route network '{network}'"))?,
+        netmask,
+        prefixlen,
+        gateway: parse_ipv4(gateway).ok_or_else(|| format!("Invalid route gateway '{gateway}'"))?,
+    })
+}
+
+fn required_text<'a>(value: &'a Value, key: &str, missing: &str) -> Result<&'a str, String> {
+    match value.get(key) {
+        None | Some(Value::Null) => Err(missing.to_owned()),
+        Some(Value::String(text)) => Ok(text),
+        Some(other) => Err(format!("Invalid value {other} for '{key}' key")),
+    }
+}
+
+fn optional_address<T>(value: Option<&Value>, what: &str, parse: fn(&str) -> Option<T>) -> Result<Option<T>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.is_empty() => Ok(None),
+        Some(Value::String(text)) => parse(text).map(Some).ok_or_else(|| format!("Invalid {what} '{text}'")),
+        Some(other) => Err(format!("Invalid {what} {other}")),
+    }
+}
+
+fn parse_ipv4(text: &str) -> Option<Ipv4Addr> {
+    text.parse().ok()
+}
+
+fn parse_ipv6(text: &str) -> Option<Ipv6Addr> {
+    text.parse().ok()
+}
+
+/// A dotted netmask and its prefix length; only the 33 canonical masks.
+pub fn dotted_netmask(text: &str) -> Result<(Ipv4Addr, u8), String> {
+    let invalid = || format!("Invalid netmask '{text}'");
+    let mask: Ipv4Addr = text.parse().map_err(|_| invalid())?;
+    let bits = u32::from(mask);
+    let prefixlen = bits.leading_ones();
+    if bits.checked_shl(prefixlen).unwrap_or(0) != 0 {
+        return Err(invalid());
+    }
+    Ok((mask, prefixlen as u8))
+}
+
+/// A label goes into comments of every format: one printable line.
+fn label(value: Option<&Value>) -> Result<Option<String>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.chars().any(char::is_control) => Err(format!("Invalid label {text:?}")),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(other) => Err(format!("Invalid label {other}")),
+    }
+}
+
+/// A hostname every format can hold: 1 to 64 characters, none of them
+/// whitespace, control characters, quotes or `#`.
+pub fn check_hostname(hostname: &str) -> Result<(), String> {
+    let bad = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '#' | '\\' | '/' | '`' | '$');
+    if hostname.is_empty() || hostname.len() > 64 || hostname.chars().any(bad) {
+        return Err(format!("Invalid hostname {hostname:?}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The local NICs of the end-to-end vector (legacy-agent.md §8.6).
+    pub fn vector_nics() -> Vec<LocalNic> {
+        [
+            ("eth0", "bc:76:4e:20:5e:b2", true),
+            ("eth1", "bc:76:4e:20:5e:fb", true),
+            ("eth2", "bc:76:4e:20:5e:ff", false),
+        ]
+        .into_iter()
+        .map(|(name, mac, up)| LocalNic {
+            name: name.into(),
+            mac: mac.into(),
+            up,
+        })
+        .collect()
+    }
+
+    /// The XenStore entries of the end-to-end vector.
+    pub fn vector_entries() -> Vec<Value> {
+        vec![
+            json!({"label":"public","broadcast":"104.130.169.255","ips":[{"ip":"104.130.169.159","netmask":"255.255.255.0","enabled":"1","gateway":"104.130.169.1"},{"ip":"104.130.169.160","netmask":"255.255.255.0","enabled":"1","gateway":"104.130.169.1"}],"ip6s":[{"ip":"2001:4802:7803:104:be76:4eff:fe20:5eb2","netmask":64,"enabled":"1","gateway":"fe80::def"}],"mac":"BC:76:4E:20:5E:B2","gateway_v6":"fe80::def","dns":["69.20.0.164","69.20.0.196"],"gateway":"104.130.169.1"}),
+            json!({"label":"private","broadcast":"10.176.223.255","ips":[{"ip":"10.176.195.183","netmask":"255.255.224.0","enabled":"1","gateway":null}],"mac":"BC:76:4E:20:5E:FB","routes":[{"route":"10.208.0.0","netmask":"255.240.0.0","gateway":"10.176.192.1"},{"route":"10.176.0.0","netmask":"255.240.0.0","gateway":"10.176.192.1"}],"gateway":null}),
+        ]
+    }
+
+    pub fn vector() -> Interfaces {
+        normalise(&vector_entries(), &vector_nics()).unwrap()
+    }
+
+    #[test]
+    fn the_end_to_end_vector_normalises_as_the_legacy_agent_did() {
+        let config = vector();
+        assert_eq!(config.keys().collect::<Vec<_>>(), ["eth0", "eth1"]);
+        let eth0 = &config["eth0"];
+        assert_eq!(eth0.gateway4, Some("104.130.169.1".parse().unwrap()));
+        assert_eq!(eth0.gateway6, Some("fe80::def".parse().unwrap()));
+        assert_eq!(eth0.ip4s.iter().map(|ip| ip.prefixlen).collect::<Vec<_>>(), [24, 24]);
+        assert_eq!(eth0.ip6s[0].prefixlen, 64);
+        assert_eq!(eth0.dns.len(), 2);
+        let eth1 = &config["eth1"];
+        assert_eq!((eth1.gateway4, eth1.gateway6), (None, None));
+        assert_eq!(eth1.ip4s[0].prefixlen, 19);
+        assert_eq!(
+            eth1.routes.iter().map(|route| route.prefixlen).collect::<Vec<_>>(),
+            [12, 12]
+        );
+        assert!(eth1.dns.is_empty() && eth1.up && eth1.label.as_deref() == Some("private"));
+    }
+
+    fn error(entry: Value) -> String {
+        normalise(&[entry], &vector_nics()).unwrap_err()
+    }
+
+    const MAC: &str = "bc:76:4e:20:5e:b2";
+
+    #[test]
+    fn every_normalisation_error_has_its_text() {
+        let ip = |extra: Value| {
+            let mut ip = json!({"ip": "192.0.2.1", "netmask": "255.255.255.0", "enabled": "1"});
+            ip.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            ip
+        };
+        let cases = [
+            (json!({}), "No MAC found in config"),
+            (
+                json!({"mac": "00:00:00:00:00:01", "ips": [ip(json!({}))]}),
+                "Unknown interface MAC 00:00:00:00:00:01",
+            ),
+            (json!({"mac": MAC}), "No IPs found for interface"),
+            (
+                json!({"mac": MAC, "ips": [], "ip6s": null}),
+                "No IPs found for interface",
+            ),
+            (
+                json!({"mac": MAC, "ips": [ip(json!({"enabled": "yes"}))]}),
+                "Invalid value 'yes' for 'enabled' key",
+            ),
+            (
+                json!({"mac": MAC, "ips": [ip(json!({"enabled": "0"}))]}),
+                "No IPs found for interface",
+            ),
+            (
+                json!({"mac": MAC, "ips": [{"netmask": "255.0.0.0"}]}),
+                "Missing 'ip' key for IPv4 address",
+            ),
+            (
+                json!({"mac": MAC, "ips": [{"ip": "192.0.2.1"}]}),
+                "Missing 'netmask' key for IPv4 address",
+            ),
+            (
+                json!({"mac": MAC, "ips": [ip(json!({"netmask": "255.0.255.0"}))]}),
+                "Invalid netmask '255.0.255.0'",
+            ),
+            (
+                json!({"mac": MAC, "ips": [ip(json!({"ip": "192.0.2.300"}))]}),
+                "Invalid IPv4 address '192.0.2.300'",
+            ),
+            (
+                json!({"mac": MAC, "ip6s": [{"netmask": 64}]}),
+                "Missing 'ip' or 'address' key for IPv6 address",
+            ),
+            (
+                json!({"mac": MAC, "ip6s": [{"ip": "2001:db8::1"}]}),
+                "Missing 'netmask' key for IPv6 address",
+            ),
+            (
+                json!({"mac": MAC, "ip6s": [{"ip": "2001:db8::1", "netmask": 129}]}),
+                "Invalid IPv6 prefix length 129",
+            ),
+            (
+                json!({"mac": MAC, "ips": [ip(json!({}))], "routes": [{"netmask": "255.0.0.0", "gateway": "192.0.2.9"}]}),
+                "Missing 'route' key for route",
+            ),
+            (
+                json!({"mac": MAC, "ips": [ip(json!({}))], "routes": [{"route": "10.0.0.0", "gateway": "192.0.2.9"}]}),
+                "Missing 'netmask' key for route",
+            ),
+            (
+                json!({"mac": MAC, "ips": [ip(json!({}))], "routes": [{"route": "10.0.0.0", "netmask": "255.0.0.0"}]}),
+                "Missing 'gateway' key for route",
+            ),
+            (
+                json!({"mac": MAC, "ips": [ip(json!({}))], "gateway": "not-an-ip"}),
+                "Invalid IPv4 gateway 'not-an-ip'",
+            ),
+            (
+                json!({"mac": MAC, "ips": [ip(json!({}))], "dns": ["8.8.8.8; rm -rf /"]}),
+                "Invalid DNS server '8.8.8.8; rm -rf /'",
+            ),
+            (
+                json!({"mac": MAC, "ips": [ip(json!({}))], "label": "pub\nIPADDR=6.6.6.6"}),
+                "Invalid label \"pub\\nIPADDR=6.6.6.6\"",
+            ),
+        ];
+        for (entry, expected) in cases {
+            assert_eq!(error(entry.clone()), expected, "{entry}");
+        }
+    }
+
+    #[test]
+    fn legacy_quirks_decided() {
+        // No `enabled`: kept (the legacy agent dropped the IP).
+        let config = normalise(
+            &[json!({"mac": MAC, "ips": [{"ip": "192.0.2.1", "netmask": "255.255.255.0"}]})],
+            &vector_nics(),
+        )
+        .unwrap();
+        assert_eq!(config["eth0"].ip4s.len(), 1);
+        // gateway_v6 is used when nothing else names the IPv6 gateway.
+        let config = normalise(
+            &[json!({"mac": MAC, "ip6s": [{"ip": "2001:db8::2", "netmask": "64", "enabled": 1}], "gateway_v6": "2001:db8::1"})],
+            &vector_nics(),
+        )
+        .unwrap();
+        assert_eq!(config["eth0"].gateway6, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(config["eth0"].ip6s[0].prefixlen, 64);
+        // Two entries for one NIC are an error, not a silent overwrite.
+        let entry = json!({"mac": MAC, "ips": [{"ip": "192.0.2.1", "netmask": "255.255.255.0"}]});
+        assert_eq!(
+            normalise(&[entry.clone(), entry], &vector_nics()).unwrap_err(),
+            format!("Two configurations for interface eth0 ({MAC})")
+        );
+    }
+
+    #[test]
+    fn only_the_33_canonical_masks_are_accepted() {
+        let valid: Vec<u8> = (0..=32u32)
+            .map(|bits| {
+                let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - bits).unwrap_or(0));
+                dotted_netmask(&mask.to_string()).unwrap().1
+            })
+            .collect();
+        assert_eq!(valid, (0..=32).collect::<Vec<u8>>());
+        for bad in ["255.255.255.1", "0.255.255.255", "255.255.0.255", "24", "255.255.255"] {
+            assert!(dotted_netmask(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hostnames_that_would_break_a_file_are_refused() {
+        check_hostname("test-server").unwrap();
+        check_hostname("a.b.example.com").unwrap();
+        for bad in ["", "two words", "a\nb", "quote\"d", &"x".repeat(65)] {
+            assert!(check_hostname(bad).is_err(), "{bad:?}");
+        }
+    }
+}
