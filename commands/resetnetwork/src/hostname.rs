@@ -23,7 +23,8 @@ pub fn configured(system: &System) -> Result<String, String> {
             None => key_value(GENTOO_HOSTNAME, "HOSTNAME")?,
         },
         Family::FreeBsd => key_value("/etc/rc.conf", "hostname")?,
-        Family::Debian | Family::Arch => None,
+        Family::Arch => key_value("/etc/rc.conf", "HOSTNAME")?,
+        Family::Debian => None,
     };
     let from_file = match family_value.filter(|name| !name.is_empty()) {
         Some(name) => Some(name),
@@ -50,6 +51,8 @@ pub fn plan(system: &System, renderer: Renderer, hostname: &str, interfaces: &In
     let mut plan = Plan::default();
     let line = format!("{hostname}\n");
     match system.family {
+        // Arch before systemd keeps it in rc.conf, which its renderers write.
+        Family::Arch if matches!(renderer, Renderer::ArchNetcfg | Renderer::ArchRcConf) => {}
         Family::Debian | Family::Arch => plan.write(HOSTNAME, line),
         Family::RedHat => {
             if renderer == Renderer::Ifcfg || current::exists(SYSCONFIG_NETWORK)? {

@@ -38,6 +38,10 @@ pub enum Renderer {
     },
     /// Arch's netctl profiles.
     Netctl,
+    /// Arch before systemd: netcfg profiles.
+    ArchNetcfg,
+    /// Arch before systemd: `rc.conf` variables.
+    ArchRcConf,
     /// FreeBSD's `/etc/rc.conf`.
     FreeBsd,
     Netplan,
@@ -53,6 +57,8 @@ const RENDERERS: &[(&str, Renderer)] = &[
     ("gentoo", Renderer::Gentoo { openrc: true }),
     ("gentoo-legacy", Renderer::Gentoo { openrc: false }),
     ("netctl", Renderer::Netctl),
+    ("netcfg", Renderer::ArchNetcfg),
+    ("arch-rc", Renderer::ArchRcConf),
     ("freebsd", Renderer::FreeBsd),
     ("netplan", Renderer::Netplan),
     ("networkd", Renderer::Networkd),
@@ -163,9 +169,23 @@ pub fn renderer(system: &System) -> Result<Renderer, String> {
         Family::Gentoo => Renderer::Gentoo {
             openrc: current::exists("/sbin/rc")? || current::exists("/sbin/openrc")?,
         },
-        Family::Arch => Renderer::Netctl,
+        Family::Arch => arch_renderer()?,
         Family::FreeBsd => Renderer::FreeBsd,
     })
+}
+
+/// netctl where it is installed (systemd Arch), else netcfg, else the
+/// initscripts' `rc.conf`.
+fn arch_renderer() -> Result<Renderer, String> {
+    if current::exists("/usr/bin/netctl")? {
+        Ok(Renderer::Netctl)
+    } else if current::exists("/usr/bin/netcfg")? {
+        Ok(Renderer::ArchNetcfg)
+    } else if current::exists("/etc/rc.conf")? {
+        Ok(Renderer::ArchRcConf)
+    } else {
+        Ok(Renderer::Netctl)
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! interfaces into a [`Plan`]: its files (keeping what the administrator
 //! wrote where the format allows) and the programs that apply them.
 
+mod arch;
 mod freebsd;
 mod gentoo;
 pub mod ifcfg;
@@ -26,6 +27,8 @@ pub fn render(renderer: Renderer, interfaces: &Interfaces, hostname: &str) -> Re
         Renderer::SuseIfcfg => suse::render(interfaces),
         Renderer::Gentoo { openrc } => gentoo::render(interfaces, openrc),
         Renderer::Netctl => netctl::render(interfaces),
+        Renderer::ArchNetcfg => arch::render_netcfg(interfaces, hostname),
+        Renderer::ArchRcConf => arch::render_rc_conf(interfaces, hostname),
         Renderer::FreeBsd => freebsd::render(interfaces, hostname),
         Renderer::Netplan => netplan::render(interfaces),
         Renderer::Networkd => networkd::render(interfaces),
