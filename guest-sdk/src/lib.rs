@@ -205,7 +205,7 @@ host_interface!(
     /// interfaces.
     system {
         types: [Argument, Error, NetworkInterface, ProgramOutput],
-        functions: [run, interfaces, set_hostname],
+        functions: [run, run_with_timeout, interfaces, set_hostname],
         extra: {
             impl Error {
                 /// The host's explanation.

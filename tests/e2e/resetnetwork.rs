@@ -109,7 +109,7 @@ fn debian_gets_the_legacy_files_and_ifupdown_accepts_them() {
     let actions = actions(&root);
     for expected in [
         r#""action":"set-hostname","name":"test-server""#,
-        r#"["/sbin/ifup","--no-act","-a"]"#,
+        r#"["/sbin/ifup","--no-act","-a","-i","/etc/network/interfaces.guestward-check"]"#,
         r#"["/sbin/ifup","eth0"]"#,
         r#"["/sbin/ifup","eth0:1"]"#,
         r#"["/sbin/ifup","eth1"]"#,
@@ -312,11 +312,19 @@ fn bad_input_is_refused_before_anything_changes() {
     );
 }
 
+/// A policy without one program grant: running it is refused, as a
+/// failing program would fail.
+fn policy_without(program_line: &str) -> String {
+    let policy = guestward::policy::DEFAULT_POLICY.replace(program_line, "");
+    assert_ne!(policy, guestward::policy::DEFAULT_POLICY, "{program_line}");
+    policy
+}
+
 #[test]
-fn a_failed_apply_puts_the_previous_files_back() {
-    // A policy without the ifup grants: the first program the apply runs is
-    // refused, as a failing one would be.
-    let policy = guestward::policy::DEFAULT_POLICY.replace("    [\"/sbin/ifup\", \"--no-act\", \"-a\"],\n", "");
+fn a_file_the_check_refuses_changes_nothing() {
+    let policy = policy_without(
+        "    [\"/sbin/ifup\", \"--no-act\", \"-a\", \"-i\", \"/etc/network/interfaces.guestward-check\"],\n",
+    );
     let guest = guest_with_vector(AgentBuilder::new().policy(&policy));
     let root = guest.agent.root();
     let (old_interfaces, old_hosts) = ("auto lo\niface lo inet loopback\n", "127.0.0.1\tlocalhost\n");
@@ -328,14 +336,40 @@ fn a_failed_apply_puts_the_previous_files_back() {
             ("/etc/hosts", old_hosts),
         ],
     );
-    let reply = reset(&guest, "f");
-    assert!(
-        reply.starts_with(r#"{"message": "Invalid /etc/network/interfaces: /sbin/ifup --no-act -a: component resetnetwork may not run /sbin/ifup"#),
-        "{reply}"
+    let reply = reset(&guest, "c");
+    assert_eq!(
+        reply,
+        answer(
+            "Invalid /etc/network/interfaces: /sbin/ifup --no-act -a -i /etc/network/interfaces.guestward-check: component resetnetwork may not run /sbin/ifup with these arguments",
+            "500"
+        )
     );
-    assert!(
-        reply.ends_with(r#"; the previous configuration was restored", "returncode": "500"}"#),
-        "{reply}"
+    assert_eq!(read(&root, "/etc/network/interfaces"), old_interfaces);
+    assert_eq!(read(&root, "/etc/hosts"), old_hosts);
+    assert!(!root.join("etc/network/interfaces.guestward-check").exists());
+    assert!(!actions(&root).contains("set-hostname"), "{}", actions(&root));
+}
+
+#[test]
+fn a_failed_apply_puts_the_previous_files_back() {
+    let guest = guest_with_vector(AgentBuilder::new().policy(&policy_without("    [\"/sbin/ifup\", \"*\"],\n")));
+    let root = guest.agent.root();
+    let (old_interfaces, old_hosts) = ("auto lo\niface lo inet loopback\n", "127.0.0.1\tlocalhost\n");
+    write_files(
+        &root,
+        &[
+            ("/etc/os-release", "ID=debian\n"),
+            ("/etc/network/interfaces", old_interfaces),
+            ("/etc/hosts", old_hosts),
+        ],
+    );
+    let reply = reset(&guest, "f");
+    assert_eq!(
+        reply,
+        answer(
+            "Couldn't restart network: /sbin/ifup eth0: component resetnetwork may not run /sbin/ifup with these arguments; the previous configuration was restored",
+            "500"
+        )
     );
     assert_eq!(read(&root, "/etc/network/interfaces"), old_interfaces);
     assert_eq!(read(&root, "/etc/hosts"), old_hosts);

@@ -1,12 +1,36 @@
-//! Applying a plan safely: everything it changes is read first (so a read
-//! that fails stops the command before anything changes), each file is
-//! replaced atomically, and if a file cannot be written or a required
-//! program fails, every file goes back to what it was and the programs run
-//! again to bring the previous configuration back up.
+//! Applying a plan safely: the new files are checked by the programs that
+//! will read them, and everything the plan changes is read first, so that
+//! a bad file or a read that fails stops the command before anything
+//! changes; each file is replaced atomically; and if a file cannot be
+//! written or a required program fails, every file goes back to what it
+//! was and the programs run again to bring the previous configuration up.
+//!
+//! Time: Nova gives up after 60 s and the call's deadline is 55 s, when
+//! the sandbox stops the command wherever it is. So every program has a
+//! timeout, and they all share a budget that leaves time to restore.
+
+use std::time::{Duration, Instant};
 
 use guestward_sdk::{files, log, system};
 
-use crate::plan::{Plan, Step, Write};
+use crate::plan::{Check, Plan, Step, Write};
+
+/// The longest one program may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+/// When, from the start, programs applying the new configuration stop
+/// being started...
+const APPLY_BUDGET: Duration = Duration::from_secs(38);
+/// ...and when those bringing the previous one back up stop.
+const RESTORE_BUDGET: Duration = Duration::from_secs(50);
+
+/// The time left until `budget` (measured from `started`), at most
+/// [`STEP_TIMEOUT`]; `None` when it is spent.
+fn time_left(started: Instant, budget: Duration) -> Option<Duration> {
+    budget
+        .checked_sub(started.elapsed())
+        .filter(|left| *left >= Duration::from_millis(500))
+        .map(|left| left.min(STEP_TIMEOUT))
+}
 
 /// One file's change, and what it was before.
 struct Change<'a> {
@@ -18,9 +42,13 @@ struct Change<'a> {
 }
 
 pub fn apply(plan: &Plan, hostname: &str) -> Result<(), String> {
+    let started = Instant::now();
+    for check in &plan.checks {
+        run_check(check, started)?;
+    }
     let changes = changes(plan)?;
     for step in &plan.before {
-        if let Err(why) = run(step) {
+        if let Err(why) = run(step, time_left(started, APPLY_BUDGET)) {
             log::log(log::Level::Info, &format!("ignored: {why}"));
         }
     }
@@ -32,18 +60,34 @@ pub fn apply(plan: &Plan, hostname: &str) -> Result<(), String> {
         }
     }
     for step in &plan.apply {
-        let Err(why) = run(step) else { continue };
+        let Err(why) = run(step, time_left(started, APPLY_BUDGET)) else {
+            continue;
+        };
         let Some(failure) = step.failure else {
             log::log(log::Level::Info, &format!("ignored: {why}"));
             continue;
         };
         restore(&changes);
         for step in &plan.apply {
-            let _ = run(step);
+            let _ = run(step, time_left(started, RESTORE_BUDGET));
         }
         return Err(format!("{failure}: {why}; the previous configuration was restored"));
     }
     Ok(())
+}
+
+/// Write the check's scratch file, run its program, remove the file.
+fn run_check(check: &Check, started: Instant) -> Result<(), String> {
+    let scratch = &check.scratch;
+    replace(&scratch.path, scratch.contents.as_bytes(), scratch.mode)?;
+    let outcome = run(&check.step, time_left(started, APPLY_BUDGET));
+    if let Err(error) = files::remove(&scratch.path) {
+        log::log(
+            log::Level::Warn,
+            &format!("could not remove {}: {}", scratch.path, error.text()),
+        );
+    }
+    outcome.map_err(|why| format!("{}: {why}", check.step.failure.unwrap_or("Check failed")))
 }
 
 /// The plan's changes, unchanged files left out.
@@ -129,14 +173,17 @@ fn describe(path: &str, error: &files::Error) -> String {
     }
 }
 
-/// Run one step: `Err` says how it failed (exit code, not wait status;
-/// the first line of its error output).
-fn run(step: &Step) -> Result<(), String> {
+/// Run one step within `time` (`None`: no time left to start it). `Err`
+/// says how it failed (exit code, not wait status; the first line of its
+/// error output).
+fn run(step: &Step, time: Option<Duration>) -> Result<(), String> {
     let (program, args) = step.argv.split_first().ok_or("empty command")?;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let shown = step.argv.join(" ");
-    let output =
-        system::run(program, &system::plain(&args), &[]).map_err(|error| format!("{shown}: {}", error.text()))?;
+    let time = time.ok_or_else(|| format!("{shown}: not started, out of time"))?;
+    let timeout_ms = u32::try_from(time.as_millis()).unwrap_or(u32::MAX);
+    let output = system::run_with_timeout(program, &system::plain(&args), &[], timeout_ms)
+        .map_err(|error| format!("{shown}: {}", error.text()))?;
     let detail = || {
         let stderr = String::from_utf8_lossy(&output.stderr);
         match stderr.lines().map(str::trim).find(|line| !line.is_empty()) {
@@ -201,6 +248,48 @@ mod tests {
             // ifup ran again with the old file, to bring it back up.
             assert_eq!(host.runs.iter().filter(|(argv, _)| argv[0] == "/sbin/ifup").count(), 2);
         });
+    }
+
+    #[test]
+    fn a_failed_check_changes_nothing() {
+        machine(&[("/etc/network/interfaces", "old\n")]);
+        let mut plan = plan();
+        plan.checks.push(Check {
+            scratch: Write {
+                path: "/etc/network/check".into(),
+                contents: "new\n".into(),
+                mode: 0o600,
+            },
+            step: Step::required(
+                "Invalid /etc/network/interfaces",
+                &["/sbin/ifup", "--no-act", "-a", "-i", "/etc/network/check"],
+            ),
+        });
+        testing::with_host(|host| host.exit_codes.insert("/sbin/ifup".into(), 1));
+        let error = apply(&plan, "new-host").unwrap_err();
+        assert_eq!(
+            error,
+            "Invalid /etc/network/interfaces: /sbin/ifup --no-act -a -i /etc/network/check exited with 1"
+        );
+        testing::with_host(|host| {
+            assert_eq!(host.files.keys().collect::<Vec<_>>(), ["/etc/network/interfaces"]);
+            assert_eq!(host.files["/etc/network/interfaces"], b"old\n");
+            assert_eq!(host.runs.len(), 1, "nothing else ran");
+            assert!(host.hostname.is_none());
+        });
+    }
+
+    #[test]
+    fn time_runs_out_before_the_deadline_does() {
+        let started = Instant::now();
+        assert_eq!(time_left(started, APPLY_BUDGET), Some(STEP_TIMEOUT));
+        assert!(time_left(started, Duration::from_secs(3)).is_some_and(|left| left <= Duration::from_secs(3)));
+        assert_eq!(time_left(started, Duration::ZERO), None);
+        assert!(
+            run(&Step::required("x", &["/bin/true"]), None)
+                .unwrap_err()
+                .contains("out of time")
+        );
     }
 
     #[test]

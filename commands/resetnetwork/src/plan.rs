@@ -39,9 +39,19 @@ impl Step {
     }
 }
 
+/// A file checked before anything changes: written to a scratch path,
+/// given to the program that will read it, removed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub scratch: Write,
+    pub step: Step,
+}
+
 /// Everything one `resetnetwork` changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// Run first; the first that fails stops the command, nothing changed.
+    pub checks: Vec<Check>,
     pub writes: Vec<Write>,
     /// Files to remove (stale configuration this agent wrote before).
     pub removes: Vec<String>,
@@ -77,6 +87,7 @@ impl Plan {
 
     /// Add another plan's changes after this one's.
     pub fn extend(&mut self, other: Plan) {
+        self.checks.extend(other.checks);
         self.writes.extend(other.writes);
         self.removes.extend(other.removes);
         self.before.extend(other.before);

@@ -12,6 +12,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use wasmtime::component::{HasSelf, Linker};
@@ -88,31 +89,18 @@ impl Capability for System {
 
 impl wit::Host for CallSystem {
     async fn run(&mut self, program: String, args: Vec<Argument>, stdin: Vec<u8>) -> Result<ProgramOutput, Error> {
-        self.used = true;
-        // What is recorded: secret arguments redacted.
-        let shown: Vec<String> = std::iter::once(program.clone())
-            .chain(args.iter().map(|arg| match arg {
-                Argument::Plain(text) => text.clone(),
-                Argument::Secret(_) => "<redacted>".to_owned(),
-            }))
-            .collect();
-        let argv: Vec<String> = std::iter::once(program)
-            .chain(args.into_iter().map(|arg| match arg {
-                Argument::Plain(text) | Argument::Secret(text) => text,
-            }))
-            .collect();
-        if !self.grant.as_ref().is_some_and(|grant| grant.allows(&argv)) {
-            return Err(Error::NotGranted(format!(
-                "component {} may not run {} with these arguments",
-                self.component, argv[0]
-            )));
-        }
-        // Arguments may carry secrets (an activation key): log the program only.
-        tracing::info!(component = self.component, program = argv[0], "running a program");
-        if self.root.records_changes() {
-            return self.record(&shown, stdin.len());
-        }
-        run(&argv, stdin).await
+        self.run_program(program, args, stdin, None).await
+    }
+
+    async fn run_with_timeout(
+        &mut self,
+        program: String,
+        args: Vec<Argument>,
+        stdin: Vec<u8>,
+        timeout_ms: u32,
+    ) -> Result<ProgramOutput, Error> {
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        self.run_program(program, args, stdin, Some(timeout)).await
     }
 
     async fn interfaces(&mut self) -> Result<Vec<NetworkInterface>, Error> {
@@ -156,6 +144,53 @@ impl wit::Host for CallSystem {
 }
 
 impl CallSystem {
+    /// Check the grant, then run (or, under `--root`, record) the program.
+    async fn run_program(
+        &mut self,
+        program: String,
+        args: Vec<Argument>,
+        stdin: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<ProgramOutput, Error> {
+        self.used = true;
+        // What is recorded: secret arguments redacted.
+        let shown: Vec<String> = std::iter::once(program.clone())
+            .chain(args.iter().map(|arg| match arg {
+                Argument::Plain(text) => text.clone(),
+                Argument::Secret(_) => "<redacted>".to_owned(),
+            }))
+            .collect();
+        let argv: Vec<String> = std::iter::once(program)
+            .chain(args.into_iter().map(|arg| match arg {
+                Argument::Plain(text) | Argument::Secret(text) => text,
+            }))
+            .collect();
+        if !self.grant.as_ref().is_some_and(|grant| grant.allows(&argv)) {
+            return Err(Error::NotGranted(format!(
+                "component {} may not run {} with these arguments",
+                self.component, argv[0]
+            )));
+        }
+        // Arguments may carry secrets (an activation key): log the program only.
+        tracing::info!(component = self.component, program = argv[0], "running a program");
+        if self.root.records_changes() {
+            return self.record(&shown, stdin.len());
+        }
+        match timeout {
+            // Dropping the run kills the program (kill_on_drop).
+            Some(limit) => tokio::time::timeout(limit, run(&argv, stdin))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Failed(format!(
+                        "{} did not finish within {} ms and was killed",
+                        argv[0],
+                        limit.as_millis()
+                    )))
+                }),
+            None => run(&argv, stdin).await,
+        }
+    }
+
     fn record(&self, argv: &[String], stdin_bytes: usize) -> Result<ProgramOutput, Error> {
         let entry = serde_json::json!({
             "action": "run",
@@ -257,5 +292,40 @@ mod tests {
         let output = run(&argv(&["/bin/sh", "-c", "exit 3"]), Vec::new()).await.unwrap();
         assert_eq!(output.exit_code, Some(3));
         assert!(run(&argv(&["/nonexistent"]), Vec::new()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_program_past_its_timeout_is_killed_and_reported() {
+        let mut call = CallSystem {
+            grant: Some(Arc::new(grant(&[&["/bin/sleep", "*"]]))),
+            root: Arc::new(Root::host().unwrap()),
+            component: "test".into(),
+            used: false,
+        };
+        let started = std::time::Instant::now();
+        let error = wit::Host::run_with_timeout(
+            &mut call,
+            "/bin/sleep".into(),
+            vec![Argument::Plain("30".into())],
+            Vec::new(),
+            100,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&error, Error::Failed(text) if text == "/bin/sleep did not finish within 100 ms and was killed"),
+            "{error:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        let output = wit::Host::run_with_timeout(
+            &mut call,
+            "/bin/sleep".into(),
+            vec![Argument::Plain("0".into())],
+            Vec::new(),
+            10_000,
+        )
+        .await
+        .unwrap();
+        assert_eq!(output.exit_code, Some(0));
     }
 }

@@ -5,9 +5,12 @@
 
 use crate::config::{Interface, Interfaces};
 use crate::current;
-use crate::plan::{Plan, Step};
+use crate::plan::{Check, Plan, Step, Write};
 
 pub const PATH: &str = "/etc/network/interfaces";
+/// Where the new file is checked by ifupdown's parser before it replaces
+/// the old one.
+pub const SCRATCH: &str = "/etc/network/interfaces.guestward-check";
 
 const HEADER: &str = "\
 # Used by ifup(8) and ifdown(8). See the interfaces(5) manpage or
@@ -37,17 +40,23 @@ pub fn render(interfaces: &Interfaces) -> Result<Plan, String> {
         text.push_str(&stanza(interface, &mut stanzas));
     }
     let mut plan = Plan::default();
+    plan.checks.push(Check {
+        scratch: Write {
+            path: SCRATCH.to_owned(),
+            contents: text.clone(),
+            mode: 0o600,
+        },
+        step: Step::required(
+            "Invalid /etc/network/interfaces",
+            &["/sbin/ifup", "--no-act", "-a", "-i", SCRATCH],
+        ),
+    });
     plan.write(PATH, text);
     // Take down what the old file configured for these interfaces (before
-    // the file changes: ifdown reads it), then validate the new file and
-    // bring each stanza up.
+    // the file changes: ifdown reads it), then bring each stanza up.
     for name in declared(&old).into_iter().filter(|name| configured(name)) {
         plan.before.push(Step::optional(&["/sbin/ifdown", &name]));
     }
-    plan.apply.push(Step::required(
-        "Invalid /etc/network/interfaces",
-        &["/sbin/ifup", "--no-act", "-a"],
-    ));
     for name in &stanzas {
         plan.apply.push(Step::required(FAILURE, &["/sbin/ifup", name]));
     }
@@ -217,15 +226,12 @@ iface eth1 inet static
         let plan = render(&vector()).unwrap();
         assert_eq!(plan.contents(PATH).unwrap(), VECTOR_86);
         let ups: Vec<String> = plan.apply.iter().map(|step| step.argv.join(" ")).collect();
+        assert_eq!(ups, ["/sbin/ifup eth0", "/sbin/ifup eth0:1", "/sbin/ifup eth1"]);
         assert_eq!(
-            ups,
-            [
-                "/sbin/ifup --no-act -a",
-                "/sbin/ifup eth0",
-                "/sbin/ifup eth0:1",
-                "/sbin/ifup eth1"
-            ]
+            plan.checks[0].step.argv.join(" "),
+            format!("/sbin/ifup --no-act -a -i {SCRATCH}")
         );
+        assert_eq!(plan.checks[0].scratch.contents, VECTOR_86);
     }
 
     #[test]
