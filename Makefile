@@ -33,7 +33,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
         setup-rust setup-test
 
 # Fuzz targets (host/fuzz): FUZZ_SECONDS each, with nightly and cargo-fuzz.
-FUZZ_TARGETS := xenstore_frames nova_request policy
+FUZZ_TARGETS := xenstore_frames nova_request policy network_config
 FUZZ_SECONDS ?= 60
 
 all: build

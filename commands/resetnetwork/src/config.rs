@@ -120,6 +120,7 @@ fn normalise_one(entry: &Value, nics: &[LocalNic]) -> Result<Interface, String> 
         .rev()
         .find(|nic| nic.mac == mac)
         .ok_or_else(|| format!("Unknown interface MAC {mac}"))?;
+    check_interface_name(&nic.name)?;
     let list = |key: &str| match entry.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => Ok(items.clone()),
@@ -276,22 +277,35 @@ pub fn dotted_netmask(text: &str) -> Result<(Ipv4Addr, u8), String> {
     Ok((mask, prefixlen as u8))
 }
 
-/// A label goes into comments of every format: one printable line.
+/// A label goes only into comments, in every format: one line of text
+/// (no control characters, nor the Unicode line separators YAML honours).
 fn label(value: Option<&Value>) -> Result<Option<String>, String> {
+    let breaks_a_line = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) if text.chars().any(char::is_control) => Err(format!("Invalid label {text:?}")),
+        Some(Value::String(text)) if text.chars().any(breaks_a_line) => Err(format!("Invalid label {text:?}")),
         Some(Value::String(text)) => Ok(Some(text.clone())),
         Some(other) => Err(format!("Invalid label {other}")),
     }
 }
 
-/// A hostname every format can hold: 1 to 64 characters, none of them
-/// whitespace, control characters, quotes or `#`.
+/// A hostname every format can hold, quoted or not (FreeBSD's `rc.conf`
+/// is a shell script and has it bare): 1 to 64 letters, digits, `-`, `_`
+/// and `.`.
 pub fn check_hostname(hostname: &str) -> Result<(), String> {
-    let bad = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '#' | '\\' | '/' | '`' | '$');
-    if hostname.is_empty() || hostname.len() > 64 || hostname.chars().any(bad) {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if hostname.is_empty() || hostname.len() > 64 || !hostname.bytes().all(allowed) {
         return Err(format!("Invalid hostname {hostname:?}"));
+    }
+    Ok(())
+}
+
+/// An interface name goes into file names and shell variable names:
+/// letters, digits, `-`, `_` and `.` only.
+fn check_interface_name(name: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if name.is_empty() || name.len() > 15 || !name.bytes().all(allowed) {
+        return Err(format!("Unsupported interface name {name:?}"));
     }
     Ok(())
 }
@@ -483,7 +497,16 @@ pub mod tests {
     fn hostnames_that_would_break_a_file_are_refused() {
         check_hostname("test-server").unwrap();
         check_hostname("a.b.example.com").unwrap();
-        for bad in ["", "two words", "a\nb", "quote\"d", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "two words",
+            "a\nb",
+            "quote\"d",
+            "a;reboot",
+            "$(id)",
+            "a\u{2028}b",
+            &"x".repeat(65),
+        ] {
             assert!(check_hostname(bad).is_err(), "{bad:?}");
         }
     }

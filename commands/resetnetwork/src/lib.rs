@@ -70,6 +70,65 @@ fn reset() -> Result<(), String> {
     apply::apply(&plan, &hostname)
 }
 
+/// Every format's plan for `interfaces`, on an empty test host.
+#[cfg(not(target_arch = "wasm32"))]
+fn render_everything(interfaces: &config::Interfaces, hostname: &str) -> Vec<(os::Renderer, Plan)> {
+    use crate::os::Renderer;
+    let renderers = [
+        Renderer::Ifupdown,
+        Renderer::Ifcfg,
+        Renderer::SuseIfcfg,
+        Renderer::Gentoo { openrc: true },
+        Renderer::Gentoo { openrc: false },
+        Renderer::Netctl,
+        Renderer::ArchNetcfg,
+        Renderer::ArchRcConf,
+        Renderer::FreeBsd,
+        Renderer::Netplan,
+        Renderer::Networkd,
+        Renderer::NetworkManager,
+    ];
+    let mut plans = Vec::new();
+    for renderer in renderers {
+        guestward_sdk::testing::reset();
+        let Ok(mut plan) = render::render(renderer, interfaces, hostname) else {
+            continue;
+        };
+        plan.extend(hosts_plan(interfaces, hostname).unwrap_or_default());
+        plans.push((renderer, plan));
+    }
+    plans
+}
+
+/// For the fuzz target (`host/fuzz`, `network_config`): normalise any
+/// entries and render them in every format. What is written must hold no
+/// control character but newlines and tabs: nothing the hypervisor sends
+/// can add a line to a configuration file.
+#[doc(hidden)]
+#[cfg(not(target_arch = "wasm32"))]
+pub fn fuzz_render_everything(entries: &[serde_json::Value], hostname: &str) {
+    let nics = [("eth0", "bc:76:4e:20:5e:b2"), ("eth1", "bc:76:4e:20:5e:fb")].map(|(name, mac)| config::LocalNic {
+        name: name.into(),
+        mac: mac.into(),
+        up: true,
+    });
+    let Ok(interfaces) = config::normalise(entries, &nics) else {
+        return;
+    };
+    if config::check_hostname(hostname).is_err() {
+        return;
+    }
+    for (renderer, plan) in render_everything(&interfaces, hostname) {
+        for write in &plan.writes {
+            let bad = write
+                .contents
+                .chars()
+                .find(|c| c.is_control() && !matches!(c, '\n' | '\t'));
+            assert!(bad.is_none(), "{renderer:?} wrote {bad:?} into {}", write.path);
+        }
+    }
+}
+
 fn hosts_plan(interfaces: &config::Interfaces, hostname: &str) -> Result<Plan, String> {
     let old = current::read(hosts::PATH)?.unwrap_or_default();
     let mut plan = Plan::default();
@@ -127,6 +186,39 @@ mod tests {
             );
             assert_eq!(host.hostname.as_deref(), Some("test-server"));
         });
+    }
+
+    #[test]
+    fn a_label_only_ever_lands_in_comments() {
+        let label = "x'; reboot; echo \"$(id)\" `id` # ${HOME} \\";
+        let entry = serde_json::json!({"label": label, "mac": "bc:76:4e:20:5e:b2", "gateway": "192.0.2.1",
+            "ips": [{"ip": "192.0.2.2", "netmask": "255.255.255.0"}, {"ip": "192.0.2.3", "netmask": "255.255.255.0"}],
+            "ip6s": [{"ip": "2001:db8::2", "netmask": 64}], "dns": ["192.0.2.53"]});
+        let interfaces = config::normalise(&[entry], &config::tests::vector_nics()).unwrap();
+        let plans = render_everything(&interfaces, "host");
+        assert_eq!(plans.len(), 12);
+        for (renderer, plan) in plans {
+            for write in &plan.writes {
+                for line in write.contents.lines().filter(|line| line.contains(label)) {
+                    assert!(
+                        line.trim_start().starts_with('#'),
+                        "{renderer:?} {}: {line}",
+                        write.path
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_entries_never_put_control_characters_in_files() {
+        let entries = [
+            serde_json::json!({"label": "ok", "mac": "bc:76:4e:20:5e:b2", "ips": [{"ip": "192.0.2.2", "netmask": "255.255.255.0"}]}),
+            serde_json::json!({"label": "bad\u{0}", "mac": "bc:76:4e:20:5e:fb", "ips": [{"ip": "192.0.2.3", "netmask": "255.255.255.0"}]}),
+        ];
+        fuzz_render_everything(&entries[..1], "host");
+        fuzz_render_everything(&entries, "host");
+        fuzz_render_everything(&entries[..1], "bad\rhost");
     }
 
     #[test]

@@ -40,10 +40,10 @@ fn profile(interface: &Interface) -> String {
     if let Some(label) = &interface.label {
         text.push_str(&format!("# Label {label}\n"));
     }
+    // netctl profiles are shell: the label stays in the comment above.
+    let name = &interface.name;
     text.push_str(&format!(
-        "Description='{}'\nConnection=ethernet\nInterface={}\n",
-        interface.label.as_deref().unwrap_or(&interface.name),
-        interface.name
+        "Description='guestward {name}'\nConnection=ethernet\nInterface={name}\n"
     ));
     if interface.ip4s.is_empty() {
         text.push_str("IP=no\n");
@@ -105,7 +105,7 @@ mod tests {
         let plan = render(&vector()).unwrap();
         assert_eq!(
             plan.contents("/etc/netctl/eth0").unwrap(),
-            "# Automatically generated, do not edit\n# Label public\nDescription='public'\nConnection=ethernet\nInterface=eth0\nIP=static\nAddress=('104.130.169.159/24' '104.130.169.160/24')\nGateway='104.130.169.1'\nIP6=static\nAddress6=('2001:4802:7803:104:be76:4eff:fe20:5eb2/64')\nGateway6='fe80::def'\nDNS=('69.20.0.164' '69.20.0.196')\n"
+            "# Automatically generated, do not edit\n# Label public\nDescription='guestward eth0'\nConnection=ethernet\nInterface=eth0\nIP=static\nAddress=('104.130.169.159/24' '104.130.169.160/24')\nGateway='104.130.169.1'\nIP6=static\nAddress6=('2001:4802:7803:104:be76:4eff:fe20:5eb2/64')\nGateway6='fe80::def'\nDNS=('69.20.0.164' '69.20.0.196')\n"
         );
         assert!(
             plan.contents("/etc/netctl/eth1")
