@@ -74,10 +74,12 @@ build: components
 
 run: build
 	@mkdir -p target/run/root
+	@[ -f target/run/interfaces.json ] || echo '[{"name": "eth0", "mac": "52:54:00:12:34:56", "up": true}]' > target/run/interfaces.json
 	@echo "guestward: serving the local socket target/run/guestward.sock, acting on target/run/root"
 	@echo "talk to it from another shell:  target/release/guestward call --socket target/run/guestward.sock version"
 	@echo "stop it with Ctrl-C"
-	target/release/guestward serve --root target/run/root --socket target/run/guestward.sock --cache target/run/cache
+	target/release/guestward serve --root target/run/root --interfaces target/run/interfaces.json \
+	  --socket target/run/guestward.sock --cache target/run/cache
 
 ## Tests: unit tests next to the code, end-to-end tests in tests/ against a
 ## real xenstored.

@@ -18,11 +18,12 @@ pub const HEADER: &str = "\
 ";
 
 pub fn render(interfaces: &Interfaces, openrc: bool) -> Result<Plan, String> {
-    let modules = if current::exists("/sbin/ip")? || current::exists("/bin/ip")? {
-        "iproute2"
-    } else {
-        "ifconfig"
+    let ip = match (current::exists("/sbin/ip")?, current::exists("/bin/ip")?) {
+        (true, _) => Some("/sbin/ip"),
+        (false, true) => Some("/bin/ip"),
+        (false, false) => None,
     };
+    let modules = if ip.is_some() { "iproute2" } else { "ifconfig" };
     let mut text = format!("{HEADER}\nmodules=\"{modules}\"\n\n");
     for interface in interfaces.values() {
         text.push('\n');
@@ -41,10 +42,10 @@ pub fn render(interfaces: &Interfaces, openrc: bool) -> Result<Plan, String> {
     plan.write(PATH, text);
     for interface in interfaces.values() {
         let name = interface.name.as_str();
-        if modules == "iproute2" {
+        if let Some(ip) = ip {
             plan.apply.push(Step::required(
                 "Couldn't flush network",
-                &["/sbin/ip", "address", "flush", "dev", name],
+                &[ip, "address", "flush", "dev", name],
             ));
         }
         let service = format!("net.{name}");
