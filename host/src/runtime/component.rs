@@ -200,7 +200,7 @@ pub fn check_import(import: &str, grants: &Grants) -> Result<(), String> {
 fn policy_hint(interface: &str) -> String {
     match interface.rsplit('/').next() {
         Some(key @ ("files" | "xenstore")) => format!(" (its policy entry has no `{key}` grant)"),
-        Some("system") => " (its policy entry has no `programs` grant)".to_owned(),
+        Some("system") => " (its policy entry has neither `programs` nor `hostname = true`)".to_owned(),
         Some("download") => " (its policy entry has no `download` grant)".to_owned(),
         Some("update") => " (its policy entry has no `update = true`)".to_owned(),
         _ => String::new(),
