@@ -82,7 +82,42 @@ impl Route {
 /// Every configured interface, by name.
 pub type Interfaces = BTreeMap<String, Interface>;
 
+impl Ipv4 {
+    /// `address/prefixlen`.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.address, self.prefixlen)
+    }
+}
+
+impl Ipv6 {
+    /// `address/prefixlen`.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.address, self.prefixlen)
+    }
+}
+
 impl Interface {
+    /// Every address as `address/prefixlen`, IPv4 first.
+    pub fn cidrs(&self) -> Vec<String> {
+        self.ip4s
+            .iter()
+            .map(Ipv4::cidr)
+            .chain(self.ip6s.iter().map(Ipv6::cidr))
+            .collect()
+    }
+
+    /// Whether `route` is the default route through this interface's own
+    /// gateway, which every format already holds as the gateway (the
+    /// legacy agent skipped it too).
+    pub fn repeats_gateway(&self, route: &Route) -> bool {
+        route.is_default() && Some(route.gateway) == self.gateway4
+    }
+
+    /// The routes to write: all but one that repeats the gateway.
+    pub fn static_routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter().filter(|route| !self.repeats_gateway(route))
+    }
+
     /// The (IPv4, IPv6) pairs the legacy formats give one stanza or alias
     /// each: the two lists zipped, the shorter padded with `None`.
     pub fn pairs(&self) -> Vec<(Option<&Ipv4>, Option<&Ipv6>)> {

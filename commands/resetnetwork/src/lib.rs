@@ -73,29 +73,14 @@ fn reset() -> Result<(), String> {
 /// Every format's plan for `interfaces`, on an empty test host.
 #[cfg(not(target_arch = "wasm32"))]
 fn render_everything(interfaces: &config::Interfaces, hostname: &str) -> Vec<(os::Renderer, Plan)> {
-    use crate::os::Renderer;
-    let renderers = [
-        Renderer::Ifupdown,
-        Renderer::Ifcfg,
-        Renderer::SuseIfcfg,
-        Renderer::Gentoo { openrc: true },
-        Renderer::Gentoo { openrc: false },
-        Renderer::Netctl,
-        Renderer::ArchNetcfg,
-        Renderer::ArchRcConf,
-        Renderer::FreeBsd,
-        Renderer::Netplan,
-        Renderer::Networkd,
-        Renderer::NetworkManager,
-    ];
     let mut plans = Vec::new();
-    for renderer in renderers {
+    for (_, renderer) in os::RENDERERS {
         guestward_sdk::testing::reset();
-        let Ok(mut plan) = render::render(renderer, interfaces, hostname) else {
+        let Ok(mut plan) = render::render(*renderer, interfaces, hostname) else {
             continue;
         };
         plan.extend(hosts_plan(interfaces, hostname).unwrap_or_default());
-        plans.push((renderer, plan));
+        plans.push((*renderer, plan));
     }
     plans
 }

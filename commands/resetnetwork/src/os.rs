@@ -49,8 +49,8 @@ pub enum Renderer {
     NetworkManager,
 }
 
-/// The names the `renderer` setting takes.
-const RENDERERS: &[(&str, Renderer)] = &[
+/// The names the `renderer` setting takes: every renderer.
+pub const RENDERERS: &[(&str, Renderer)] = &[
     ("ifupdown", Renderer::Ifupdown),
     ("ifcfg", Renderer::Ifcfg),
     ("suse", Renderer::SuseIfcfg),

@@ -68,9 +68,7 @@ fn netcfg_profile(interface: &Interface) -> String {
         }
     }
     let routes: Vec<String> = interface
-        .routes
-        .iter()
-        .filter(|route| !(route.is_default() && Some(route.gateway) == interface.gateway4))
+        .static_routes()
         .map(|route| format!("\"{}/{} via {}\"", route.network, route.netmask, route.gateway))
         .collect();
     if !routes.is_empty() {
@@ -80,14 +78,8 @@ fn netcfg_profile(interface: &Interface) -> String {
         .ip4s
         .iter()
         .skip(1)
-        .map(|ip| format!("{}/{}", ip.address, ip.prefixlen))
-        .chain(
-            interface
-                .ip6s
-                .iter()
-                .skip(1)
-                .map(|ip| format!("{}/{}", ip.address, ip.prefixlen)),
-        )
+        .map(|ip| ip.cidr())
+        .chain(interface.ip6s.iter().skip(1).map(|ip| ip.cidr()))
         .collect();
     if !extra.is_empty() {
         let name = &interface.name;
@@ -194,7 +186,7 @@ fn legacy_network_lines(interfaces: &Interfaces) -> Vec<String> {
     let mut routes = Vec::new();
     for interface in interfaces.values() {
         for (index, route) in interface.routes.iter().enumerate() {
-            if route.is_default() && Some(route.gateway) == interface.gateway4 {
+            if interface.repeats_gateway(route) {
                 continue;
             }
             let variable = format!("{}_route{index}", interface.name);

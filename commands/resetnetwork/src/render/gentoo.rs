@@ -78,17 +78,7 @@ fn openrc_items(interface: &Interface) -> Vec<String> {
             lines.iter().map(|line| format!("  {line}\n")).collect::<String>()
         )
     };
-    let addresses: Vec<String> = interface
-        .ip4s
-        .iter()
-        .map(|ip| format!("{}/{}", ip.address, ip.prefixlen))
-        .chain(
-            interface
-                .ip6s
-                .iter()
-                .map(|ip| format!("{}/{}", ip.address, ip.prefixlen)),
-        )
-        .collect();
+    let addresses = interface.cidrs();
     let mut items = vec![quoted("config", &addresses)];
     let mut route_lines: Vec<String> = routes(interface)
         .map(|route| format!("{}/{} via {}", route.network, route.prefixlen, route.gateway))
@@ -120,12 +110,7 @@ fn legacy_items(interface: &Interface) -> Vec<String> {
         .ip4s
         .iter()
         .map(|ip| format!("{} netmask {}", ip.address, ip.netmask))
-        .chain(
-            interface
-                .ip6s
-                .iter()
-                .map(|ip| format!("{}/{}", ip.address, ip.prefixlen)),
-        )
+        .chain(interface.ip6s.iter().map(|ip| ip.cidr()))
         .collect();
     let mut items = vec![array("config", "  ", &addresses)];
     let mut route_lines: Vec<String> = routes(interface)

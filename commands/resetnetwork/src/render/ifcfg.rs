@@ -11,8 +11,8 @@
 
 use crate::config::{Interface, Interfaces};
 use crate::current;
-use crate::plan::{GENERATED, Plan, Step};
-use crate::render::stale_files;
+use crate::plan::{GENERATED, Plan};
+use crate::render::{is_ifcfg_file, restart_network_service, stale_files};
 
 pub const DIR: &str = "/etc/sysconfig/network-scripts";
 
@@ -50,19 +50,9 @@ pub fn render(interfaces: &Interfaces) -> Result<Plan, String> {
             None => {}
         }
     }
-    let stale = stale_files(DIR, &plan, |name| {
-        name.starts_with("ifcfg-") && name != "ifcfg-lo" && !name.contains('.')
-    })?;
+    let stale = stale_files(DIR, &plan, is_ifcfg_file)?;
     plan.removes.extend(stale);
-    let restart = if current::exists("/etc/init.d/network")? {
-        Step::required("Couldn't restart network", &["/etc/init.d/network", "restart"])
-    } else {
-        Step::required(
-            "Couldn't restart network",
-            &["/usr/bin/systemctl", "restart", "network"],
-        )
-    };
-    plan.apply.push(restart);
+    plan.apply.push(restart_network_service()?);
     Ok(plan)
 }
 
@@ -109,11 +99,7 @@ fn ifcfg_files(interface: &Interface) -> Vec<(String, String)> {
 /// `ADDRESSn`, `NETMASKn`, `GATEWAYn` per route, the default route through
 /// the interface's gateway left out; `None` when no route is left.
 fn route_file(interface: &Interface) -> Option<String> {
-    let routes: Vec<_> = interface
-        .routes
-        .iter()
-        .filter(|route| !(route.is_default() && Some(route.gateway) == interface.gateway4))
-        .collect();
+    let routes: Vec<_> = interface.static_routes().collect();
     if routes.is_empty() {
         return None;
     }

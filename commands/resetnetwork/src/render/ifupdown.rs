@@ -102,10 +102,7 @@ fn stanza(interface: &Interface, names: &mut Vec<String>) -> String {
         }
         names.push(name);
     }
-    for route in &interface.routes {
-        if route.is_default() && Some(route.gateway) == interface.gateway4 {
-            continue;
-        }
+    for route in interface.static_routes() {
         let spec = format!("-net {} netmask {} gw {}", route.network, route.netmask, route.gateway);
         text.push_str(&format!(
             "    post-up route add {spec} || true\n    pre-down route del {spec} || true\n"

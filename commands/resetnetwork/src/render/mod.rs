@@ -17,7 +17,7 @@ pub use gentoo::hostname_file as gentoo_hostname;
 
 use crate::config::Interfaces;
 use crate::os::Renderer;
-use crate::plan::Plan;
+use crate::plan::{Plan, Step};
 
 /// The plan of `renderer` for `interfaces`.
 pub fn render(renderer: Renderer, interfaces: &Interfaces, hostname: &str) -> Result<Plan, String> {
@@ -63,6 +63,23 @@ pub fn single_gateways(interfaces: &Interfaces) -> Result<Gateways<'_>, String> 
     Ok(Gateways {
         ipv4: gateways4.first().copied(),
         ipv6: gateways6.first().copied(),
+    })
+}
+
+/// An interface's `ifcfg-*` file (Red Hat, SuSE): not loopback's, not a
+/// backup or a disabled copy (no `.` in the name).
+pub fn is_ifcfg_file(name: &str) -> bool {
+    name.starts_with("ifcfg-") && name != "ifcfg-lo" && !name.contains('.')
+}
+
+/// Red Hat's and SuSE's `network` service, restarted through its init
+/// script where there is one, else systemd.
+pub fn restart_network_service() -> Result<Step, String> {
+    const FAILURE: &str = "Couldn't restart network";
+    Ok(if crate::current::exists("/etc/init.d/network")? {
+        Step::required(FAILURE, &["/etc/init.d/network", "restart"])
+    } else {
+        Step::required(FAILURE, &["/usr/bin/systemctl", "restart", "network"])
     })
 }
 

@@ -49,19 +49,13 @@ fn profile(interface: &Interface) -> String {
         text.push_str("IP=no\n");
     } else {
         text.push_str("IP=static\n");
-        let addresses = interface
-            .ip4s
-            .iter()
-            .map(|ip| format!("{}/{}", ip.address, ip.prefixlen))
-            .collect();
+        let addresses = interface.ip4s.iter().map(|ip| ip.cidr()).collect();
         text.push_str(&format!("Address=({})\n", quoted(addresses)));
         if let Some(gateway) = interface.gateway4 {
             text.push_str(&format!("Gateway='{gateway}'\n"));
         }
         let routes: Vec<String> = interface
-            .routes
-            .iter()
-            .filter(|route| !(route.is_default() && Some(route.gateway) == interface.gateway4))
+            .static_routes()
             .map(|route| format!("{}/{} via {}", route.network, route.prefixlen, route.gateway))
             .collect();
         if !routes.is_empty() {
@@ -70,11 +64,7 @@ fn profile(interface: &Interface) -> String {
     }
     if !interface.ip6s.is_empty() {
         text.push_str("IP6=static\n");
-        let addresses = interface
-            .ip6s
-            .iter()
-            .map(|ip| format!("{}/{}", ip.address, ip.prefixlen))
-            .collect();
+        let addresses = interface.ip6s.iter().map(|ip| ip.cidr()).collect();
         text.push_str(&format!("Address6=({})\n", quoted(addresses)));
         if let Some(gateway) = interface.gateway6 {
             text.push_str(&format!("Gateway6='{gateway}'\n"));

@@ -44,17 +44,7 @@ fn ethernet(text: &mut String, interface: &Interface) {
         interface.mac
     );
     let _ = writeln!(text, "      dhcp4: false\n      dhcp6: false\n      accept-ra: false");
-    let addresses: Vec<String> = interface
-        .ip4s
-        .iter()
-        .map(|ip| format!("{}/{}", ip.address, ip.prefixlen))
-        .chain(
-            interface
-                .ip6s
-                .iter()
-                .map(|ip| format!("{}/{}", ip.address, ip.prefixlen)),
-        )
-        .collect();
+    let addresses = interface.cidrs();
     let _ = writeln!(text, "      addresses:");
     for address in &addresses {
         let _ = writeln!(text, "        - \"{address}\"");
@@ -70,18 +60,12 @@ fn ethernet(text: &mut String, interface: &Interface) {
             .gateway6
             .map(|gateway| ("::/0".to_owned(), gateway.to_string())),
     );
-    routes.extend(
-        interface
-            .routes
-            .iter()
-            .filter(|route| !(route.is_default() && Some(route.gateway) == interface.gateway4))
-            .map(|route| {
-                (
-                    format!("{}/{}", route.network, route.prefixlen),
-                    route.gateway.to_string(),
-                )
-            }),
-    );
+    routes.extend(interface.static_routes().map(|route| {
+        (
+            format!("{}/{}", route.network, route.prefixlen),
+            route.gateway.to_string(),
+        )
+    }));
     if !routes.is_empty() {
         let _ = writeln!(text, "      routes:");
         for (to, via) in routes {

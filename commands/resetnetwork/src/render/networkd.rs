@@ -40,11 +40,8 @@ fn network_file(interface: &Interface) -> String {
         text.push_str(&format!("# Label {label}\n"));
     }
     text.push_str(&format!("[Match]\nMACAddress={}\n\n[Network]\n", interface.mac));
-    for ip in &interface.ip4s {
-        text.push_str(&format!("Address={}/{}\n", ip.address, ip.prefixlen));
-    }
-    for ip in &interface.ip6s {
-        text.push_str(&format!("Address={}/{}\n", ip.address, ip.prefixlen));
+    for address in interface.cidrs() {
+        text.push_str(&format!("Address={address}\n"));
     }
     if let Some(gateway) = interface.gateway4 {
         text.push_str(&format!("Gateway={gateway}\n"));
@@ -56,10 +53,7 @@ fn network_file(interface: &Interface) -> String {
         text.push_str(&format!("DNS={server}\n"));
     }
     text.push_str("DHCP=no\nIPv6AcceptRA=no\n");
-    for route in &interface.routes {
-        if route.is_default() && Some(route.gateway) == interface.gateway4 {
-            continue;
-        }
+    for route in interface.static_routes() {
         text.push_str(&format!(
             "\n[Route]\nDestination={}/{}\nGateway={}\n",
             route.network, route.prefixlen, route.gateway

@@ -69,15 +69,12 @@ fn keyfile(interface: &Interface) -> String {
     } else {
         text.push_str("method=manual\n");
         for (index, ip) in interface.ip4s.iter().enumerate() {
-            text.push_str(&format!("address{}={}/{}\n", index + 1, ip.address, ip.prefixlen));
+            text.push_str(&format!("address{}={}\n", index + 1, ip.cidr()));
         }
         if let Some(gateway) = interface.gateway4 {
             text.push_str(&format!("gateway={gateway}\n"));
         }
-        let routes = interface
-            .routes
-            .iter()
-            .filter(|route| !(route.is_default() && Some(route.gateway) == interface.gateway4));
+        let routes = interface.static_routes();
         for (index, route) in routes.enumerate() {
             text.push_str(&format!(
                 "route{}={}/{},{}\n",
@@ -97,7 +94,7 @@ fn keyfile(interface: &Interface) -> String {
     } else {
         text.push_str("method=manual\n");
         for (index, ip) in interface.ip6s.iter().enumerate() {
-            text.push_str(&format!("address{}={}/{}\n", index + 1, ip.address, ip.prefixlen));
+            text.push_str(&format!("address{}={}\n", index + 1, ip.cidr()));
         }
         if let Some(gateway) = interface.gateway6 {
             text.push_str(&format!("gateway={gateway}\n"));

@@ -8,8 +8,8 @@
 
 use crate::config::{Interface, Interfaces};
 use crate::current;
-use crate::plan::{GENERATED, Plan, Step};
-use crate::render::stale_files;
+use crate::plan::{GENERATED, Plan};
+use crate::render::{is_ifcfg_file, restart_network_service, stale_files};
 
 pub const DIR: &str = "/etc/sysconfig/network";
 const CONFIG: &str = "/etc/sysconfig/network/config";
@@ -34,19 +34,9 @@ pub fn render(interfaces: &Interfaces) -> Result<Plan, String> {
         .collect();
     let config = current::read(CONFIG)?.unwrap_or_default();
     plan.write(CONFIG, with_dns(&config, &servers.join(" ")));
-    let stale = stale_files(DIR, &plan, |name| {
-        name.starts_with("ifcfg-") && name != "ifcfg-lo" && !name.contains('.')
-    })?;
+    let stale = stale_files(DIR, &plan, is_ifcfg_file)?;
     plan.removes.extend(stale);
-    let restart = if current::exists("/etc/init.d/network")? {
-        Step::required("Couldn't restart network", &["/etc/init.d/network", "restart"])
-    } else {
-        Step::required(
-            "Couldn't restart network",
-            &["/usr/bin/systemctl", "restart", "network"],
-        )
-    };
-    plan.apply.push(restart);
+    plan.apply.push(restart_network_service()?);
     Ok(plan)
 }
 
@@ -85,9 +75,7 @@ fn ifcfg(interface: &Interface) -> String {
 /// gateway), then the default routes.
 fn ifroute(interface: &Interface) -> Option<String> {
     let mut lines: Vec<String> = interface
-        .routes
-        .iter()
-        .filter(|route| !(route.is_default() && Some(route.gateway) == interface.gateway4))
+        .static_routes()
         .map(|route| {
             format!(
                 "{} {} {} {}",
