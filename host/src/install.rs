@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::dispatch::Dispatcher;
 use crate::policy::Policy;
-use crate::runtime::{LoadedComponent, Registry, Runtime};
+use crate::runtime::Runtime;
 use crate::trust;
 
 /// One component to install.
@@ -75,34 +75,26 @@ impl InstallService {
         let staging_prefix = format!("{}/", staging.dir.display());
         let mut staged = Vec::new();
         for component in &components {
-            let loaded = self
+            let mut loaded = self
                 .runtime
                 .load(&staging.dir.join(&component.name), &self.policy)
                 .await
                 .map_err(|error| error.to_string().replace(&staging_prefix, ""))?;
+            // Where it will be once committed.
+            loaded.path = self.commands.join(&component.name);
             staged.push(loaded);
         }
-        let registry = self.registry_with(staged).await?;
+        // The loaded components, the staged ones replacing those of the
+        // same name; an error if two would claim one command.
+        let registry = self
+            .dispatcher
+            .registry()
+            .with_replaced(staged)
+            .map_err(|error| error.to_string())?;
         staging.commit(&self.commands, &components)?;
         let names = registry.names();
         self.dispatcher.replace_registry(registry);
         Ok(names)
-    }
-
-    /// The current components, the staged ones replacing those of the same
-    /// name; an error if two would claim one command.
-    async fn registry_with(&self, staged: Vec<LoadedComponent>) -> Result<Registry, String> {
-        let current = self
-            .runtime
-            .load_dir(&self.commands, &self.policy)
-            .await
-            .map_err(|error| error.to_string())?;
-        let mut components: Vec<LoadedComponent> = current
-            .into_iter()
-            .filter(|old| !staged.iter().any(|new| new.name == old.name))
-            .collect();
-        components.extend(staged);
-        Registry::build(components).map_err(|error| error.to_string())
     }
 }
 

@@ -24,7 +24,23 @@ pub struct DuplicateName {
 impl Registry {
     /// Route every name of every component; a name claimed twice is an error.
     pub fn build(components: Vec<LoadedComponent>) -> Result<Self, DuplicateName> {
-        let components: Vec<Arc<LoadedComponent>> = components.into_iter().map(Arc::new).collect();
+        Self::from_shared(components.into_iter().map(Arc::new).collect())
+    }
+
+    /// This registry's components, those named like one of `replacements`
+    /// replaced by it, and the other replacements added.
+    pub fn with_replaced(&self, replacements: Vec<LoadedComponent>) -> Result<Self, DuplicateName> {
+        let mut components: Vec<Arc<LoadedComponent>> = self
+            .components
+            .iter()
+            .filter(|old| !replacements.iter().any(|new| new.name == old.name))
+            .cloned()
+            .collect();
+        components.extend(replacements.into_iter().map(Arc::new));
+        Self::from_shared(components)
+    }
+
+    fn from_shared(components: Vec<Arc<LoadedComponent>>) -> Result<Self, DuplicateName> {
         let mut routes: BTreeMap<String, Arc<LoadedComponent>> = BTreeMap::new();
         for component in &components {
             for name in &component.info.names {
