@@ -53,6 +53,39 @@ pub struct ComponentPolicy {
 pub struct PathRule {
     pub path: PathBuf,
     pub access: Access,
+    /// To whom a file under `path` may be given (default: to nobody).
+    pub chown: Chown,
+    /// Whether files under `path` may get the setuid or setgid bit.
+    pub setuid: bool,
+}
+
+impl PathRule {
+    /// A rule that grants `access` and no ownership or setuid changes.
+    pub fn new(path: impl Into<PathBuf>, access: Access) -> Self {
+        Self {
+            path: path.into(),
+            access,
+            chown: Chown::Nobody,
+            setuid: false,
+        }
+    }
+}
+
+/// Which owner changes a read-write rule allows. Giving a file away, or
+/// making it setuid, turns a write grant into a way to act as another user,
+/// so each is granted by name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Chown {
+    /// Files keep their owner; new ones are the agent's.
+    #[default]
+    Nobody,
+    /// A file strictly inside an account's home directory (from the root's
+    /// `/etc/passwd`) may be given to that account and its primary group:
+    /// what SSH keys need.
+    HomeAccount,
+    /// Any owner.
+    Any,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -140,6 +173,10 @@ struct ComponentFile {
 struct FileRuleFile {
     path: Spanned<String>,
     access: Access,
+    #[serde(default)]
+    chown: Chown,
+    #[serde(default)]
+    setuid: bool,
 }
 
 impl Policy {
@@ -180,12 +217,20 @@ impl Policy {
                     rules
                         .into_iter()
                         .map(|rule| {
-                            let path = normalize_grant_path(rule.path.get_ref()).map_err(|message| {
-                                error_at(rule.path.span().start, format!("component.{name}.files: {message}"))
-                            })?;
+                            let at = rule.path.span().start;
+                            let path = normalize_grant_path(rule.path.get_ref())
+                                .map_err(|message| error_at(at, format!("component.{name}.files: {message}")))?;
+                            if rule.access == Access::Read && (rule.chown != Chown::Nobody || rule.setuid) {
+                                return Err(error_at(
+                                    at,
+                                    format!("component.{name}.files: chown and setuid need access = \"read-write\""),
+                                ));
+                            }
                             Ok(PathRule {
                                 path,
                                 access: rule.access,
+                                chown: rule.chown,
+                                setuid: rule.setuid,
                             })
                         })
                         .collect::<Result<Vec<_>, PolicyError>>()
@@ -297,7 +342,13 @@ impl std::fmt::Display for ComponentPolicy {
                 Access::Read => "read",
                 Access::ReadWrite => "read-write",
             };
-            writeln!(f, "  files     {access} {}", rule.path.display())?;
+            let chown = match rule.chown {
+                Chown::Nobody => "",
+                Chown::HomeAccount => ", chown to the home's account",
+                Chown::Any => ", chown to anyone",
+            };
+            let setuid = if rule.setuid { ", setuid/setgid" } else { "" };
+            writeln!(f, "  files     {access} {}{chown}{setuid}", rule.path.display())?;
         }
         for prefix in &self.xenstore {
             writeln!(f, "  xenstore  {prefix}")?;
@@ -474,14 +525,8 @@ mod tests {
         assert_eq!(
             net.files.unwrap(),
             [
-                PathRule {
-                    path: "/etc/network".into(),
-                    access: Access::ReadWrite
-                },
-                PathRule {
-                    path: "/etc/os-release".into(),
-                    access: Access::Read
-                },
+                PathRule::new("/etc/network", Access::ReadWrite),
+                PathRule::new("/etc/os-release", Access::Read),
             ]
         );
         assert_eq!(net.xenstore, ["vm-data/networking", "vm-data/hostname"]);
@@ -558,6 +603,39 @@ mod tests {
             let text = format!("[component.d]\ndownload = [{bad:?}]\n");
             assert!(Policy::parse(&text, "t").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn owner_and_setuid_changes_are_granted_by_name_on_writable_rules_only() {
+        let policy = Policy::parse(
+            r#"
+            [component.keys]
+            files = [
+                { path = "/home", access = "read-write", chown = "home-account" },
+                { path = "/opt/tools", access = "read-write", chown = "any", setuid = true },
+                { path = "/tmp", access = "read-write" },
+            ]
+            "#,
+            "t",
+        )
+        .unwrap();
+        let rules = policy.component("keys").files.unwrap();
+        assert_eq!((rules[0].chown, rules[0].setuid), (Chown::HomeAccount, false));
+        assert_eq!((rules[1].chown, rules[1].setuid), (Chown::Any, true));
+        assert_eq!((rules[2].chown, rules[2].setuid), (Chown::Nobody, false));
+        let error = Policy::parse(
+            "[component.x]\nfiles = [{ path = \"/etc\", access = \"read\", setuid = true }]\n",
+            "p.toml",
+        )
+        .unwrap_err();
+        assert!(error.message.contains("need access = \"read-write\""), "{error}");
+        assert!(
+            Policy::parse(
+                "[component.x]\nfiles = [{ path = \"/e\", access = \"read-write\", chown = \"root\" }]\n",
+                "t"
+            )
+            .is_err()
+        );
     }
 
     #[test]

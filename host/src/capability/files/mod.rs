@@ -47,6 +47,7 @@ impl Capability for Files {
                 component: call.component.into(),
             }),
             locks: ResourceTable::new(),
+            held_locks: 0,
             used: false,
         }
     }
@@ -66,11 +67,19 @@ pub struct HeldLock {
 /// The longest a component may wait for a lock.
 const MAX_LOCK_WAIT: Duration = Duration::from_secs(30);
 
+/// Locks one call may hold at once. Each holds a file descriptor until the
+/// call ends, and descriptors are shared by every component of the daemon:
+/// without a cap one call could take them all (a real command needs one or
+/// two). Every other descriptor an operation opens is closed before it
+/// returns.
+pub const MAX_LOCKS_PER_CALL: usize = 16;
+
 /// One call's file access (`None` when the component has no files grant).
 #[derive(Debug)]
 pub struct CallFiles {
     access: Option<FilesAccess>,
     locks: ResourceTable,
+    held_locks: usize,
     used: bool,
 }
 
@@ -132,12 +141,19 @@ impl wit::Host for CallFiles {
     }
 
     async fn lock(&mut self, path: String, timeout_ms: u32) -> Result<Resource<FileLock>, Error> {
+        if self.held_locks >= MAX_LOCKS_PER_CALL {
+            self.used = true;
+            return Err(Error::Io(format!(
+                "{path}: this call already holds {MAX_LOCKS_PER_CALL} locks, the most one call may hold"
+            )));
+        }
         let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_LOCK_WAIT);
         let fd = self.run(move |access| access.lock(&path, timeout)).await?;
         let held = self
             .locks
             .push(HeldLock { _fd: fd })
             .map_err(|error| Error::Io(format!("cannot hold the lock: {error}")))?;
+        self.held_locks += 1;
         Ok(Resource::new_own(held.rep()))
     }
 }
@@ -145,6 +161,7 @@ impl wit::Host for CallFiles {
 impl wit::HostFileLock for CallFiles {
     async fn drop(&mut self, lock: Resource<FileLock>) -> wasmtime::Result<()> {
         self.locks.delete(Resource::<HeldLock>::new_own(lock.rep()))?;
+        self.held_locks -= 1;
         Ok(())
     }
 }

@@ -5,6 +5,11 @@
 //! checks the real location again (a symlink may lead elsewhere). Writes
 //! never modify a file in place: new contents go to a temporary file in the
 //! same directory, which is synced and renamed over the old one.
+//!
+//! A write grant alone never gives a file away or makes it setuid: an owner
+//! change or a setuid/setgid bit needs the rule's `chown` or `setuid`.
+//! Nothing here blocks on a FIFO or opens a device: entries are opened
+//! non-blocking and anything but a regular file or a directory is refused.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
@@ -15,10 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
-use super::resolve::{Resolved, Walk, WalkError, resolve};
-use crate::policy::{Access, PathRule};
+use super::resolve::{Resolved, Walk, WalkError, WalkFailure, resolve};
+use crate::policy::{Access, Chown, PathRule};
 use crate::root::Root;
 use crate::runtime::bindings::guestward::command::files::{DirEntry, Error, FileKind, FileMetadata, ReplaceOptions};
 
@@ -30,6 +35,9 @@ const NEW_FILE_MODE: u32 = 0o644;
 
 /// How often a held lock is tried again.
 const LOCK_RETRY: Duration = Duration::from_millis(50);
+
+/// The largest `/etc/passwd` read to find whose home a path is in.
+const MAX_PASSWD_BYTES: u64 = 4 << 20;
 
 /// Names temporary files uniquely within this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -46,7 +54,40 @@ impl FilesGrant {
             .iter()
             .any(|rule| real.starts_with(&rule.path) && rule.access >= access)
     }
+
+    fn writable_rules<'a>(&'a self, real: &'a Path) -> impl Iterator<Item = &'a PathRule> {
+        self.rules
+            .iter()
+            .filter(move |rule| real.starts_with(&rule.path) && rule.access == Access::ReadWrite)
+    }
+
+    fn allows_setuid(&self, real: &Path) -> bool {
+        self.writable_rules(real).any(|rule| rule.setuid)
+    }
+
+    /// The widest owner change the rules covering `real` allow.
+    fn chown(&self, real: &Path) -> Chown {
+        let chowns: Vec<Chown> = self.writable_rules(real).map(|rule| rule.chown).collect();
+        if chowns.contains(&Chown::Any) {
+            Chown::Any
+        } else if chowns.contains(&Chown::HomeAccount) {
+            Chown::HomeAccount
+        } else {
+            Chown::Nobody
+        }
+    }
 }
+
+/// A user and group id pair.
+type Ids = (u32, u32);
+
+/// Who the agent is: the owner of the files it creates.
+fn agent_ids() -> Ids {
+    (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
+}
+
+/// Permission bits that make a program run as its file's owner or group.
+const SET_ID_BITS: u32 = 0o6000;
 
 /// One component's file access, inside one root.
 #[derive(Debug, Clone)]
@@ -59,25 +100,13 @@ pub struct FilesAccess {
 impl FilesAccess {
     pub fn read(&self, path: &str) -> Result<Vec<u8>, Error> {
         let resolved = self.resolve(path, Access::Read, true)?;
-        let file = open_entry(&resolved, OFlags::RDONLY).map_err(|error| io_error(path, error))?;
-        let stat = rustix::fs::fstat(&file).map_err(|error| io_error(path, error.into()))?;
-        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
-            return Err(Error::IsADirectory(path.to_owned()));
-        }
-        let mut contents = Vec::new();
-        std::fs::File::from(file)
-            .take(MAX_READ_BYTES + 1)
-            .read_to_end(&mut contents)
-            .map_err(|error| io_error(path, error))?;
-        if contents.len() as u64 > MAX_READ_BYTES {
-            return Err(Error::TooLarge(format!("{path} is larger than {MAX_READ_BYTES} bytes")));
-        }
-        Ok(contents)
+        read_regular(&resolved, path, MAX_READ_BYTES)
     }
 
     pub fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
         let resolved = self.resolve(path, Access::Read, true)?;
-        let dir = open_entry(&resolved, OFlags::RDONLY | OFlags::DIRECTORY).map_err(|error| io_error(path, error))?;
+        let (dir, _) =
+            open_entry(&resolved, OFlags::RDONLY | OFlags::DIRECTORY).map_err(|error| io_error(path, error))?;
         let mut entries = Vec::new();
         for entry in rustix::fs::Dir::read_from(&dir).map_err(|error| io_error(path, error.into()))? {
             let entry = entry.map_err(|error| io_error(path, error.into()))?;
@@ -155,6 +184,11 @@ impl FilesAccess {
             .owner
             .map(|owner| (owner.uid, owner.gid))
             .or(regular.map(|stat| (stat.st_uid, stat.st_gid)));
+        self.check_mode(path, &resolved.real, mode)?;
+        if let Some(owner) = owner {
+            let current = regular.map_or_else(agent_ids, |stat| (stat.st_uid, stat.st_gid));
+            self.check_owner(path, &resolved.real, owner, current)?;
+        }
 
         let (temp, file) = create_temp(&resolved.parent, name).map_err(|error| io_error(path, error))?;
         let written = write_contents(file, contents, mode, owner).and_then(|()| {
@@ -191,8 +225,9 @@ impl FilesAccess {
             self.resolve(path, Access::ReadWrite, false)?
         };
         let name = entry_name(&resolved, path)?;
-        let mode = Mode::from_raw_mode(mode.unwrap_or(0o755) & 0o7777);
-        match rustix::fs::mkdirat(&resolved.parent, name, mode) {
+        let mode = mode.unwrap_or(0o755) & 0o7777;
+        self.check_mode(path, &resolved.real, mode)?;
+        match rustix::fs::mkdirat(&resolved.parent, name, Mode::from_raw_mode(mode)) {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::EXIST) if recursive && self.is_directory(&resolved, name) => Ok(()),
             Err(error) => Err(io_error(path, error.into())),
@@ -208,15 +243,35 @@ impl FilesAccess {
             .map_err(|error| io_error(source, error.into()))
     }
 
-    /// Change the mode and/or owner of a file or directory (a symlink is
-    /// refused: its mode means nothing and chown would follow it).
-    pub fn set_permissions(&self, path: &str, mode: Option<u32>, owner: Option<(u32, u32)>) -> Result<(), Error> {
+    /// Change the mode and/or owner of a file or directory, on the
+    /// descriptor of what the walk found: a symlink is refused (its mode
+    /// means nothing and chown would follow it), and so is a file with
+    /// other hard links (a link a user planted would carry the change to a
+    /// file elsewhere).
+    pub fn set_permissions(&self, path: &str, mode: Option<u32>, owner: Option<Ids>) -> Result<(), Error> {
         let resolved = self.resolve(path, Access::ReadWrite, false)?;
         let stat = stat_entry(&resolved).map_err(|error| io_error(path, error))?;
         if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
             return Err(Error::Io(format!("{path} is a symlink")));
         }
-        let target = open_entry(&resolved, OFlags::RDONLY).map_err(|error| io_error(path, error))?;
+        let (target, stat) = open_entry(&resolved, OFlags::RDONLY).map_err(|error| io_error(path, error))?;
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Directory => {}
+            FileType::RegularFile if stat.st_nlink > 1 => {
+                return Err(Error::NotGranted(format!(
+                    "{path} has {} hard links: changing its permissions would change every one of them",
+                    stat.st_nlink
+                )));
+            }
+            FileType::RegularFile => {}
+            _ => return Err(not_a_regular_file(path)),
+        }
+        if let Some(mode) = mode {
+            self.check_mode(path, &resolved.real, mode)?;
+        }
+        if let Some(owner) = owner {
+            self.check_owner(path, &resolved.real, owner, (stat.st_uid, stat.st_gid))?;
+        }
         if let Some((uid, gid)) = owner {
             rustix::fs::fchown(
                 &target,
@@ -232,23 +287,37 @@ impl FilesAccess {
         Ok(())
     }
 
-    /// Take the `lckpwdf(3)` lock (an exclusive `fcntl` lock on the whole
-    /// file) on `path`, creating it (0600) if missing; retry until `timeout`.
-    /// The lock lasts as long as the returned descriptor.
+    /// Take the `lckpwdf(3)` lock (an exclusive `fcntl` write lock on the
+    /// whole file) on `path`, creating it (0600) if missing; retry until
+    /// `timeout`. The lock lasts as long as the returned descriptor.
+    ///
+    /// It is an open file description lock (`F_OFD_SETLK`): it belongs to
+    /// this descriptor, not to the daemon's process, so two components (or
+    /// two calls) exclude each other, and closing another descriptor of the
+    /// same file releases nothing. It conflicts with the classic process
+    /// locks `lckpwdf`, `passwd` and `vipw` take.
     pub fn lock(&self, path: &str, timeout: Duration) -> Result<OwnedFd, Error> {
         let resolved = self.resolve(path, Access::ReadWrite, false)?;
         let name = entry_name(&resolved, path)?;
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // Opened for writing, a FIFO would fail with ENXIO; say what it is.
+        if stat_entry(&resolved).is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile) {
+            return Err(not_a_regular_file(path));
+        }
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&resolved.parent, name, flags, Mode::from_raw_mode(0o600))
             .map_err(|error| io_error(path, error.into()))?;
+        let stat = rustix::fs::fstat(&fd).map_err(|error| io_error(path, error.into()))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(not_a_regular_file(path));
+        }
         let deadline = Instant::now() + timeout;
         loop {
-            match rustix::fs::fcntl_lock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            match try_lock_exclusive(&fd) {
                 Ok(()) => return Ok(fd),
-                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::ACCESS) if Instant::now() < deadline => {
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) if Instant::now() < deadline => {
                     std::thread::sleep(LOCK_RETRY);
                 }
-                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::ACCESS) => {
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
                     return Err(Error::Io(format!(
                         "{path} is locked by another program (waited {} ms)",
                         timeout.as_millis()
@@ -266,7 +335,7 @@ impl FilesAccess {
             follow_final,
             create_dirs: None,
         };
-        let resolved = resolve(&self.root, &requested, &walk).map_err(|error| walk_error(path, error))?;
+        let resolved = resolve(&self.root, &requested, &walk).map_err(|error| self.walk_error(path, error))?;
         self.check_real(path, &resolved.real, access)?;
         Ok(resolved)
     }
@@ -279,20 +348,14 @@ impl FilesAccess {
             if self.grant.allows(real, Access::ReadWrite) {
                 Ok(())
             } else {
-                Err(io::Error::new(io::ErrorKind::PermissionDenied, NotGrantedDir))
+                Err(io::Error::from(io::ErrorKind::PermissionDenied))
             }
         };
         let walk = Walk {
             follow_final: false,
             create_dirs: Some(&check),
         };
-        let resolved = resolve(&self.root, &requested, &walk).map_err(|error| {
-            if error.error.get_ref().is_some_and(|inner| inner.is::<NotGrantedDir>()) {
-                self.not_granted(path, &error.at, Access::ReadWrite)
-            } else {
-                walk_error(path, error)
-            }
-        })?;
+        let resolved = resolve(&self.root, &requested, &walk).map_err(|error| self.walk_error(path, error))?;
         self.check_real(path, &resolved.real, Access::ReadWrite)?;
         Ok(resolved)
     }
@@ -312,6 +375,64 @@ impl FilesAccess {
         } else {
             Err(self.not_granted(path, real, access))
         }
+    }
+
+    fn walk_error(&self, path: &str, error: WalkError) -> Error {
+        match error.failure {
+            WalkFailure::Io(io) => io_error(path, io),
+            WalkFailure::Refused(_) => self.not_granted(path, &error.at, Access::ReadWrite),
+            WalkFailure::UntrustedSymlink => Error::NotGranted(format!(
+                "{path}: {} is a symlink in a directory that a user other than the agent can write; \
+                 it is not followed",
+                error.at.display()
+            )),
+        }
+    }
+
+    /// Refuse the setuid and setgid bits unless a rule grants them here.
+    fn check_mode(&self, path: &str, real: &Path, mode: u32) -> Result<(), Error> {
+        if mode & SET_ID_BITS == 0 || self.grant.allows_setuid(real) {
+            return Ok(());
+        }
+        Err(Error::NotGranted(format!(
+            "{path}: mode {mode:o} sets the setuid or setgid bit, which is not granted to component {}",
+            self.component
+        )))
+    }
+
+    /// Refuse giving `real` (now owned by `current`) to `owner` unless a
+    /// rule grants that owner change here.
+    fn check_owner(&self, path: &str, real: &Path, owner: Ids, current: Ids) -> Result<(), Error> {
+        if owner == current {
+            return Ok(());
+        }
+        let allowed = match self.grant.chown(real) {
+            Chown::Any => true,
+            Chown::HomeAccount => self.home_accounts_of(real)?.contains(&owner),
+            Chown::Nobody => false,
+        };
+        if allowed {
+            return Ok(());
+        }
+        let (uid, gid) = owner;
+        Err(Error::NotGranted(format!(
+            "{path}: giving it to {uid}:{gid} is not granted to component {} \
+             (a file may be given only to the account whose home directory holds it, where the policy says chown = \"home-account\")",
+            self.component
+        )))
+    }
+
+    /// The accounts (uid, primary gid) whose home directory, per the root's
+    /// `/etc/passwd`, is the deepest one strictly holding `real`.
+    fn home_accounts_of(&self, real: &Path) -> Result<Vec<Ids>, Error> {
+        const PASSWD: &str = "/etc/passwd";
+        let walk = Walk {
+            follow_final: true,
+            create_dirs: None,
+        };
+        let resolved = resolve(&self.root, Path::new(PASSWD), &walk).map_err(|error| self.walk_error(PASSWD, error))?;
+        let passwd = read_regular(&resolved, PASSWD, MAX_PASSWD_BYTES)?;
+        Ok(homes_holding(&String::from_utf8_lossy(&passwd), real))
     }
 
     fn not_granted(&self, path: &str, real: &Path, access: Access) -> Error {
@@ -349,17 +470,65 @@ impl FilesAccess {
     }
 }
 
-/// A directory the walk would create lies outside the writable grants.
-#[derive(Debug)]
-struct NotGrantedDir;
-
-impl std::fmt::Display for NotGrantedDir {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("not granted")
-    }
+/// From passwd lines: the accounts whose home is the deepest directory
+/// strictly above `real` (the filesystem root is nobody's home here).
+fn homes_holding(passwd: &str, real: &Path) -> Vec<Ids> {
+    let accounts: Vec<(PathBuf, Ids)> = passwd
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let [_, _, uid, gid, _, home, ..] = fields.as_slice() else {
+                return None;
+            };
+            let home = validate(home).ok().filter(|home| home != Path::new("/"))?;
+            Some((home, (uid.parse().ok()?, gid.parse().ok()?)))
+        })
+        .filter(|(home, _)| real.starts_with(home) && real != home)
+        .collect();
+    let deepest = accounts.iter().map(|(home, _)| home.components().count()).max();
+    accounts
+        .iter()
+        .filter(|(home, _)| Some(home.components().count()) == deepest)
+        .map(|(_, ids)| *ids)
+        .collect()
 }
 
-impl std::error::Error for NotGrantedDir {}
+/// An exclusive open file description lock on the whole file, or why not.
+fn try_lock_exclusive(fd: &OwnedFd) -> Result<(), nix::errno::Errno> {
+    let whole_file = nix::libc::flock {
+        l_type: nix::libc::F_WRLCK as i16,
+        l_whence: nix::libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_SETLK(&whole_file)).map(drop)
+}
+
+/// A regular file's contents, at most `limit` bytes.
+fn read_regular(resolved: &Resolved, path: &str, limit: u64) -> Result<Vec<u8>, Error> {
+    let (file, stat) = open_entry(resolved, OFlags::RDONLY).map_err(|error| io_error(path, error))?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Directory => return Err(Error::IsADirectory(path.to_owned())),
+        _ => return Err(not_a_regular_file(path)),
+    }
+    let mut contents = Vec::new();
+    std::fs::File::from(file)
+        .take(limit + 1)
+        .read_to_end(&mut contents)
+        .map_err(|error| io_error(path, error))?;
+    if contents.len() as u64 > limit {
+        return Err(Error::TooLarge(format!("{path} is larger than {limit} bytes")));
+    }
+    Ok(contents)
+}
+
+fn not_a_regular_file(path: &str) -> Error {
+    Error::Io(format!(
+        "{path} is not a regular file or directory (a FIFO, socket or device is never opened)"
+    ))
+}
 
 /// An absolute path without `..` or NUL, `.` components dropped.
 fn validate(path: &str) -> Result<PathBuf, Error> {
@@ -389,12 +558,18 @@ fn entry_name<'a>(resolved: &'a Resolved, path: &str) -> Result<&'a OsStr, Error
         .ok_or_else(|| Error::IsADirectory(format!("{path} is the root directory")))
 }
 
-fn open_entry(resolved: &Resolved, flags: OFlags) -> io::Result<OwnedFd> {
-    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    Ok(match &resolved.name {
+/// Open the entry and describe what was opened. A final symlink is not
+/// followed, and opening never blocks: `O_NONBLOCK` makes a FIFO without a
+/// writer open at once instead of holding a blocking thread forever (the
+/// callers then refuse what is not a regular file or directory).
+fn open_entry(resolved: &Resolved, flags: OFlags) -> io::Result<(OwnedFd, Stat)> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match &resolved.name {
         Some(name) => rustix::fs::openat(&resolved.parent, name, flags, Mode::empty())?,
         None => resolved.parent.try_clone()?,
-    })
+    };
+    let stat = rustix::fs::fstat(&fd)?;
+    Ok((fd, stat))
 }
 
 fn stat_entry(resolved: &Resolved) -> io::Result<Stat> {
@@ -461,10 +636,6 @@ fn link_backup(dir: &OwnedFd, name: &OsStr, backup: &OsStr) -> io::Result<()> {
     Ok(())
 }
 
-fn walk_error(path: &str, error: WalkError) -> Error {
-    io_error(path, error.error)
-}
-
 fn io_error(path: &str, error: io::Error) -> Error {
     match error.kind() {
         io::ErrorKind::NotFound => Error::NotFound(path.to_owned()),
@@ -480,6 +651,7 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
     use super::*;
+    use crate::runtime::bindings::guestward::command::files::Owner;
 
     /// A root directory with `/etc/app` writable, `/etc/ro` read-only, and
     /// `/secret` granted to nobody.
@@ -490,21 +662,22 @@ mod tests {
 
     impl Fixture {
         fn new() -> Self {
+            Self::with_rules(vec![
+                PathRule::new("/etc/app", Access::ReadWrite),
+                PathRule::new("/etc/ro", Access::Read),
+            ])
+        }
+
+        fn with_rules(rules: Vec<PathRule>) -> Self {
             let dir = tempfile::tempdir().unwrap();
             for sub in ["etc/app", "etc/ro", "secret"] {
                 std::fs::create_dir_all(dir.path().join(sub)).unwrap();
             }
             std::fs::write(dir.path().join("secret/key"), "top secret").unwrap();
             std::fs::write(dir.path().join("etc/ro/conf"), "read me").unwrap();
-            let rule = |path: &str, access| PathRule {
-                path: path.into(),
-                access,
-            };
             let access = FilesAccess {
                 root: Arc::new(Root::open(dir.path()).unwrap()),
-                grant: Arc::new(FilesGrant {
-                    rules: vec![rule("/etc/app", Access::ReadWrite), rule("/etc/ro", Access::Read)],
-                }),
+                grant: Arc::new(FilesGrant { rules }),
                 component: "test".into(),
             };
             Self { dir, access }
@@ -719,6 +892,256 @@ mod tests {
         fixture.access.remove("/etc/app/b").unwrap();
         assert!(fixture.access.list_dir("/etc/app").unwrap().is_empty());
         assert!(matches!(fixture.access.remove("/etc/app/b"), Err(Error::NotFound(_))));
+    }
+
+    fn is_root() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    fn mode_of(fixture: &Fixture, path: &str) -> u32 {
+        std::fs::symlink_metadata(fixture.host_path(path)).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_write_grant_alone_makes_nothing_setuid() {
+        let fixture = Fixture::new();
+        let setuid = ReplaceOptions {
+            mode: Some(0o6755),
+            ..options()
+        };
+        assert!(is_not_granted(fixture.access.replace("/etc/app/tool", b"#!", &setuid)));
+        assert!(!fixture.host_path("etc/app/tool").exists());
+        assert!(is_not_granted(fixture.access.create_dir(
+            "/etc/app/shared",
+            Some(0o2775),
+            false
+        )));
+        fixture.write("/etc/app/tool", "#!").unwrap();
+        assert!(is_not_granted(fixture.access.set_permissions(
+            "/etc/app/tool",
+            Some(0o4755),
+            None
+        )));
+        assert_eq!(mode_of(&fixture, "/etc/app/tool"), 0o644);
+        // Replacing a file that already is setuid would hand its privilege
+        // to the new contents.
+        std::fs::set_permissions(
+            fixture.host_path("etc/app/tool"),
+            std::fs::Permissions::from_mode(0o4755),
+        )
+        .unwrap();
+        assert!(is_not_granted(fixture.write("/etc/app/tool", "new contents")));
+        assert_eq!(
+            std::fs::read_to_string(fixture.host_path("etc/app/tool")).unwrap(),
+            "#!"
+        );
+    }
+
+    #[test]
+    fn a_write_grant_alone_gives_no_file_away() {
+        let fixture = Fixture::new();
+        let given = ReplaceOptions {
+            owner: Some(Owner { uid: 4242, gid: 4242 }),
+            ..options()
+        };
+        assert!(is_not_granted(fixture.access.replace("/etc/app/mine", b"x", &given)));
+        assert!(!fixture.host_path("etc/app/mine").exists());
+        fixture.write("/etc/app/mine", "x").unwrap();
+        assert!(is_not_granted(fixture.access.set_permissions(
+            "/etc/app/mine",
+            None,
+            Some((4242, 4242))
+        )));
+        let meta = std::fs::metadata(fixture.host_path("etc/app/mine")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), agent_ids());
+        // Giving a file to its current owner is no change.
+        fixture
+            .access
+            .set_permissions("/etc/app/mine", Some(0o600), Some(agent_ids()))
+            .unwrap();
+    }
+
+    #[test]
+    fn setuid_and_any_owner_are_granted_by_name() {
+        let mut tools = PathRule::new("/etc/app", Access::ReadWrite);
+        tools.setuid = true;
+        tools.chown = Chown::Any;
+        let fixture = Fixture::with_rules(vec![tools]);
+        let setuid = ReplaceOptions {
+            mode: Some(0o4755),
+            ..options()
+        };
+        fixture.access.replace("/etc/app/tool", b"#!", &setuid).unwrap();
+        assert_eq!(mode_of(&fixture, "/etc/app/tool"), 0o4755);
+        if is_root() {
+            fixture
+                .access
+                .set_permissions("/etc/app/tool", None, Some((4242, 4242)))
+                .unwrap();
+            let meta = std::fs::metadata(fixture.host_path("etc/app/tool")).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (4242, 4242));
+        }
+    }
+
+    #[test]
+    fn files_go_only_to_the_account_whose_home_holds_them() {
+        let mut home = PathRule::new("/home", Access::ReadWrite);
+        home.chown = Chown::HomeAccount;
+        let fixture = Fixture::with_rules(vec![home]);
+        std::fs::write(
+            fixture.host_path("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nalice:x:4242:4243::/home/alice:/bin/sh\nsvc:x:4300:4300::/:/bin/false\n",
+        )
+        .unwrap();
+        let accounts = |path: &str| {
+            homes_holding(
+                &std::fs::read_to_string(fixture.host_path("etc/passwd")).unwrap(),
+                Path::new(path),
+            )
+        };
+        assert_eq!(accounts("/home/alice/.ssh/authorized_keys"), [(4242, 4243)]);
+        assert!(accounts("/home/alice").is_empty(), "the home itself is not inside it");
+        assert!(accounts("/home/alicex/f").is_empty(), "homes match whole components");
+        assert!(accounts("/etc/x").is_empty(), "/ is nobody's home here");
+
+        let alice = |uid, gid| ReplaceOptions {
+            owner: Some(Owner { uid, gid }),
+            create_parents: true,
+            ..options()
+        };
+        assert!(is_not_granted(fixture.access.replace(
+            "/home/bob/.ssh/authorized_keys",
+            b"k",
+            &alice(4242, 4243)
+        )));
+        assert!(is_not_granted(fixture.access.replace(
+            "/home/alice/.ssh/authorized_keys",
+            b"k",
+            &alice(4242, 0)
+        )));
+        assert!(is_not_granted(fixture.access.replace(
+            "/home/alice/.ssh/authorized_keys",
+            b"k",
+            &alice(4300, 4300)
+        )));
+        if is_root() {
+            fixture
+                .access
+                .replace("/home/alice/.ssh/authorized_keys", b"k", &alice(4242, 4243))
+                .unwrap();
+            let meta = std::fs::metadata(fixture.host_path("home/alice/.ssh/authorized_keys")).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (4242, 4243));
+            assert!(is_not_granted(fixture.access.set_permissions(
+                "/home/alice",
+                None,
+                Some((4242, 4243))
+            )));
+        }
+    }
+
+    #[test]
+    fn a_hard_link_carries_no_permission_change_elsewhere() {
+        let fixture = Fixture::new();
+        fixture.write("/etc/app/file", "x").unwrap();
+        std::fs::hard_link(fixture.host_path("etc/app/file"), fixture.host_path("etc/app/link")).unwrap();
+        assert!(is_not_granted(fixture.access.set_permissions(
+            "/etc/app/link",
+            Some(0o666),
+            None
+        )));
+        assert_eq!(mode_of(&fixture, "/etc/app/file"), 0o644);
+    }
+
+    #[test]
+    fn a_users_symlink_cannot_redirect_a_write_to_roots_files() {
+        if !is_root() {
+            eprintln!("skipped: needs root to give a directory to another user");
+            return;
+        }
+        let mut home = PathRule::new("/home", Access::ReadWrite);
+        home.chown = Chown::HomeAccount;
+        let fixture = Fixture::with_rules(vec![home, PathRule::new("/root/.ssh", Access::ReadWrite)]);
+        std::fs::create_dir_all(fixture.host_path("home/alice")).unwrap();
+        std::fs::create_dir_all(fixture.host_path("root/.ssh")).unwrap();
+        std::fs::write(fixture.host_path("root/.ssh/authorized_keys"), "root's key").unwrap();
+        rustix::fs::chown(
+            fixture.host_path("home/alice"),
+            Some(rustix::fs::Uid::from_raw(4242)),
+            None,
+        )
+        .unwrap();
+        // What alice can do in her own home between two of the command's calls.
+        symlink("/root/.ssh", fixture.host_path("home/alice/.ssh")).unwrap();
+        let error = fixture
+            .write("/home/alice/.ssh/authorized_keys", "alice's key")
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::NotGranted(text) if text.contains("is not followed")),
+            "{error:?}"
+        );
+        assert!(
+            fixture
+                .access
+                .set_permissions("/home/alice/.ssh", Some(0o700), None)
+                .is_err()
+        );
+        assert_eq!(
+            std::fs::read_to_string(fixture.host_path("root/.ssh/authorized_keys")).unwrap(),
+            "root's key"
+        );
+    }
+
+    /// Run `operation` on another thread; fail the test if it blocks.
+    fn within_seconds<T: Send + 'static>(operation: impl FnOnce() -> T + Send + 'static) -> T {
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || send.send(operation()));
+        receive
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the operation blocked")
+    }
+
+    #[test]
+    fn fifos_are_refused_without_blocking() {
+        let fixture = Fixture::new();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            fixture.host_path("etc/app/fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let access = fixture.access.clone();
+        let results = within_seconds(move || {
+            [
+                access.read("/etc/app/fifo").map(drop),
+                access.lock("/etc/app/fifo", Duration::ZERO).map(drop),
+                access.set_permissions("/etc/app/fifo", Some(0o644), None),
+            ]
+        });
+        for result in results {
+            assert!(
+                matches!(&result, Err(Error::Io(text)) if text.contains("not a regular file")),
+                "{result:?}"
+            );
+        }
+        assert!(fixture.access.read("/etc/app").is_err());
+    }
+
+    #[test]
+    fn locks_exclude_each_other_within_the_daemon_too() {
+        let fixture = Fixture::new();
+        let first = fixture.access.lock("/etc/app/.lock", Duration::ZERO).unwrap();
+        let second = fixture.access.lock("/etc/app/.lock", Duration::from_millis(60));
+        assert!(
+            matches!(&second, Err(Error::Io(text)) if text.contains("locked by another program")),
+            "two callers in one process both got the lock: {second:?}"
+        );
+        // Closing another descriptor of the file releases nothing.
+        drop(std::fs::File::open(fixture.host_path("etc/app/.lock")).unwrap());
+        assert!(fixture.access.lock("/etc/app/.lock", Duration::ZERO).is_err());
+        drop(first);
+        fixture.access.lock("/etc/app/.lock", Duration::ZERO).unwrap();
     }
 
     #[test]

@@ -4,6 +4,14 @@
 //! or relative) is spliced into the walk, so nothing can lead outside the
 //! root. The walk also records where each entry really is, so that grants
 //! are checked against the real location, after symlinks.
+//!
+//! A symlink is followed only from a directory that nobody but the agent can
+//! write (owned by the agent's user, no group or other write bit). In a
+//! directory a local user controls, such as their home, the user could swap
+//! a directory for a link between two of a command's calls and redirect the
+//! second one to root's files; the kernel's `protected_symlinks` guards only
+//! sticky directories. Every directory on the way is opened with
+//! `O_NOFOLLOW`, so a swap after the check fails instead of being followed.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -18,6 +26,11 @@ use crate::root::Root;
 
 /// Symlinks followed in one walk before giving up (Linux's `MAXSYMLINKS`).
 const MAX_SYMLINKS: u32 = 40;
+
+/// Directories deep a walk may go. The walk holds a descriptor for each
+/// directory it is in (for `..`), and descriptors are shared by the whole
+/// daemon: a path of two thousand `a/` must not take a thousand of them.
+pub const MAX_DEPTH: usize = 64;
 
 /// An entry found by a walk. It may not exist yet (the walk stops at a
 /// missing final component so that it can be created).
@@ -44,11 +57,21 @@ pub struct Walk<'a> {
     pub create_dirs: Option<DirCheck<'a>>,
 }
 
-/// Why a walk failed: the OS error and the real path where it happened.
+/// Why a walk failed, and the real path where it happened.
 #[derive(Debug)]
 pub struct WalkError {
-    pub error: io::Error,
+    pub failure: WalkFailure,
     pub at: PathBuf,
+}
+
+#[derive(Debug)]
+pub enum WalkFailure {
+    /// The operating system refused.
+    Io(io::Error),
+    /// A symlink in a directory that someone other than the agent can write.
+    UntrustedSymlink,
+    /// The `create_dirs` check refused to create this directory.
+    Refused(io::Error),
 }
 
 /// Walk `path` (absolute, already checked for `..` and NUL) inside `root`.
@@ -67,7 +90,7 @@ pub fn resolve(root: &Root, path: &Path, walk: &Walk<'_>) -> Result<Resolved, Wa
         let current = current_dir(root, &dirs);
         let real = real_path(&dirs, Some(&part));
         let fail = |error: io::Error| WalkError {
-            error,
+            failure: WalkFailure::Io(error),
             at: real.clone(),
         };
         let is_last = pending.is_empty();
@@ -75,6 +98,12 @@ pub fn resolve(root: &Root, path: &Path, walk: &Walk<'_>) -> Result<Resolved, Wa
             Ok(stat)
                 if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink && (!is_last || walk.follow_final) =>
             {
+                if !only_the_agent_writes(current).map_err(fail)? {
+                    return Err(WalkError {
+                        failure: WalkFailure::UntrustedSymlink,
+                        at: real,
+                    });
+                }
                 links += 1;
                 if links > MAX_SYMLINKS {
                     return Err(fail(io::Error::from_raw_os_error(
@@ -108,7 +137,10 @@ pub fn resolve(root: &Root, path: &Path, walk: &Walk<'_>) -> Result<Resolved, Wa
             }
             Err(rustix::io::Errno::NOENT) if walk.create_dirs.is_some() => {
                 if let Some(check) = walk.create_dirs {
-                    check(&real).map_err(fail)?;
+                    check(&real).map_err(|error| WalkError {
+                        failure: WalkFailure::Refused(error),
+                        at: real.clone(),
+                    })?;
                 }
                 match rustix::fs::mkdirat(current, &part, Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
@@ -117,12 +149,24 @@ pub fn resolve(root: &Root, path: &Path, walk: &Walk<'_>) -> Result<Resolved, Wa
             }
             Err(error) => return Err(fail(error.into())),
         }
+        if dirs.len() >= MAX_DEPTH {
+            return Err(fail(io::Error::from_raw_os_error(
+                rustix::io::Errno::NAMETOOLONG.raw_os_error(),
+            )));
+        }
         // An intermediate directory. NOFOLLOW: if it became a symlink since
         // the stat above, the open fails instead of following it.
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(current, &part, flags, Mode::empty()).map_err(|error| fail(error.into()))?;
         dirs.push((fd, part));
     }
+}
+
+/// True when only the agent's own user can change the entries of `dir`:
+/// it owns it and no group or other write bit is set.
+pub fn only_the_agent_writes(dir: BorrowedFd<'_>) -> io::Result<bool> {
+    let stat = rustix::fs::fstat(dir)?;
+    Ok(stat.st_uid == rustix::process::geteuid().as_raw() && stat.st_mode & 0o022 == 0)
 }
 
 fn components(path: &[u8]) -> VecDeque<OsString> {
@@ -153,7 +197,7 @@ fn directory_itself(root: &Root, mut dirs: Vec<(OwnedFd, OsString)>) -> Result<R
     let real = real_path(&dirs, None);
     let duplicate_root = || {
         root.dir().try_clone_to_owned().map_err(|error| WalkError {
-            error,
+            failure: WalkFailure::Io(error),
             at: PathBuf::from("/"),
         })
     };
@@ -178,7 +222,7 @@ fn directory_itself(root: &Root, mut dirs: Vec<(OwnedFd, OsString)>) -> Result<R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{PermissionsExt, symlink};
 
     fn walk_in(root: &Path, path: &str, follow_final: bool) -> Result<PathBuf, io::ErrorKind> {
         let root = Root::open(root).unwrap();
@@ -188,7 +232,10 @@ mod tests {
         };
         resolve(&root, Path::new(path), &walk)
             .map(|resolved| resolved.real)
-            .map_err(|error| error.error.kind())
+            .map_err(|error| match error.failure {
+                WalkFailure::Io(error) | WalkFailure::Refused(error) => error.kind(),
+                WalkFailure::UntrustedSymlink => io::ErrorKind::PermissionDenied,
+            })
     }
 
     #[test]
@@ -234,6 +281,51 @@ mod tests {
         let resolved = resolve(&root, Path::new("/x/y/z"), &walk).unwrap();
         assert_eq!(resolved.real, Path::new("/x/y/z"));
         assert!(dir.path().join("x/y").is_dir());
+    }
+
+    #[test]
+    fn walks_stop_at_a_bounded_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = "/d".repeat(MAX_DEPTH + 1);
+        std::fs::create_dir_all(dir.path().join(deep.trim_start_matches('/'))).unwrap();
+        let within = "/d".repeat(MAX_DEPTH);
+        assert!(walk_in(dir.path(), &within, true).is_ok());
+        assert!(walk_in(dir.path(), &format!("{deep}/x"), true).is_err());
+    }
+
+    #[test]
+    fn symlinks_are_not_followed_from_directories_others_can_write() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("home/alice")).unwrap();
+        std::fs::create_dir_all(dir.path().join("root/.ssh")).unwrap();
+        symlink("/root/.ssh", dir.path().join("home/alice/.ssh")).unwrap();
+        assert_eq!(
+            walk_in(dir.path(), "/home/alice/.ssh/authorized_keys", false),
+            Ok("/root/.ssh/authorized_keys".into()),
+            "a directory only the agent writes is trusted"
+        );
+        let home = dir.path().join("home/alice");
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(
+            walk_in(dir.path(), "/home/alice/.ssh/authorized_keys", false),
+            Err(io::ErrorKind::PermissionDenied),
+            "world-writable"
+        );
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert_eq!(
+            walk_in(dir.path(), "/home/alice/.ssh", true),
+            Err(io::ErrorKind::PermissionDenied),
+            "group-writable, final component followed"
+        );
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if rustix::process::geteuid().is_root() {
+            rustix::fs::chown(&home, Some(rustix::fs::Uid::from_raw(4242)), None).unwrap();
+            assert_eq!(
+                walk_in(dir.path(), "/home/alice/.ssh/authorized_keys", false),
+                Err(io::ErrorKind::PermissionDenied),
+                "owned by another user"
+            );
+        }
     }
 
     #[test]
