@@ -111,19 +111,39 @@ impl Root {
     }
 
     /// Append `entry` as one JSON line to [`ACTIONS_LOG`] under the root.
+    ///
+    /// A component granted files at `/` can put anything at that path (a
+    /// symlink renamed there, pointing outside the root, or a FIFO), so the
+    /// log is opened from the root's descriptor without following symlinks
+    /// or blocking, and must be a regular file.
     pub fn record(&self, entry: &serde_json::Value) -> io::Result<()> {
-        let path = self.path.join(ACTIONS_LOG);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+        let (dir_name, file_name) = ACTIONS_LOG.split_once('/').unwrap_or((".", ACTIONS_LOG));
+        match rustix::fs::mkdirat(&self.dir, dir_name, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let nofollow = OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let dir = rustix::fs::openat(
+            &self.dir,
+            dir_name,
+            OFlags::RDONLY | OFlags::DIRECTORY | nofollow,
+            Mode::empty(),
+        )
+        .map_err(|error| refused_log(error.into()))?;
+        let flags = OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | nofollow;
+        let log = rustix::fs::openat(&dir, file_name, flags, Mode::from_raw_mode(0o600))
+            .map_err(|error| refused_log(error.into()))?;
+        if !rustix::fs::fstat(&log).is_ok_and(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file()) {
+            return Err(refused_log(io::Error::other("not a regular file")));
         }
         let mut line = entry.to_string();
         line.push('\n');
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?
-            .write_all(line.as_bytes())
+        std::fs::File::from(log).write_all(line.as_bytes())
     }
+}
+
+fn refused_log(error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("{ACTIONS_LOG} under the root: {error}"))
 }
 
 fn read_interfaces_file(file: &Path) -> io::Result<Vec<NetworkInterface>> {
@@ -259,6 +279,47 @@ mod tests {
                 ("eth1", "52:54:00:ab:cd:ef", false)
             ]
         );
+    }
+
+    #[test]
+    fn the_action_log_never_leads_outside_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let entry = serde_json::json!({"action": "run"});
+
+        std::fs::create_dir(dir.path().join(".guestward")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(super::ACTIONS_LOG)).unwrap();
+        assert!(root.record(&entry).is_err(), "a symlinked log is refused");
+
+        std::fs::remove_dir_all(dir.path().join(".guestward")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join(".guestward")).unwrap();
+        std::fs::rename(&victim, outside.path().join("actions.log")).unwrap();
+        assert!(root.record(&entry).is_err(), "a symlinked log directory is refused");
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("actions.log")).unwrap(),
+            "untouched"
+        );
+
+        std::fs::remove_file(dir.path().join(".guestward")).unwrap();
+        std::fs::create_dir(dir.path().join(".guestward")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join(super::ACTIONS_LOG),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(root.record(&entry).is_err(), "a FIFO is refused without blocking");
+
+        std::fs::remove_file(dir.path().join(super::ACTIONS_LOG)).unwrap();
+        root.record(&entry).unwrap();
+        root.record(&entry).unwrap();
+        let log = std::fs::read_to_string(dir.path().join(super::ACTIONS_LOG)).unwrap();
+        assert_eq!(log, "{\"action\":\"run\"}\n{\"action\":\"run\"}\n");
     }
 
     #[test]
