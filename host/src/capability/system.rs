@@ -5,9 +5,14 @@
 //!
 //! A program runs only if its whole argument list matches one of the
 //! component's patterns (`*` stands for any one argument), with an empty
-//! environment, `/` as its directory, and its output capped. It is killed
-//! when the call's deadline passes (the call's future is dropped, and the
-//! child with it). Under `--root`, runs are recorded, not carried out.
+//! environment, `/` as its directory, and its output capped. Each program
+//! gets a process group of its own, and the whole group is killed when the
+//! run ends: at the call's deadline (the call's future is dropped), at its
+//! timeout, and after it exits, so that nothing it started in the background
+//! outlives the call (a daemon that must stay detaches with `setsid`, as
+//! daemons do). Its pipes are read for a short grace after it exits, not
+//! until whatever inherited them closes them. Under `--root`, runs are
+//! recorded, not carried out.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -27,6 +32,10 @@ use crate::runtime::bindings::guestward::command::system::{
 
 /// Bytes of stdout and of stderr kept from one run.
 const MAX_OUTPUT: u64 = 1 << 20;
+
+/// How long the pipes are read after the program exits, before what it
+/// left running is killed (and again after that, before giving up).
+const PIPE_GRACE: Duration = Duration::from_millis(200);
 
 pub struct System;
 
@@ -219,36 +228,81 @@ async fn run(argv: &[String], stdin: Vec<u8>) -> Result<ProgramOutput, Error> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|error| failed("cannot start", error))?;
-    let mut input = child.stdin.take();
-    let feed = async move {
-        if let Some(input) = input.as_mut() {
-            // A program that does not read its input is not an error.
-            let _ = input.write_all(&stdin).await;
+    let group = ProcessGroup::of(&child);
+    let (input, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let status = {
+        let mut reading = std::pin::pin!(async {
+            tokio::join!(capped(stdout, &mut out), capped(stderr, &mut err));
+        });
+        let mut running = std::pin::pin!(async { tokio::join!(feed(input, stdin), child.wait()).1 });
+        let mut pipes_closed = false;
+        let status = tokio::select! {
+            status = &mut running => status,
+            () = &mut reading => {
+                pipes_closed = true;
+                running.await
+            }
+        };
+        // Exited: whatever it left in the background may hold the pipes.
+        if !pipes_closed && tokio::time::timeout(PIPE_GRACE, &mut reading).await.is_err() {
+            group.kill();
+            let _ = tokio::time::timeout(PIPE_GRACE, &mut reading).await;
         }
-        drop(input);
+        status
     };
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let ((), stdout, stderr, status) = tokio::join!(feed, capped(stdout), capped(stderr), child.wait());
+    drop(group);
     let status = status.map_err(|error| failed("cannot wait for it", error))?;
     Ok(ProgramOutput {
         exit_code: status.code(),
         signal: status.signal(),
-        stdout,
-        stderr,
+        stdout: out,
+        stderr: err,
     })
 }
 
-/// At most [`MAX_OUTPUT`] bytes of a stream; the rest is read and dropped
-/// so that the program never blocks on a full pipe.
-async fn capped(stream: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
-    let Some(mut stream) = stream else { return Vec::new() };
-    let mut kept = Vec::new();
-    let _ = (&mut stream).take(MAX_OUTPUT).read_to_end(&mut kept).await;
+/// A program's process group, killed (SIGKILL) when this is dropped: when
+/// the run ends, however it ends.
+struct ProcessGroup(Option<rustix::process::Pid>);
+
+impl ProcessGroup {
+    /// The group `child` leads (it was started with `process_group(0)`).
+    fn of(child: &tokio::process::Child) -> Self {
+        Self(child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)))
+    }
+
+    fn kill(&self) {
+        if let Some(group) = self.0 {
+            // ESRCH: every process of the group has already exited.
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Write the program's input and close it. A program that does not read
+/// its input is not an error.
+async fn feed(input: Option<tokio::process::ChildStdin>, stdin: Vec<u8>) {
+    if let Some(mut input) = input {
+        let _ = input.write_all(&stdin).await;
+    }
+}
+
+/// Keep at most [`MAX_OUTPUT`] bytes of a stream in `kept`; the rest is
+/// read and dropped so that the program never blocks on a full pipe.
+async fn capped(stream: Option<impl AsyncRead + Unpin>, kept: &mut Vec<u8>) {
+    let Some(mut stream) = stream else { return };
+    let _ = (&mut stream).take(MAX_OUTPUT).read_to_end(kept).await;
     let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
-    kept
 }
 
 #[cfg(test)]
@@ -292,6 +346,65 @@ mod tests {
         let output = run(&argv(&["/bin/sh", "-c", "exit 3"]), Vec::new()).await.unwrap();
         assert_eq!(output.exit_code, Some(3));
         assert!(run(&argv(&["/nonexistent"]), Vec::new()).await.is_err());
+    }
+
+    /// Whether process `pid` still runs (a zombie waiting for its reaper
+    /// does not).
+    fn running(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
+    }
+
+    #[tokio::test]
+    async fn background_children_neither_hold_the_call_nor_outlive_it() {
+        let started = std::time::Instant::now();
+        let output = run(&argv(&["/bin/sh", "-c", "sleep 300 & echo $!"]), Vec::new())
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the call waited for the background child's pipes"
+        );
+        assert_eq!(output.exit_code, Some(0));
+        let pid = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+        assert!(!pid.is_empty());
+        for _ in 0..100 {
+            if !running(&pid) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the background sleep {pid} outlived the call");
+    }
+
+    #[tokio::test]
+    async fn a_killed_program_takes_its_background_children_with_it() {
+        let mut call = CallSystem {
+            grant: Some(Arc::new(grant(&[&["/bin/sh", "-c", "*"]]))),
+            root: Arc::new(Root::host().unwrap()),
+            component: "test".into(),
+            used: false,
+        };
+        let pid_file = tempfile::NamedTempFile::new().unwrap();
+        let script = format!("sleep 300 & echo $! > {}; wait", pid_file.path().display());
+        let error = wit::Host::run_with_timeout(
+            &mut call,
+            "/bin/sh".into(),
+            vec![Argument::Plain("-c".into()), Argument::Plain(script)],
+            Vec::new(),
+            300,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(error, Error::Failed(_)), "{error:?}");
+        let pid = std::fs::read_to_string(pid_file.path()).unwrap().trim().to_owned();
+        for _ in 0..100 {
+            if !running(&pid) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the background sleep {pid} outlived the killed program");
     }
 
     #[tokio::test]
