@@ -7,6 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -55,11 +56,13 @@ impl SocketExchange {
         tracing::info!(socket = %self.path.display(), "serving the local socket");
         let counter = Arc::new(AtomicU64::new(0));
         let own_uid = rustix::process::geteuid().as_raw();
+        let mut backoff = AcceptBackoff::default();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => {
+                        backoff.reset();
                         let uid = stream.peer_cred().map(|cred| cred.uid()).ok();
                         if uid.is_some_and(|uid| uid == 0 || uid == own_uid) {
                             tokio::spawn(serve_connection(stream, dispatcher.clone(), counter.clone()));
@@ -67,11 +70,49 @@ impl SocketExchange {
                             tracing::warn!(?uid, "refused a local connection from another user");
                         }
                     }
-                    Err(error) => tracing::warn!(%error, "local socket accept failed"),
+                    Err(error) => {
+                        // Out of descriptors (EMFILE/ENFILE) the connection stays
+                        // queued and accept fails again at once: wait instead of
+                        // spinning, and say so once per streak, not per try.
+                        let pause = backoff.next();
+                        if backoff.is_first() {
+                            tracing::warn!(%error, "local socket accept failed; retrying with back-off");
+                        }
+                        tokio::select! {
+                            _ = shutdown.changed() => break,
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
                 },
             }
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// How long to wait after a failed accept: 10 ms, doubling to 1 s.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn next(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        Self::FIRST
+            .saturating_mul(1 << (self.failures - 1).min(10))
+            .min(Self::MAX)
+    }
+
+    fn is_first(&self) -> bool {
+        self.failures == 1
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
     }
 }
 
@@ -129,4 +170,17 @@ pub async fn call(path: &Path, request: &str) -> io::Result<String> {
     let mut answer = Vec::new();
     read_line(&mut reader, &mut answer).await?;
     String::from_utf8(answer).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "answer is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_back_off_doubles_to_a_second_and_resets() {
+        let mut backoff = super::AcceptBackoff::default();
+        let pauses: Vec<u128> = (0..9).map(|_| backoff.next().as_millis()).collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        backoff.reset();
+        assert_eq!(backoff.next().as_millis(), 10);
+        assert!(backoff.is_first());
+    }
 }
