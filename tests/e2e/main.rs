@@ -7,6 +7,7 @@ mod cli;
 mod download;
 mod exchange;
 mod files;
+mod hardening;
 mod hostile;
 mod injectfile;
 mod kmsactivate;

@@ -362,3 +362,57 @@ fn killing_the_agent_while_it_sets_the_password_never_breaks_the_shadow_file() {
     }
     println!("40 kills within {span:?} of the request: {old} left the old file, {new} the new one");
 }
+
+/// `files.lock` is an open file description lock: another component of the
+/// same daemon holding `/etc/.pwd.lock` keeps `password` waiting, as an
+/// outside `passwd` would (with per-process locks both held it at once).
+#[test]
+fn password_waits_for_the_lock_another_component_holds() {
+    use std::time::{Duration, Instant};
+
+    const HOLD_MS: u64 = 3000;
+    let policy = format!(
+        "{}\n[component.probe]\nfiles = [{{ path = \"/etc/.pwd.lock\", access = \"read-write\" }}]\n\
+         xenstore = [\"vm-data\"]\nprograms = []\ndownload = []\n",
+        guestward::policy::DEFAULT_POLICY
+    );
+    let agent = AgentBuilder::new().component("probe").policy(&policy).start();
+    prepare(&agent, "$6$abcdefgh$old", None);
+    let lock = agent.root().join("etc/.pwd.lock");
+    std::thread::scope(|scope| {
+        let holder = scope.spawn(|| {
+            agent.call(
+                "lock",
+                &format!(r#"{{"path":"/etc/.pwd.lock","timeout-ms":0,"hold-ms":{HOLD_MS}}}"#),
+            )
+        });
+        // Once the probe holds it, an outside lockf(3) is refused.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let probe_holds_it = || lock.exists() && !lockf_succeeds(&lock);
+        while !probe_holds_it() {
+            assert!(Instant::now() < deadline, "the probe never took the lock");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let asked = Instant::now();
+        assert_eq!(change_password(&agent, "waited"), answer("", "0"));
+        let waited = asked.elapsed();
+        assert_eq!(holder.join().unwrap(), answer("locked", "0"));
+        assert!(
+            waited >= Duration::from_millis(HOLD_MS / 2),
+            "password got the lock while the probe held it (answered after {waited:?})"
+        );
+    });
+    assert!(libxcrypt_verifies("waited", &root_hash(&agent.root())));
+}
+
+/// Whether another process can take a `lockf(3)` write lock on `path` now.
+fn lockf_succeeds(path: &Path) -> bool {
+    Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import fcntl,sys; f=open(sys.argv[1],'w'); fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)",
+        ])
+        .arg(path)
+        .status()
+        .is_ok_and(|status| status.success())
+}

@@ -21,7 +21,7 @@ guest_test!(
         // (The probe's policy has no entry for the password component, so
         // keyinit and password are not loaded.)
         let reply = guest.dom0.call("f1", r#"{"name":"features"}"#);
-        let expected = "bad-code,big-reply,count,echo,exit,features,fetch,grow,list-dir,lock,log-flood,metadata,mkdir,panic,read-file,read-link,recurse,remove,rename,run,setting,sleep,spin,version,write-file,xs-dir,xs-read";
+        let expected = "bad-code,big-reply,chmod,count,echo,exit,features,fetch,grow,list-dir,lock,lock-many,log-flood,metadata,mkdir,panic,read-file,read-link,recurse,remove,rename,run,setting,sleep,spin,version,write-file,xs-dir,xs-read";
         assert_eq!(reply, answer(expected, "0"));
     }
 );

@@ -35,6 +35,8 @@ impl Command for Probe {
         "xs-dir",
         "bad-code",
         "lock",
+        "lock-many",
+        "chmod",
         "run",
         "setting",
         "fetch",
@@ -97,6 +99,14 @@ impl Command for Probe {
             "xs-dir" => xenstore::directory(&string()).map(|keys| keys.join(",")).into_reply(),
             "bad-code" => Reply::new("", "no code"),
             "lock" => hold_lock(&value),
+            "lock-many" => lock_many(&value),
+            "chmod" => files::set_permissions(
+                &text("path"),
+                value["mode"].as_u64().map(|mode| mode as u32),
+                owner(&value),
+            )
+            .map(|()| String::new())
+            .into_reply(),
             "run" => run(&value),
             "fetch" => download::fetch(&text("url"), value["max"].as_u64().unwrap_or(u64::MAX))
                 .map(|body| {
@@ -165,7 +175,7 @@ fn recurse(depth: u64) -> u64 {
 fn write_file(value: &Value) -> Reply {
     let options = files::ReplaceOptions {
         mode: value["mode"].as_u64().map(|mode| mode as u32),
-        owner: None,
+        owner: owner(value),
         backup_suffix: value["backup"].as_str().map(str::to_owned),
         create_parents: value["parents"].as_bool().unwrap_or(false),
     };
@@ -174,6 +184,28 @@ fn write_file(value: &Value) -> Reply {
     files::replace(path, contents.as_bytes(), &options)
         .map(|()| String::new())
         .into_reply()
+}
+
+/// `{"uid": …, "gid": …}` in the request, if it names an owner.
+fn owner(value: &Value) -> Option<files::Owner> {
+    Some(files::Owner {
+        uid: value["uid"].as_u64()? as u32,
+        gid: value["gid"].as_u64()? as u32,
+    })
+}
+
+/// Lock `count` files `<dir>/lock-<n>` at once, holding all of them, until
+/// the host refuses: reply with how many it got and why it stopped.
+fn lock_many(value: &Value) -> Reply {
+    let dir = value["dir"].as_str().unwrap_or_default();
+    let mut held = Vec::new();
+    for n in 0..value["count"].as_u64().unwrap_or(0) {
+        match files::lock(&format!("{dir}/lock-{n}"), 0) {
+            Ok(lock) => held.push(lock),
+            Err(error) => return Reply::error(format!("held {} locks, then {error:?}", held.len())),
+        }
+    }
+    Reply::ok(format!("held {} locks", held.len()))
 }
 
 /// Take a lock, hold it for `hold-ms`, and release it.
