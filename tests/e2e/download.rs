@@ -29,6 +29,10 @@ fn server() -> HttpServer {
         Response::Redirect("/secret/file".to_owned()),
     );
     routes.insert("/secret/file".to_owned(), Response::Body(b"secret".to_vec()));
+    routes.insert(
+        "/granted/encoded-outside".to_owned(),
+        Response::Redirect("/granted/..%2fsecret/file".to_owned()),
+    );
     HttpServer::start(routes)
 }
 
@@ -76,5 +80,34 @@ fn a_component_without_a_download_grant_cannot_import_it() {
         agent.log().contains("imports guestward:command/download@1.0.0"),
         "{}",
         agent.log()
+    );
+}
+
+#[test]
+fn encoded_separators_and_dot_segments_cannot_leave_a_grant() {
+    // The server decodes the path before resolving it, as many do: each of
+    // these reaches /secret/file unless the agent refuses it.
+    let server = server();
+    let policy = PROBE_POLICY.replace("download = [", &format!("download = [{:?}, ", server.url("/granted/")));
+    let agent = AgentBuilder::new().component("probe").policy(&policy).start();
+    for refused in [
+        "/granted/..%2fsecret/file",
+        "/granted/..%2Fsecret/file",
+        "/granted/%2E%2E%2Fsecret/file",
+        "/granted/%2e%2e%2fsecret/file",
+        "/granted/..%5csecret/file",
+        "/granted/..%5Csecret%5cfile",
+        "/granted/.%2e/secret/file",
+        "/granted/x/..%2f..%2fsecret/file",
+        "/granted/encoded-outside",
+    ] {
+        let reply = fetch(&agent, &server.url(refused), 1000);
+        assert!(reply.contains("NotGranted"), "{refused}: {reply}");
+        assert!(!reply.contains("secret\""), "{refused}: {reply}");
+    }
+    // Encoded characters that are not separators stay allowed.
+    assert!(
+        fetch(&agent, &server.url("/granted/fil%65"), 1000).contains("12 bytes: bundle bytes"),
+        "a plain encoded letter is not a separator"
     );
 }

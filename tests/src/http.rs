@@ -1,6 +1,8 @@
 //! A small HTTP/1.1 server on loopback for the download tests: each path
 //! answers a fixed response, including misbehaving ones (a body cut short,
-//! redirects).
+//! redirects). Like many real servers, it percent-decodes the request path
+//! and resolves `.`/`..` segments (`\` counting as `/`) before looking it
+//! up, so that `/granted/..%2fsecret` reaches `/secret`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -80,14 +82,50 @@ fn serve(stream: TcpStream, routes: &HashMap<String, Response>) -> std::io::Resu
             break;
         }
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let path = resolve(request_line.split_whitespace().nth(1).unwrap_or("/"));
     let mut stream = stream;
-    match routes.get(path).cloned().unwrap_or(Response::Status(404)) {
+    match routes.get(&path).cloned().unwrap_or(Response::Status(404)) {
         Response::Body(body) => respond(&mut stream, 200, &[], &body, body.len()),
         Response::Status(status) => respond(&mut stream, status, &[], b"", 0),
         Response::Redirect(location) => respond(&mut stream, 302, &[("Location", &location)], b"", 0),
         Response::Truncated { body, announced } => respond(&mut stream, 200, &[], &body, announced),
     }
+}
+
+/// The path as a decoding server resolves it: percent-decoded, `\` as
+/// `/`, `.` and `..` segments applied.
+fn resolve(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = bytes
+            .get(index + 1..index + 3)
+            .and_then(|pair| std::str::from_utf8(pair).ok())
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+        match (bytes[index], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&decoded).replace('\\', "/");
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in text.split('/').filter(|segment| !segment.is_empty()) {
+        match segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    format!("/{}", segments.join("/"))
 }
 
 fn respond(

@@ -3,8 +3,11 @@
 //!
 //! URLs are compared after normalisation (host case, default ports, `..`
 //! and `%2e%2e` segments), and prefixes end in `/`, so neither a look-alike
-//! host nor a path trick leaves a grant. Redirects are followed by hand, each
-//! checked against the grants. TLS certificates are checked against the
+//! host nor a path trick leaves a grant. A path segment that would become a
+//! separator or a dot segment once a server decodes it (`..%2f`, `%5c`,
+//! `%2E%2E%2F`) is refused outright: many servers decode before they
+//! resolve, and would serve a file outside the prefix. Redirects are
+//! followed by hand, each checked against the grants the same way. TLS certificates are checked against the
 //! system's trust store. The blocking client runs on tokio's blocking pool.
 
 use std::sync::Arc;
@@ -34,6 +37,11 @@ impl DownloadGrant {
     /// The normalised URL, if it lies inside a grant.
     fn check(&self, url: &str, component: &str) -> Result<Url, Error> {
         let parsed = Url::parse(url).map_err(|error| Error::Failed(format!("{url:?} is not a URL: {error}")))?;
+        if let Some(segment) = smuggled_segment(&parsed) {
+            return Err(Error::NotGranted(format!(
+                "{parsed}: the path segment {segment:?} hides a separator or a dot segment in percent-encoding"
+            )));
+        }
         let allowed = matches!(parsed.scheme(), "http" | "https")
             && parsed.username().is_empty()
             && parsed.password().is_none()
@@ -49,6 +57,42 @@ impl DownloadGrant {
             )))
         }
     }
+}
+
+/// The first path segment that a server decoding the path would read as
+/// more than one segment (an encoded `/` or `\`) or as `.`/`..`.
+fn smuggled_segment(url: &Url) -> Option<String> {
+    url.path_segments()?
+        .find(|segment| {
+            let decoded = percent_decode(segment);
+            decoded.contains(&b'/') || decoded.contains(&b'\\') || decoded == b"." || decoded == b".."
+        })
+        .map(str::to_owned)
+}
+
+/// `%XX` sequences decoded once (invalid ones kept as they are).
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    decoded
 }
 
 /// One call's downloads.
@@ -188,5 +232,34 @@ mod tests {
             assert!(matches!(grant.check(url, "c"), Err(Error::NotGranted(_))), "{url}");
         }
         assert!(matches!(grant.check("not a url", "c"), Err(Error::Failed(_))));
+    }
+
+    #[test]
+    fn encoded_separators_and_dot_segments_are_refused() {
+        let grant = grant();
+        for url in [
+            "https://updates.example.com/agent/..%2fsecret",
+            "https://updates.example.com/agent/..%2Fsecret",
+            "https://updates.example.com/agent/%2E%2E%2Fsecret",
+            "https://updates.example.com/agent/%2e%2E%2f..%2fetc/shadow",
+            "https://updates.example.com/agent/..%5csecret",
+            "https://updates.example.com/agent/..%5Csecret",
+            "https://updates.example.com/agent/a%2fb",
+            "https://updates.example.com/agent/.%2e/secret",
+            "https://updates.example.com/agent/x/%2e%2e/%2e%2e/secret",
+            "http://127.0.0.1:8080/..%2f..%2fetc/passwd",
+        ] {
+            let error = grant.check(url, "c").unwrap_err();
+            assert!(matches!(error, Error::NotGranted(_)), "{url}: {error:?}");
+        }
+        // Other encoded characters are fine.
+        for url in [
+            "https://updates.example.com/agent/bundle%201.2.tar",
+            "https://updates.example.com/agent/%41gent.tar",
+            "https://updates.example.com/agent/a..b/c.tar",
+        ] {
+            assert!(grant.check(url, "c").is_ok(), "{url}");
+        }
+        assert_eq!(percent_decode("%2e%2E%zz%4"), b"..%zz%4");
     }
 }
