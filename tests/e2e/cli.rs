@@ -252,3 +252,50 @@ fn policy_check_shows_grants_and_refusals() {
         "{output:?}"
     );
 }
+
+#[test]
+fn the_daemon_cannot_dump_core_and_its_proc_files_are_roots() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    // Run it as an unprivileged user, so that root owning its /proc files
+    // shows that it is not dumpable (a dumpable process owns them).
+    let user = if rustix::process::getuid().is_root() {
+        65534
+    } else {
+        rustix::process::getuid().as_raw()
+    };
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = dir.path().join("s.sock");
+    let mut command = Command::new(artifacts::guestward_bin());
+    command
+        .args(["serve", "--no-cache", "--socket", socket.to_str().unwrap()])
+        .args(["--root", dir.path().to_str().unwrap()])
+        .env("GUESTWARD_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .uid(user)
+        .gid(user);
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !socket.exists() && child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{}", child.id()));
+    let limits = std::fs::read_to_string(proc_dir.join("limits")).unwrap_or_default();
+    let status = std::fs::read_to_string(proc_dir.join("status")).unwrap_or_default();
+    let owner = std::fs::metadata(proc_dir.join("status")).map(|meta| meta.uid());
+    let _ = child.kill();
+    let _ = child.wait();
+    let core = limits
+        .lines()
+        .find(|line| line.starts_with("Max core file size"))
+        .map(|line| line.split_whitespace().skip(4).take(2).collect::<Vec<_>>());
+    assert_eq!(core, Some(vec!["0", "0"]), "{limits}");
+    assert!(
+        status.lines().any(|line| line.starts_with(&format!("Uid:\t{user}\t"))),
+        "{status}"
+    );
+    assert_eq!(owner.ok(), Some(0), "the daemon is dumpable");
+}
