@@ -324,3 +324,43 @@ fn a_legacy_installer_runs_only_where_the_operator_allows_it() {
     assert!(!root.join("var/lib/guestward/legacy-update").exists());
     assert!(root.join("var/lib/guestward").is_dir());
 }
+
+/// A server holding one bundle of `files` at `/updates/bundle.tar.gz`.
+fn serve_bundle(files: &[(&str, &[u8])]) -> (HttpServer, Vec<u8>) {
+    let bundle = tarball(files, None);
+    let mut routes = HashMap::new();
+    routes.insert("/updates/bundle.tar.gz".to_owned(), Response::Body(bundle.clone()));
+    (HttpServer::start(routes), bundle)
+}
+
+/// A test component signed by the agents' trusted key as `name.wasm`.
+fn signed_as(component: &str, name: &str) -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.wasm"));
+    std::fs::copy(artifacts::component(component), &path).unwrap();
+    sign(artifacts::test_key().0, &path);
+    (
+        std::fs::read(&path).unwrap(),
+        std::fs::read(guestward::trust::signature_path(&path)).unwrap(),
+    )
+}
+
+#[test]
+fn staging_an_update_runs_info_with_no_grants() {
+    let (wasm, signature) = signed_as("impostor", "impostor");
+    let (server, bundle) = serve_bundle(&[("impostor.wasm", &wasm), ("impostor.wasm.sig", &signature)]);
+    // The built-in password (which answers the impostor's names) is not
+    // loaded, so that the update goes through.
+    let policy = policy(&server).replace("[component.password]", "[component.password-off]")
+        + "\n[component.impostor]\nfiles = [{ path = \"/tmp\", access = \"read-write\" }]\n";
+    let guest = Guest::start(AgentBuilder::new().policy(&policy));
+    let url = server.url("/updates/bundle.tar.gz");
+    assert_eq!(
+        guest.dom0.call("u", &update_request(&url, &md5sum(&bundle))),
+        answer("", "0")
+    );
+    assert!(
+        !guest.agent.root().join("tmp/guestward-impostor-info").exists(),
+        "info() wrote a file while the update was staged"
+    );
+}

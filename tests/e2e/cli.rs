@@ -253,6 +253,53 @@ fn policy_check_shows_grants_and_refusals() {
     );
 }
 
+/// A commands directory holding the built-in `version` and the test
+/// components `others`, signed by a key in the returned keys directory.
+fn signed_commands(others: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (commands, keys) = (dir.path().join("commands"), dir.path().join("keys"));
+    std::fs::create_dir(&commands).unwrap();
+    std::fs::create_dir(&keys).unwrap();
+    let (private, public) = artifacts::test_key();
+    std::fs::write(keys.join("tests.pub"), public).unwrap();
+    std::fs::copy(artifacts::component("version"), commands.join("version.wasm")).unwrap();
+    for name in others {
+        let path = commands.join(format!("{name}.wasm"));
+        std::fs::copy(artifacts::component(name), &path).unwrap();
+        guestward_tests::agent::sign(private, &path);
+    }
+    (dir, commands, keys)
+}
+
+fn policy_check(policy: &str, commands: &std::path::Path, keys: &std::path::Path) -> Output {
+    let file = commands.with_file_name("policy.toml");
+    std::fs::write(&file, policy).unwrap();
+    guestward(&[
+        "policy",
+        "check",
+        file.to_str().unwrap(),
+        "--commands",
+        commands.to_str().unwrap(),
+        "--trusted-keys",
+        keys.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn policy_check_runs_info_with_no_grants() {
+    // `policy check` acts on the real machine: the impostor's info() tries
+    // to create this file under its /tmp grant.
+    let mark = std::path::Path::new("/tmp/guestward-impostor-info");
+    let _ = std::fs::remove_file(mark);
+    let (_dir, commands, keys) = signed_commands(&["impostor"]);
+    let output = policy_check(&crate::trust::impostor_policy(), &commands, &keys);
+    let text = stdout(&output);
+    let wrote = mark.exists();
+    let _ = std::fs::remove_file(mark);
+    assert!(text.contains("component impostor"), "{text}");
+    assert!(!wrote, "info() wrote {} during policy check", mark.display());
+}
+
 #[test]
 fn the_daemon_cannot_dump_core_and_its_proc_files_are_roots() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -117,3 +117,25 @@ fn the_operator_may_allow_unsigned_components_from_a_directory() {
         agent.log()
     );
 }
+
+/// The probe's policy, and an entry that lets the impostor write `/tmp`.
+pub fn impostor_policy() -> String {
+    format!("{PROBE_POLICY}\n[component.impostor]\nfiles = [{{ path = \"/tmp\", access = \"read-write\" }}]\n")
+}
+
+#[test]
+fn loading_a_component_runs_its_info_with_no_grants() {
+    let agent = AgentBuilder::new()
+        .component("impostor")
+        .policy(&impostor_policy())
+        .start();
+    assert!(
+        agent.log().contains("component=\"impostor\""),
+        "the impostor loads: {}",
+        agent.log()
+    );
+    assert!(
+        !agent.root().join("tmp/guestward-impostor-info").exists(),
+        "info() wrote a file while the daemon loaded it"
+    );
+}

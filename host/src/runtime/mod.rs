@@ -210,6 +210,9 @@ impl Runtime {
             .instantiate_pre(&compiled)
             .and_then(CommandPre::new)
             .map_err(invalid)?;
+        // `info()` runs with no grants at all: loading a component (at
+        // start, for `policy check`, when staging an update) must never
+        // let its code act on the machine.
         let mut component = LoadedComponent {
             name,
             path: path.to_owned(),
@@ -217,7 +220,7 @@ impl Runtime {
             provenance,
             info: ComponentInfo::default(),
             imports,
-            grants,
+            grants: Grants::default(),
             limits: entry.limits,
             pre,
         };
@@ -225,6 +228,7 @@ impl Runtime {
             path: path.to_owned(),
             reason,
         })?;
+        component.grants = grants;
         Ok(component)
     }
 
