@@ -301,6 +301,20 @@ fn policy_check_runs_info_with_no_grants() {
 }
 
 #[test]
+fn policy_check_reports_two_components_claiming_one_command() {
+    let (_dir, commands, keys) = signed_commands(&["squatter"]);
+    let output = policy_check("[component.version]\n[component.squatter]\n", &commands, &keys);
+    let text = stdout(&output);
+    assert!(
+        text.contains("refused: ")
+            && text.contains("squatter.wasm claims 'version', which")
+            && text.contains("version.wasm"),
+        "{text}"
+    );
+    assert_eq!(output.status.code(), Some(1), "{text}");
+}
+
+#[test]
 fn the_daemon_cannot_dump_core_and_its_proc_files_are_roots() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::os::unix::process::CommandExt;

@@ -139,3 +139,19 @@ fn loading_a_component_runs_its_info_with_no_grants() {
         "info() wrote a file while the daemon loaded it"
     );
 }
+
+#[test]
+fn a_drop_in_claiming_a_built_in_command_is_refused_and_the_agent_serves_on() {
+    let agent = AgentBuilder::new().component("squatter").start();
+    assert_eq!(agent.call("version", "null"), answer(AGENT_VERSION, "0"));
+    assert_eq!(
+        agent.call("squat", "null"),
+        answer("No such agent command 'squat'", "404")
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("squatter.wasm") && log.contains("claims 'version', which") && log.contains("version.wasm"),
+        "{log}"
+    );
+    assert_eq!(agent.call("features", "null"), answer(artifacts::BUILTIN_FEATURES, "0"));
+}

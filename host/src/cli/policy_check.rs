@@ -8,7 +8,7 @@ use super::print_line;
 use crate::capability::Services;
 use crate::policy::Policy;
 use crate::root::Root;
-use crate::runtime::{Runtime, RuntimeOptions};
+use crate::runtime::{Registry, Runtime, RuntimeOptions};
 use crate::trust::TrustStore;
 
 pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow::Result<ExitCode> {
@@ -24,7 +24,7 @@ pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow
         .collect();
     paths.sort();
     let mut refused = false;
-    let mut seen = Vec::new();
+    let mut loaded = Vec::new();
     for path in paths {
         match runtime.load(&path, &policy).await {
             Ok(component) => {
@@ -34,7 +34,7 @@ pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow
                     print_line(&format!("  trusted   {provenance}"));
                 }
                 print_line(&policy.component(&component.name).to_string());
-                seen.push(component.name);
+                loaded.push(component);
             }
             Err(error) => {
                 print_line(&format!("\nrefused: {error}"));
@@ -42,8 +42,14 @@ pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow
             }
         }
     }
+    // What the daemon would do with names claimed twice.
+    let (registry, clashes) = Registry::resolve(loaded);
+    for clash in &clashes {
+        print_line(&format!("\nrefused: {clash}"));
+        refused = true;
+    }
     for name in policy.entry_names() {
-        if !seen.iter().any(|seen| seen == name) {
+        if !registry.components().iter().any(|component| component.name == name) {
             print_line(&format!(
                 "\npolicy entry {name}: no such component loaded from {}",
                 commands.display()
