@@ -45,6 +45,9 @@ pub struct ComponentPolicy {
     pub hostname: bool,
     /// Operator settings for the component (`agent.setting`).
     pub settings: BTreeMap<String, String>,
+    /// The only trusted keys (by name) whose signature may provide this
+    /// component; `None`: any trusted key, unless the name is a built-in's.
+    pub signers: Option<Vec<String>>,
     pub limits: Limits,
 }
 
@@ -164,6 +167,7 @@ struct ComponentFile {
     hostname: bool,
     #[serde(default)]
     settings: BTreeMap<String, String>,
+    signers: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     limits: LimitsFile,
 }
@@ -273,6 +277,20 @@ impl Policy {
                         .collect::<Result<Vec<_>, PolicyError>>()
                 })
                 .transpose()?;
+            let signers = entry
+                .signers
+                .map(|keys| {
+                    keys.into_iter()
+                        .map(|key| {
+                            check_key_name(key.get_ref())
+                                .map(|()| key.get_ref().clone())
+                                .map_err(|message| {
+                                    error_at(key.span().start, format!("component.{name}.signers: {message}"))
+                                })
+                        })
+                        .collect::<Result<Vec<_>, PolicyError>>()
+                })
+                .transpose()?;
             let limits = entry.limits.apply(limits, &error_at)?;
             components.insert(
                 name,
@@ -284,6 +302,7 @@ impl Policy {
                     update: entry.update,
                     hostname: entry.hostname,
                     settings: entry.settings,
+                    signers,
                     limits,
                 },
             );
@@ -317,6 +336,13 @@ impl Policy {
     /// True when the policy names component `name`.
     pub fn names(&self, name: &str) -> bool {
         self.components.contains_key(name)
+    }
+
+    /// Each component whose entry pins its signers, with those key names.
+    pub fn signers(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.components
+            .iter()
+            .filter_map(|(name, entry)| entry.signers.as_deref().map(|keys| (name.as_str(), keys)))
     }
 
     /// The largest memory limit any component may have (sizes the instance pool).
@@ -376,6 +402,11 @@ impl std::fmt::Display for ComponentPolicy {
         }
         for (name, value) in &self.settings {
             writeln!(f, "  setting   {name} = {value}")?;
+        }
+        match &self.signers {
+            Some(keys) if keys.is_empty() => writeln!(f, "  signers   (no key: only the pinned built-in)")?,
+            Some(keys) => writeln!(f, "  signers   {}", keys.join(", "))?,
+            None => {}
         }
         let limits = &self.limits;
         write!(
@@ -455,6 +486,22 @@ fn check_program_pattern(pattern: &[String]) -> Result<(), String> {
         Some(program) if !program.starts_with('/') => Err(format!("{program:?}: programs are given by absolute path")),
         Some(program) if program == "*" || program.contains("..") => Err(format!("{program:?}: not a program path")),
         Some(_) => Ok(()),
+    }
+}
+
+/// A key name as `guestward keygen` makes them (`ops` for `ops.pub`).
+fn check_key_name(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a key name (the stem of a trusted-keys .pub file)"
+        ))
     }
 }
 
@@ -636,6 +683,35 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn signers_name_trusted_keys() {
+        let policy = Policy::parse(
+            "[component.password]\nsigners = [\"ops\", \"vendor-2\"]\n[component.none]\nsigners = []\n[component.any]\n",
+            "p.toml",
+        )
+        .unwrap();
+        let pins: Vec<_> = policy.signers().collect();
+        assert_eq!(
+            pins,
+            [
+                ("none", &[][..]),
+                ("password", &["ops".to_owned(), "vendor-2".to_owned()][..])
+            ]
+        );
+        assert!(
+            policy
+                .component("password")
+                .to_string()
+                .contains("signers   ops, vendor-2")
+        );
+        for bad in ["", "../ops", "a/b", ".hidden"] {
+            let text = format!("[component.x]\n\nsigners = [{bad:?}]\n");
+            let error = Policy::parse(&text, "p.toml").unwrap_err();
+            assert_eq!(error.line, 3, "{bad}: {error}");
+            assert!(error.message.contains("component.x.signers"), "{error}");
+        }
     }
 
     #[test]
