@@ -41,6 +41,9 @@ pub struct ConfigFile {
     /// Directories whose components may run unsigned.
     #[serde(default)]
     pub allow_unsigned: Vec<PathBuf>,
+    /// Accept v1 signatures (which do not bind the component's name).
+    #[serde(default)]
+    pub accept_v1_signatures: bool,
 }
 
 impl ConfigFile {

@@ -213,7 +213,7 @@ fn a_bad_update_changes_nothing() {
         (
             "one-bad.tar.gz",
             md5("one-bad.tar.gz"),
-            "Update refused: other.wasm: the signature does not match",
+            "Update refused: other.wasm: the signature is for component probe, not other",
         ),
         ("cut.tar.gz", md5("good-1.2.tar.gz"), "/updates/cut.tar.gz: "),
         (
@@ -343,6 +343,25 @@ fn signed_as(component: &str, name: &str) -> (Vec<u8>, Vec<u8>) {
         std::fs::read(&path).unwrap(),
         std::fs::read(guestward::trust::signature_path(&path)).unwrap(),
     )
+}
+
+#[test]
+fn a_bundle_cannot_replace_a_built_in_with_a_component_signed_by_any_trusted_key() {
+    let (wasm, signature) = signed_as("impostor", "password");
+    let (server, bundle) = serve_bundle(&[("password.wasm", &wasm), ("password.wasm.sig", &signature)]);
+    let guest = Guest::start(AgentBuilder::new().policy(&policy(&server)));
+    let before = snapshot(&guest.agent.commands());
+    let url = server.url("/updates/bundle.tar.gz");
+    let (message, code) = message_and_code(&guest.dom0.call("u", &update_request(&url, &md5sum(&bundle))));
+    assert_eq!(code, "500", "{message}");
+    assert!(
+        message.contains("Update refused: password.wasm: `password` is a built-in command name"),
+        "{message}"
+    );
+    assert_eq!(snapshot(&guest.agent.commands()), before);
+    let reply = guest.dom0.call("p", r#"{"name":"password","value":"x"}"#);
+    assert!(!reply.contains("impostor"), "{reply}");
+    assert!(!guest.agent.root().join("etc/shadow").exists());
 }
 
 #[test]

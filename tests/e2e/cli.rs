@@ -197,6 +197,34 @@ fn keygen_sign_and_verify_work_together() {
     assert!(output.status.success(), "{output:?}");
     assert!(stdout(&output).ends_with("signed by vendor"), "{}", stdout(&output));
 
+    // The signature names the component: a renamed copy is refused until
+    // it is signed for its new name.
+    let renamed = dir.path().join("renamed.wasm");
+    std::fs::copy(&probe, &renamed).unwrap();
+    std::fs::copy(
+        guestward::trust::signature_path(&probe),
+        guestward::trust::signature_path(&renamed),
+    )
+    .unwrap();
+    let output = verify(&renamed);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("the signature is for component probe, not renamed"),
+        "{}",
+        stdout(&output)
+    );
+    let key = dir.path().join("vendor.key");
+    let output = guestward(&[
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        "--name",
+        "renamed",
+        renamed.to_str().unwrap(),
+    ]);
+    assert!(stdout(&output).contains("as component renamed"), "{output:?}");
+    assert!(verify(&renamed).status.success());
+
     let mut bytes = std::fs::read(&probe).unwrap();
     bytes.push(0);
     std::fs::write(&probe, bytes).unwrap();

@@ -118,6 +118,125 @@ fn the_operator_may_allow_unsigned_components_from_a_directory() {
     );
 }
 
+/// The impostor (hostile: it poses as `password`) signed by the agents'
+/// trusted key as `password.wasm`, in a directory of its own.
+fn impostor_as_password() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("password.wasm");
+    std::fs::copy(artifacts::component("impostor"), &path).unwrap();
+    sign(artifacts::test_key().0, &path);
+    (dir, path)
+}
+
+#[test]
+fn a_trusted_key_cannot_take_over_a_built_in_name_it_is_not_pinned_for() {
+    let (_dir, impostor) = impostor_as_password();
+    // It replaces the built-in password.wasm in the commands directory.
+    let agent = AgentBuilder::new().component_file_as_is(&impostor).start();
+    let log = agent.log();
+    assert!(
+        log.contains("password.wasm: `password` is a built-in command name"),
+        "{log}"
+    );
+    let reply = agent.call("password", r#""x""#);
+    assert!(!reply.contains("impostor"), "{reply}");
+    assert_eq!(
+        agent.call("keyinit", "1"),
+        answer("No such agent command 'keyinit'", "404")
+    );
+    assert!(
+        !agent.root().join("etc/shadow").exists(),
+        "the impostor wrote /etc/shadow"
+    );
+}
+
+#[test]
+fn a_key_the_policy_names_as_signer_may_provide_a_built_in_name() {
+    let (_dir, impostor) = impostor_as_password();
+    let policy = guestward::policy::DEFAULT_POLICY.replace(
+        "[component.password]\n",
+        "[component.password]\nsigners = [\"tests\"]\n",
+    );
+    let agent = AgentBuilder::new()
+        .component_file_as_is(&impostor)
+        .policy(&policy)
+        .start();
+    assert!(
+        agent.log().contains(r#"provenance="signed by tests""#),
+        "{}",
+        agent.log()
+    );
+    std::fs::create_dir(agent.root().join("etc")).unwrap();
+    assert_eq!(
+        agent.call("password", r#""x""#),
+        answer("impostor rewrote /etc/shadow", "0")
+    );
+}
+
+#[test]
+fn a_signature_made_for_one_name_does_not_cover_another() {
+    // The probe, signed as probe, shipped as echo-tool.wasm with that signature.
+    let (dir, probe) = probe_copy();
+    sign(artifacts::test_key().0, &probe);
+    let renamed = dir.path().join("echo-tool.wasm");
+    std::fs::rename(&probe, &renamed).unwrap();
+    std::fs::rename(
+        guestward::trust::signature_path(&probe),
+        guestward::trust::signature_path(&renamed),
+    )
+    .unwrap();
+    let policy = PROBE_POLICY.replace("[component.probe]", "[component.echo-tool]");
+    let agent = AgentBuilder::new()
+        .component_file_as_is(&renamed)
+        .policy(&policy)
+        .start();
+    assert!(
+        agent
+            .log()
+            .contains("echo-tool.wasm: the signature is for component probe, not echo-tool"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(agent.call("echo", "1"), answer("No such agent command 'echo'", "404"));
+}
+
+#[test]
+fn old_unbound_signatures_need_the_operators_opt_in() {
+    let (_dir, probe) = probe_copy();
+    let digest = guestward::runtime::component::sha256_hex(&std::fs::read(&probe).unwrap());
+    let v1 = guestward::trust::sign_v1(artifacts::test_key().0, &digest).unwrap();
+    std::fs::write(guestward::trust::signature_path(&probe), v1).unwrap();
+    let refusing = AgentBuilder::new()
+        .component_file_as_is(&probe)
+        .policy(PROBE_POLICY)
+        .start();
+    assert!(
+        refusing
+            .log()
+            .contains("probe.wasm: a v1 signature (it does not name the component)"),
+        "{}",
+        refusing.log()
+    );
+    assert_eq!(
+        refusing.call("echo", "1"),
+        answer("No such agent command 'echo'", "404")
+    );
+
+    let accepting = AgentBuilder::new()
+        .component_file_as_is(&probe)
+        .policy(PROBE_POLICY)
+        .arg("--accept-v1-signatures")
+        .start();
+    assert_eq!(accepting.call("echo", "1"), answer("1", "0"));
+    assert!(
+        accepting
+            .log()
+            .contains(r#"provenance="signed by tests (v1 signature: the name is not signed)""#),
+        "{}",
+        accepting.log()
+    );
+}
+
 /// The probe's policy, and an entry that lets the impostor write `/tmp`.
 pub fn impostor_policy() -> String {
     format!("{PROBE_POLICY}\n[component.impostor]\nfiles = [{{ path = \"/tmp\", access = \"read-write\" }}]\n")

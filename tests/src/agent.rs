@@ -172,11 +172,13 @@ impl AgentBuilder {
     }
 }
 
-/// Sign `component` (a sidecar `.sig`) with the private key text `private`.
+/// Sign `component` (a sidecar `.sig`) with the private key text `private`,
+/// for the name it has (its file stem).
 pub fn sign(private: &str, component: &Path) {
     let wasm = std::fs::read(component).expect("read component");
     let digest = guestward::runtime::component::sha256_hex(&wasm);
-    let signature = guestward::trust::sign(private, &digest).expect("sign");
+    let name = guestward::runtime::component::component_name(component);
+    let signature = guestward::trust::sign(private, &name, &digest).expect("sign");
     std::fs::write(guestward::trust::signature_path(component), signature).expect("write signature");
 }
 

@@ -1,5 +1,5 @@
-//! A Guestward bundle: `<name>.wasm` components and their `.sig` files, at
-//! the tarball's root or one directory deep.
+//! A Guestward bundle: `<name>.wasm` components and their `.sig` files (each
+//! signed for `<name>`), at the tarball's root or one directory deep.
 
 use guestward_sdk::{log, update};
 

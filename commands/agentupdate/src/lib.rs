@@ -8,8 +8,8 @@
 //! * a Guestward bundle: a tarball (plain or gzip) of `<name>.wasm`
 //!   components with their `<name>.wasm.sig` signatures, at its root or one
 //!   directory deep. The components go to the daemon through the `update`
-//!   capability, which verifies every signature against the trusted keys
-//!   and installs them all at once, loaded without a restart; if any fails,
+//!   capability, which verifies every signature (made for the component's
+//!   name) and installs them all at once, loaded without a restart; if any fails,
 //!   nothing changes. This component cannot vouch for what it installs.
 //! * a legacy nova-agent tarball with `installer.sh`: run only when the
 //!   operator allows it (see [`legacy`]); otherwise a 500 says why.

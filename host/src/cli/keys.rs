@@ -10,7 +10,7 @@ use anyhow::Context;
 use zeroize::Zeroizing;
 
 use super::print_line;
-use crate::runtime::component::sha256_hex;
+use crate::runtime::component::{component_name, sha256_hex};
 use crate::trust::{self, TrustStore};
 
 /// Write `NAME.key` (private, 0600) and `NAME.pub` in `dir`; never overwrite.
@@ -33,24 +33,35 @@ pub fn keygen(name: &str, dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Write `COMPONENT.sig` next to each component.
-pub fn sign(key: &Path, components: &[PathBuf]) -> anyhow::Result<ExitCode> {
+/// Write `COMPONENT.sig` next to each component, signing its bytes for its
+/// name: the file stem, or `name` (one component only) when it will be
+/// installed under another name.
+pub fn sign(key: &Path, name: Option<&str>, components: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        name.is_none() || components.len() == 1,
+        "--name signs one component only"
+    );
     let private =
         Zeroizing::new(std::fs::read_to_string(key).with_context(|| format!("cannot read the key {}", key.display()))?);
     for component in components {
         let wasm = std::fs::read(component).with_context(|| format!("cannot read {}", component.display()))?;
-        let signature = trust::sign(&private, &sha256_hex(&wasm))
+        let name = name.map_or_else(|| component_name(component), str::to_owned);
+        let signature = trust::sign(&private, &name, &sha256_hex(&wasm))
             .map_err(|reason| anyhow::anyhow!("{}: {reason}", key.display()))?;
         let sidecar = trust::signature_path(component);
         std::fs::write(&sidecar, signature).with_context(|| format!("cannot write {}", sidecar.display()))?;
-        print_line(&format!("signed {} → {}", component.display(), sidecar.display()));
+        print_line(&format!(
+            "signed {} as component {name} → {}",
+            component.display(),
+            sidecar.display()
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Whether the daemon would run each component; exit 1 if any would be refused.
-pub fn verify(trusted_keys: &Path, components: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let store = TrustStore::load(Some(trusted_keys), &[])?;
+/// Whether the daemon would run each component under its name (with
+/// `store`'s keys and signer pins); exit 1 if any would be refused.
+pub fn verify(store: &TrustStore, components: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut refused = false;
     for component in components {
         let wasm = std::fs::read(component).with_context(|| format!("cannot read {}", component.display()))?;

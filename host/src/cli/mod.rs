@@ -86,20 +86,33 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
-    /// Sign components: write COMPONENT.wasm.sig next to each.
+    /// Sign components: write COMPONENT.wasm.sig next to each. A signature
+    /// covers the component's bytes and its name (the file stem).
     Sign {
         /// The private key file (from `keygen`).
         #[arg(long)]
         key: PathBuf,
+        /// Sign for this component name instead of the file stem (the name
+        /// it will be installed as; one component only).
+        #[arg(long)]
+        name: Option<String>,
         /// The components (`.wasm`).
         #[arg(required = true)]
         components: Vec<PathBuf>,
     },
-    /// Say whether the daemon would run each component, and why.
+    /// Say whether the daemon would run each component, under its name,
+    /// and why.
     Verify {
         /// The trusted public keys.
         #[arg(long, default_value = trust::DEFAULT_TRUSTED_KEYS)]
         trusted_keys: PathBuf,
+        /// The policy whose `signers` apply (default: the operator policy,
+        /// else the built-in one).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Accept v1 signatures, which do not name the component.
+        #[arg(long)]
+        accept_v1_signatures: bool,
         /// The components (`.wasm`).
         #[arg(required = true)]
         components: Vec<PathBuf>,
@@ -132,6 +145,9 @@ enum PolicyAction {
         /// The trusted public keys.
         #[arg(long, default_value = trust::DEFAULT_TRUSTED_KEYS)]
         trusted_keys: PathBuf,
+        /// Accept v1 signatures, which do not name the component.
+        #[arg(long)]
+        accept_v1_signatures: bool,
     },
 }
 
@@ -182,6 +198,11 @@ struct ServeArgs {
     /// development directories only.
     #[arg(long)]
     allow_unsigned: Vec<PathBuf>,
+    /// Accept v1 signatures, which sign a component's bytes but not its
+    /// name (so a v1-signed component can be run under any name): only
+    /// while re-signing older components.
+    #[arg(long)]
+    accept_v1_signatures: bool,
 }
 
 mod keys;
@@ -288,22 +309,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Inspect { component, policy } => inspect(&component, policy).await,
         Command::Keygen { name, dir } => keys::keygen(&name, &dir),
-        Command::Sign { key, components } => keys::sign(&key, &components),
+        Command::Sign { key, name, components } => keys::sign(&key, name.as_deref(), &components),
         Command::Verify {
             trusted_keys,
+            policy,
+            accept_v1_signatures,
             components,
-        } => keys::verify(&trusted_keys, &components),
+        } => {
+            let policy = load_policy(policy.as_deref())?;
+            let trust = trust_store(&trusted_keys, &[], accept_v1_signatures, &policy)?;
+            keys::verify(&trust, &components)
+        }
         Command::Policy {
             action:
                 PolicyAction::Check {
                     file,
                     commands,
                     trusted_keys,
+                    accept_v1_signatures,
                 },
         } => {
             let policy = load_policy(file.as_deref())?;
             let commands = commands.unwrap_or_else(config::default_commands_dir);
-            let trust = TrustStore::load(Some(&trusted_keys), &[])?;
+            let trust = trust_store(&trusted_keys, &[], accept_v1_signatures, &policy)?;
             policy_check::check(policy, &commands, trust).await
         }
     }
@@ -338,7 +366,8 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
         .unwrap_or_else(|| PathBuf::from(trust::DEFAULT_TRUSTED_KEYS));
     let mut allow_unsigned = args.allow_unsigned;
     allow_unsigned.extend(file.allow_unsigned.iter().cloned());
-    let trust = TrustStore::load(Some(&trusted_keys), &allow_unsigned)?;
+    let accept_v1 = args.accept_v1_signatures || file.accept_v1_signatures;
+    let trust = trust_store(&trusted_keys, &allow_unsigned, accept_v1, &policy)?;
     Ok(DaemonSettings {
         trust,
         xenstore,
@@ -353,6 +382,22 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
             ..ExchangeOptions::default()
         },
     })
+}
+
+/// The trusted keys, with the policy's signer pins.
+fn trust_store(
+    keys: &Path,
+    allow_unsigned: &[PathBuf],
+    accept_v1: bool,
+    policy: &Policy,
+) -> anyhow::Result<TrustStore> {
+    let store = TrustStore::load(Some(keys), allow_unsigned)?
+        .accept_v1_signatures(accept_v1)
+        .with_signers(policy.signers());
+    if accept_v1 {
+        tracing::warn!("accepting v1 signatures: they do not bind a component's name");
+    }
+    Ok(store)
 }
 
 /// `path`, else the default operator policy if it exists, else the built-in one.

@@ -13,6 +13,15 @@ use crate::trust::TrustStore;
 
 pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow::Result<ExitCode> {
     print_line(&format!("policy {}: valid", policy.origin()));
+    for (name, signers) in policy.signers() {
+        for signer in signers {
+            if !trust.key_names().any(|key| key == signer) {
+                print_line(&format!(
+                    "policy entry {name}: signer {signer} is not a trusted key (no {signer}.pub)"
+                ));
+            }
+        }
+    }
     let options = RuntimeOptions {
         trust: Some(trust),
         ..RuntimeOptions::for_policy(&policy)
