@@ -10,6 +10,7 @@ mod files;
 mod hostile;
 mod injectfile;
 mod kmsactivate;
+mod network_live;
 mod password;
 mod protocol;
 mod resetnetwork;
