@@ -381,22 +381,43 @@ fn for_every_network(each: impl Fn(&Network) + Sync) {
     });
 }
 
-#[test]
-fn networkd_brings_every_network_up() {
-    if skip_unless_root("networkd_brings_every_network_up") {
+/// The live test `test` of `renderer`: every network rendered into a root
+/// holding `files` (a path ending in `/` is a directory), then
+/// `bring_up(network, root)`.
+fn live_test(test: &str, renderer: &str, files: &[(&str, &str)], bring_up: impl Fn(&Network, &Path) + Sync) {
+    if skip_unless_root(test) {
         return;
     }
     for_every_network(|network| {
-        let guest = render(network, "networkd", |root| {
-            std::fs::create_dir_all(root.join("etc/systemd/network")).unwrap();
+        let guest = render(network, renderer, |root| {
+            for (path, contents) in files {
+                let path = root.join(path);
+                if contents.is_empty() && path.to_string_lossy().ends_with('/') {
+                    std::fs::create_dir_all(&path).unwrap();
+                } else {
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    std::fs::write(&path, contents).unwrap();
+                }
+            }
         });
-        let root = guest.agent.root();
-        let mut netns = namespace(network);
-        let log = root.join("networkd.log");
-        let run = empty_dir(&root, "scratch-run");
-        start_networkd(&mut netns, &root.join("etc/systemd/network"), &run, &log);
-        assert_up(&netns, network, "networkd", &log, &root);
+        bring_up(network, &guest.agent.root());
     });
+}
+
+#[test]
+fn networkd_brings_every_network_up() {
+    live_test(
+        "networkd_brings_every_network_up",
+        "networkd",
+        &[("etc/systemd/network/", "")],
+        |network, root| {
+            let mut netns = namespace(network);
+            let log = root.join("networkd.log");
+            let run = empty_dir(root, "scratch-run");
+            start_networkd(&mut netns, &root.join("etc/systemd/network"), &run, &log);
+            assert_up(&netns, network, "networkd", &log, root);
+        },
+    );
 }
 
 /// An image whose cloud-init file already gave eth0 other static
@@ -405,91 +426,85 @@ const CLOUD_INIT: &str = "network:\n  version: 2\n  ethernets:\n    eth0:\n     
 
 #[test]
 fn netplan_brings_every_network_up_through_networkd() {
-    if skip_unless_root("netplan_brings_every_network_up_through_networkd") {
-        return;
-    }
-    for_every_network(|network| {
-        let guest = render(network, "netplan", |root| {
-            let dir = root.join("etc/netplan");
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("50-cloud-init.yaml"), CLOUD_INIT).unwrap();
-        });
-        let root = guest.agent.root();
-        let generate = Command::new("/usr/sbin/netplan")
-            .arg("generate")
-            .arg("--root-dir")
-            .arg(&root)
-            .env_clear()
-            .output()
-            .expect("netplan");
-        assert!(
-            generate.status.success(),
-            "{}: {}\n{}",
-            network.name,
-            String::from_utf8_lossy(&generate.stderr),
-            rendered_files(&root)
-        );
-        let generated = root.join("run/systemd/network");
-        for entry in std::fs::read_dir(&generated).unwrap() {
-            let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap();
-            // A veth has no permanent MAC (see the module's comment).
-            std::fs::write(&path, text.replace("PermanentMACAddress=", "MACAddress=")).unwrap();
-        }
-        let mut netns = namespace(network);
-        let log = root.join("networkd.log");
-        let etc = empty_dir(&root, "scratch-etc");
-        start_networkd(&mut netns, &etc, &generated, &log);
-        assert_up(&netns, network, "netplan", &log, &root);
-    });
+    live_test(
+        "netplan_brings_every_network_up_through_networkd",
+        "netplan",
+        &[("etc/netplan/50-cloud-init.yaml", CLOUD_INIT)],
+        |network, root| {
+            let generate = Command::new("/usr/sbin/netplan")
+                .arg("generate")
+                .arg("--root-dir")
+                .arg(root)
+                .env_clear()
+                .output()
+                .expect("netplan");
+            assert!(
+                generate.status.success(),
+                "{}: {}\n{}",
+                network.name,
+                String::from_utf8_lossy(&generate.stderr),
+                rendered_files(root)
+            );
+            let generated = root.join("run/systemd/network");
+            for entry in std::fs::read_dir(&generated).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                // A veth has no permanent MAC (see the module's comment).
+                std::fs::write(&path, text.replace("PermanentMACAddress=", "MACAddress=")).unwrap();
+            }
+            let mut netns = namespace(network);
+            let log = root.join("networkd.log");
+            let etc = empty_dir(root, "scratch-etc");
+            start_networkd(&mut netns, &etc, &generated, &log);
+            assert_up(&netns, network, "netplan", &log, root);
+        },
+    );
 }
 
 #[test]
 fn ifupdown_brings_every_network_up() {
-    if skip_unless_root("ifupdown_brings_every_network_up") {
-        return;
-    }
-    for_every_network(|network| {
-        let guest = render(network, "ifupdown", |root| {
-            std::fs::create_dir_all(root.join("etc/network")).unwrap();
-        });
-        let root = guest.agent.root();
-        let etc_network = root.join("etc/network");
-        for hooks in ["if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"] {
-            std::fs::create_dir_all(etc_network.join(hooks)).unwrap();
-        }
-        // The stanzas the agent brought up, in its order.
-        let actions = std::fs::read_to_string(root.join(".guestward/actions.log")).unwrap_or_default();
-        let ifups: Vec<String> = actions
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter_map(|action| {
-                let argv: Vec<&str> = action["argv"]
-                    .as_array()?
-                    .iter()
-                    .filter_map(|arg| arg.as_str())
-                    .collect();
-                (argv.len() == 2 && argv[0] == "/sbin/ifup").then(|| format!("env -i /sbin/ifup '{}'", argv[1]))
-            })
-            .collect();
-        assert!(!ifups.is_empty(), "{actions}");
-        let netns = namespace(network);
-        let log = root.join("ifup.log");
-        let script = format!(
-            "mount -t tmpfs tmpfs /run\nmkdir -p /run/network\nmount --bind '{}' /etc/network\n{}",
-            etc_network.display(),
-            ifups.join("\n")
-        );
-        let status = netns.script(&script, &log);
-        assert!(
-            status.success(),
-            "{}: ifup failed:\n{}\n{}",
-            network.name,
-            std::fs::read_to_string(&log).unwrap_or_default(),
-            rendered_files(&root)
-        );
-        assert_up(&netns, network, "ifupdown", &log, &root);
-    });
+    live_test(
+        "ifupdown_brings_every_network_up",
+        "ifupdown",
+        &[("etc/network/", "")],
+        |network, root| {
+            let etc_network = root.join("etc/network");
+            for hooks in ["if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"] {
+                std::fs::create_dir_all(etc_network.join(hooks)).unwrap();
+            }
+            // The stanzas the agent brought up, in its order.
+            let actions = std::fs::read_to_string(root.join(".guestward/actions.log")).unwrap_or_default();
+            let ifups: Vec<String> = actions
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter_map(|action| {
+                    let argv: Vec<&str> = action["argv"]
+                        .as_array()?
+                        .iter()
+                        .filter_map(|arg| arg.as_str())
+                        .collect();
+                    (argv.len() == 2 && argv[0] == "/sbin/ifup").then(|| format!("env -i /sbin/ifup '{}'", argv[1]))
+                })
+                .collect();
+            assert!(!ifups.is_empty(), "{actions}");
+            let netns = namespace(network);
+            let log = root.join("ifup.log");
+            let script = format!(
+                "mount -t tmpfs tmpfs /run\nmkdir -p /run/network\nmount --bind '{}' /etc/network\n{}",
+                etc_network.display(),
+                ifups.join("\n")
+            );
+            let status = netns.script(&script, &log);
+            assert!(
+                status.success(),
+                "{}: ifup failed:\n{}\n{}",
+                network.name,
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                rendered_files(root)
+            );
+            assert_up(&netns, network, "ifupdown", &log, root);
+        },
+    );
 }
 
 /// NetworkManager's configuration for the test: keyfiles only, every
@@ -527,35 +542,35 @@ const BUS_CONF: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus 
 
 #[test]
 fn network_manager_brings_every_network_up() {
-    if skip_unless_root("network_manager_brings_every_network_up") {
-        return;
-    }
-    for_every_network(|network| {
-        let guest = render(network, "networkmanager", |root| {
-            std::fs::create_dir_all(root.join("etc/NetworkManager/system-connections")).unwrap();
-        });
-        let root = guest.agent.root();
-        let etc = root.join("etc/NetworkManager");
-        std::fs::write(etc.join("NetworkManager.conf"), NM_CONF).unwrap();
-        std::fs::create_dir_all(etc.join("conf.d")).unwrap();
-        let var = empty_dir(&root, "scratch-var");
-        let bus = root.join("bus.conf");
-        std::fs::write(&bus, BUS_CONF).unwrap();
-        let mut netns = namespace(network);
-        let log = root.join("NetworkManager.log");
-        let script = format!(
-            "mount -o remount,bind,ro /sys
+    live_test(
+        "network_manager_brings_every_network_up",
+        "networkmanager",
+        &[
+            ("etc/NetworkManager/system-connections/", ""),
+            ("etc/NetworkManager/NetworkManager.conf", NM_CONF),
+        ],
+        |network, root| {
+            let etc = root.join("etc/NetworkManager");
+            std::fs::create_dir_all(etc.join("conf.d")).unwrap();
+            let var = empty_dir(root, "scratch-var");
+            let bus = root.join("bus.conf");
+            std::fs::write(&bus, BUS_CONF).unwrap();
+            let mut netns = namespace(network);
+            let log = root.join("NetworkManager.log");
+            let script = format!(
+                "mount -o remount,bind,ro /sys
 mount -t tmpfs tmpfs /run
 mkdir -p /run/dbus
 mount --bind '{}' /etc/NetworkManager
 mount --bind '{}' /var/lib/NetworkManager
 dbus-daemon --config-file='{}' --fork --nopidfile
 exec /usr/sbin/NetworkManager --debug",
-            etc.display(),
-            var.display(),
-            bus.display()
-        );
-        netns.spawn(&script, &log);
-        assert_up(&netns, network, "NetworkManager", &log, &root);
-    });
+                etc.display(),
+                var.display(),
+                bus.display()
+            );
+            netns.spawn(&script, &log);
+            assert_up(&netns, network, "NetworkManager", &log, root);
+        },
+    );
 }
