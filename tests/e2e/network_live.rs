@@ -45,6 +45,10 @@ struct Network {
     defaults: &'static [&'static str],
     /// The metrics of the default routes, when they must be set.
     metrics: &'static [u64],
+    /// `dev server`: the name servers NetworkManager holds per device
+    /// (a server of a family the device has no address in moves to the
+    /// first device that has one).
+    name_servers: &'static [&'static str],
 }
 
 const ETH0: &str = "bc:76:4e:20:5e:b2";
@@ -62,6 +66,7 @@ const NETWORKS: &[Network] = &[
         routes: &["192.0.2.0/24 dev eth0"],
         defaults: &["via 192.0.2.1 dev eth0"],
         metrics: &[],
+        name_servers: &["eth0 192.0.2.53"],
     },
     Network {
         name: "IPv4 and IPv6",
@@ -74,6 +79,7 @@ const NETWORKS: &[Network] = &[
         routes: &["192.0.2.0/24 dev eth0", "2001:db8:10::/64 dev eth0"],
         defaults: &["via 192.0.2.1 dev eth0", "via 2001:db8:10::1 dev eth0"],
         metrics: &[],
+        name_servers: &["eth0 192.0.2.53"],
     },
     Network {
         name: "public and private NICs with static routes, several addresses (legacy §8.6)",
@@ -103,6 +109,7 @@ const NETWORKS: &[Network] = &[
         ],
         defaults: &["via 104.130.169.1 dev eth0", "via fe80::def dev eth0"],
         metrics: &[],
+        name_servers: &["eth0 69.20.0.164", "eth0 69.20.0.196"],
     },
     Network {
         name: "several addresses of both families on one NIC",
@@ -121,6 +128,7 @@ const NETWORKS: &[Network] = &[
         routes: &["192.0.2.0/24 dev eth0", "198.51.100.0/25 dev eth0"],
         defaults: &["via 192.0.2.1 dev eth0"],
         metrics: &[],
+        name_servers: &[],
     },
     Network {
         name: "IPv6 only",
@@ -133,6 +141,7 @@ const NETWORKS: &[Network] = &[
         routes: &["2001:db8:6::/64 dev eth0"],
         defaults: &["via 2001:db8:6::1 dev eth0"],
         metrics: &[],
+        name_servers: &["eth0 2001:db8:6::53"],
     },
     Network {
         name: "name servers of the other family",
@@ -152,6 +161,12 @@ const NETWORKS: &[Network] = &[
         routes: &["192.0.2.0/24 dev eth0", "2001:db8:6::/64 dev eth1"],
         defaults: &["via 192.0.2.1 dev eth0"],
         metrics: &[],
+        name_servers: &[
+            "eth0 192.0.2.53",
+            "eth0 198.51.100.53",
+            "eth1 2001:db8:6::53",
+            "eth1 2001:db8::53",
+        ],
     },
     Network {
         name: "masks other than /24",
@@ -175,6 +190,7 @@ const NETWORKS: &[Network] = &[
         ],
         defaults: &["via 172.16.0.1 dev eth0"],
         metrics: &[],
+        name_servers: &[],
     },
     Network {
         name: "gateways outside the subnet",
@@ -187,6 +203,7 @@ const NETWORKS: &[Network] = &[
         routes: &["10.20.0.0/16 via 198.51.100.9 dev eth0"],
         defaults: &["via 198.51.100.1 dev eth0", "via 2001:db8:1::1 dev eth0"],
         metrics: &[],
+        name_servers: &[],
     },
     Network {
         name: "two NICs with a gateway each",
@@ -206,6 +223,7 @@ const NETWORKS: &[Network] = &[
         routes: &["192.0.2.0/24 dev eth0", "198.51.100.0/24 dev eth1"],
         defaults: &["via 192.0.2.1 dev eth0", "via 198.51.100.1 dev eth1"],
         metrics: &[100, 200],
+        name_servers: &[],
     },
     Network {
         name: "an interface named ens3",
@@ -218,6 +236,7 @@ const NETWORKS: &[Network] = &[
         routes: &["192.0.2.0/24 dev ens3"],
         defaults: &["via 192.0.2.1 dev ens3", "via 2001:db8:10::1 dev ens3"],
         metrics: &[],
+        name_servers: &[],
     },
 ];
 
@@ -540,6 +559,39 @@ const BUS_CONF: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus 
 </busconfig>
 "#;
 
+/// The name servers NetworkManager holds for each NIC, as `dev server`,
+/// asked with nmcli inside the daemon's namespaces.
+fn network_manager_servers(netns: &NetNs, network: &Network) -> Vec<String> {
+    let pid = netns.pid_of("NetworkManager").expect("NetworkManager runs").to_string();
+    let mut servers = Vec::new();
+    for nic in network.nics {
+        let output = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid,
+                "-m",
+                "-n",
+                "nmcli",
+                "-g",
+                "IP4.DNS,IP6.DNS",
+                "device",
+                "show",
+                nic.name,
+            ])
+            .output()
+            .expect("nsenter nmcli");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        // `-g` escapes the colons of IPv6 addresses.
+        let text = String::from_utf8_lossy(&output.stdout).replace("\\:", ":");
+        servers.extend(
+            text.split(|c: char| c.is_whitespace() || c == '|')
+                .filter(|server| !server.is_empty())
+                .map(|server| format!("{} {server}", nic.name)),
+        );
+    }
+    servers
+}
+
 #[test]
 fn network_manager_brings_every_network_up() {
     live_test(
@@ -571,6 +623,11 @@ exec /usr/sbin/NetworkManager --debug",
             );
             netns.spawn(&script, &log);
             assert_up(&netns, network, "NetworkManager", &log, root);
+            let mut servers = network_manager_servers(&netns, network);
+            let mut expected = network.name_servers.to_vec();
+            servers.sort();
+            expected.sort();
+            assert_eq!(servers, expected, "{}", network.name);
         },
     );
 }

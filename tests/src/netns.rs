@@ -119,6 +119,15 @@ impl NetNs {
         command
     }
 
+    /// The id of a process in the namespace whose command is `command`.
+    pub fn pid_of(&self, command: &str) -> Option<u32> {
+        let output = Command::new("ip").args(["netns", "pids", &self.name]).output().ok()?;
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .filter_map(|pid| pid.parse::<u32>().ok())
+            .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == command))
+    }
+
     /// `ip -j <args>` in the namespace, parsed.
     pub fn ip_json(&self, args: &[&str]) -> Value {
         let mut argv = vec!["ip", "-j"];
