@@ -439,6 +439,48 @@ fn networkd_brings_every_network_up() {
     );
 }
 
+/// A bridge (or bond, or VLAN) carries its NIC's MAC: networkd matched by
+/// MAC alone configured the bridge as well as the NIC.
+#[test]
+fn networkd_leaves_a_bridge_with_the_nics_mac_alone() {
+    if skip_unless_root("networkd_leaves_a_bridge_with_the_nics_mac_alone") {
+        return;
+    }
+    let network = &NETWORKS[0];
+    let guest = render(network, "networkd", |root| {
+        std::fs::create_dir_all(root.join("etc/systemd/network")).unwrap();
+    });
+    let root = guest.agent.root();
+    let mut netns = namespace(network);
+    // The bridge has a port, so it has a carrier and would be configured.
+    netns.exec(&[
+        "ip",
+        "link",
+        "add",
+        "br0",
+        "address",
+        ETH0,
+        "type",
+        "bridge",
+        "forward_delay",
+        "0",
+    ]);
+    netns.exec(&["ip", "link", "add", "gwb0", "type", "veth", "peer", "name", "gwb1"]);
+    netns.exec(&["ip", "link", "set", "gwb0", "master", "br0"]);
+    for link in ["gwb0", "gwb1", "br0"] {
+        netns.exec(&["ip", "link", "set", link, "up"]);
+    }
+    let log = root.join("networkd.log");
+    let run = empty_dir(&root, "scratch-run");
+    start_networkd(&mut netns, &root.join("etc/systemd/network"), &run, &log);
+    assert_up(&netns, network, "networkd", &log, &root);
+    // networkd matches every link when it enumerates them, and says so.
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!log.contains("br0: Configuring"), "{log}");
+    let bridge = netns.addresses(&["br0"]);
+    assert!(bridge.is_empty(), "br0 was configured too: {bridge:?}");
+}
+
 /// An image whose cloud-init file already gave eth0 other static
 /// addresses and a default route.
 const CLOUD_INIT: &str = "network:\n  version: 2\n  ethernets:\n    eth0:\n      match:\n        macaddress: 'bc:76:4e:20:5e:b2'\n      addresses: [10.9.0.5/24]\n      routes: [{to: default, via: 10.9.0.1}]\n      nameservers: {addresses: [10.9.0.53]}\n";
