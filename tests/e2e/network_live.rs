@@ -351,6 +351,19 @@ fn assert_up(netns: &NetNs, network: &Network, renderer: &str, log: &Path, root:
     );
 }
 
+/// The programs the agent ran (recorded under `--root`), in order.
+fn recorded_runs(root: &Path) -> Vec<Vec<String>> {
+    let actions = std::fs::read_to_string(root.join(".guestward/actions.log")).unwrap_or_default();
+    actions
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|action| {
+            let argv = action["argv"].as_array()?;
+            Some(argv.iter().filter_map(|arg| arg.as_str().map(str::to_owned)).collect())
+        })
+        .collect()
+}
+
 /// Every file the agent wrote under `root`, for failure messages.
 fn rendered_files(root: &Path) -> String {
     let output = Command::new("sh")
@@ -534,20 +547,12 @@ fn ifupdown_brings_every_network_up() {
                 std::fs::create_dir_all(etc_network.join(hooks)).unwrap();
             }
             // The stanzas the agent brought up, in its order.
-            let actions = std::fs::read_to_string(root.join(".guestward/actions.log")).unwrap_or_default();
-            let ifups: Vec<String> = actions
-                .lines()
-                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-                .filter_map(|action| {
-                    let argv: Vec<&str> = action["argv"]
-                        .as_array()?
-                        .iter()
-                        .filter_map(|arg| arg.as_str())
-                        .collect();
-                    (argv.len() == 2 && argv[0] == "/sbin/ifup").then(|| format!("env -i /sbin/ifup '{}'", argv[1]))
-                })
+            let ifups: Vec<String> = recorded_runs(root)
+                .into_iter()
+                .filter(|argv| argv.len() == 2 && argv[0] == "/sbin/ifup")
+                .map(|argv| format!("env -i /sbin/ifup '{}'", argv[1]))
                 .collect();
-            assert!(!ifups.is_empty(), "{actions}");
+            assert!(!ifups.is_empty(), "{}", rendered_files(root));
             let netns = namespace(network);
             let log = root.join("ifup.log");
             let script = format!(
@@ -664,6 +669,30 @@ exec /usr/sbin/NetworkManager --debug",
                 bus.display()
             );
             netns.spawn(&script, &log);
+            assert_up(&netns, network, "NetworkManager", &log, root);
+            // What the agent runs on a real machine, against the daemon:
+            // reload, then bring each connection up again.
+            let pid = netns.pid_of("NetworkManager").expect("NetworkManager runs").to_string();
+            let steps: Vec<Vec<String>> = recorded_runs(root)
+                .into_iter()
+                .filter(|argv| argv[0] == "/usr/bin/nmcli" && argv[1] != "--offline")
+                .collect();
+            assert_eq!(steps.len(), network.nics.len() + 1, "reload, then up each: {steps:?}");
+            for argv in steps {
+                let output = Command::new("nsenter")
+                    .args(["-t", &pid, "-m", "-n"])
+                    .args(&argv)
+                    .env_clear()
+                    .output()
+                    .expect("nsenter nmcli");
+                assert!(
+                    output.status.success(),
+                    "{}: {argv:?}: {}\n{}",
+                    network.name,
+                    String::from_utf8_lossy(&output.stderr),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
             assert_up(&netns, network, "NetworkManager", &log, root);
             let mut servers = network_manager_servers(&netns, network);
             let mut expected = network.name_servers.to_vec();
