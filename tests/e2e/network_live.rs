@@ -5,13 +5,16 @@
 //! the kernel's addresses and routes are compared with what the network
 //! says. See `guestward_tests::netns` for the namespace set-up.
 //!
-//! * networkd: systemd-networkd reads the `.network` files.
+//! * networkd: systemd-networkd (on a private D-Bus) reads the `.network`
+//!   files, then the agent's `networkctl reload` and `reconfigure` run
+//!   against it.
 //! * netplan: `netplan generate` turns the YAML into networkd files, which
 //!   systemd-networkd brings up. (A veth has no permanent MAC, which
 //!   netplan's `PermanentMACAddress=` match needs: the harness matches the
 //!   current MAC instead, which is the same address here.)
 //! * NetworkManager: the daemon, on a private D-Bus, loads the keyfiles
-//!   and activates them.
+//!   and activates them, then the agent's `nmcli connection reload` and
+//!   `up` run against it.
 //! * ifupdown: `ifup` runs the stanzas the agent would have brought up,
 //!   in its order, with an empty environment as the agent runs it.
 //!
@@ -351,16 +354,47 @@ fn assert_up(netns: &NetNs, network: &Network, renderer: &str, log: &Path, root:
     );
 }
 
-/// The programs the agent ran (recorded under `--root`), in order.
-fn recorded_runs(root: &Path) -> Vec<Vec<String>> {
+/// Run the agent's `steps` against the daemon (`daemon`, its command
+/// name), inside its namespaces, with an empty environment as the agent
+/// runs them; each must succeed. There is one per NIC and a reload.
+fn replay(netns: &NetNs, daemon: &str, steps: &[Vec<String>], network: &Network, log: &Path) {
+    assert_eq!(steps.len(), network.nics.len() + 1, "reload, then each NIC: {steps:?}");
+    let pid = netns
+        .pid_of(daemon)
+        .unwrap_or_else(|| panic!("{daemon} runs"))
+        .to_string();
+    for argv in steps {
+        let output = Command::new("nsenter")
+            .args(["-t", &pid, "-m", "-n"])
+            .args(argv)
+            .env_clear()
+            .output()
+            .expect("nsenter");
+        assert!(
+            output.status.success(),
+            "{}: {argv:?}: {}\n{}",
+            network.name,
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
+/// The runs of `program` the agent recorded under `--root`, in order.
+fn recorded_runs(root: &Path, program: &str) -> Vec<Vec<String>> {
     let actions = std::fs::read_to_string(root.join(".guestward/actions.log")).unwrap_or_default();
     actions
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter_map(|action| {
             let argv = action["argv"].as_array()?;
-            Some(argv.iter().filter_map(|arg| arg.as_str().map(str::to_owned)).collect())
+            Some(
+                argv.iter()
+                    .filter_map(|arg| arg.as_str().map(str::to_owned))
+                    .collect::<Vec<_>>(),
+            )
         })
+        .filter(|argv| argv.first().is_some_and(|first| first == program))
         .collect()
 }
 
@@ -376,20 +410,30 @@ fn rendered_files(root: &Path) -> String {
 }
 
 /// Start systemd-networkd in `netns` with `etc` as /etc/systemd/network
-/// and `run` as /run/systemd/network.
-fn start_networkd(netns: &mut NetNs, etc: &Path, run: &Path, log: &Path) {
+/// and `run` as /run/systemd/network, on a private D-Bus (for networkctl).
+fn start_networkd(netns: &mut NetNs, root: &Path, etc: &Path, run: &Path, log: &Path) {
     let script = format!(
         "mount -o remount,bind,ro /sys
 mount -t tmpfs tmpfs /run
-mkdir -p /run/systemd/netif /run/systemd/network
+mkdir -p /run/systemd/netif /run/systemd/network /run/dbus
 chown systemd-network:systemd-network /run/systemd/netif
 mount --bind '{}' /etc/systemd/network
 mount --bind '{}' /run/systemd/network
+dbus-daemon --config-file='{}' --fork --nopidfile
 exec /lib/systemd/systemd-networkd",
         etc.display(),
-        run.display()
+        run.display(),
+        bus_config(root).display()
     );
     netns.spawn(&script, log);
+}
+
+/// A system bus configuration under `root` that lets everything through,
+/// for the daemons in the namespace only.
+fn bus_config(root: &Path) -> std::path::PathBuf {
+    let path = root.join("bus.conf");
+    std::fs::write(&path, BUS_CONF).unwrap();
+    path
 }
 
 fn empty_dir(root: &Path, name: &str) -> std::path::PathBuf {
@@ -446,7 +490,16 @@ fn networkd_brings_every_network_up() {
             let mut netns = namespace(network);
             let log = root.join("networkd.log");
             let run = empty_dir(root, "scratch-run");
-            start_networkd(&mut netns, &root.join("etc/systemd/network"), &run, &log);
+            start_networkd(&mut netns, root, &root.join("etc/systemd/network"), &run, &log);
+            assert_up(&netns, network, "networkd", &log, root);
+            // What the agent runs on a real machine: reload, reconfigure.
+            replay(
+                &netns,
+                "systemd-network",
+                &recorded_runs(root, "/usr/bin/networkctl"),
+                network,
+                &log,
+            );
             assert_up(&netns, network, "networkd", &log, root);
         },
     );
@@ -485,7 +538,7 @@ fn networkd_leaves_a_bridge_with_the_nics_mac_alone() {
     }
     let log = root.join("networkd.log");
     let run = empty_dir(&root, "scratch-run");
-    start_networkd(&mut netns, &root.join("etc/systemd/network"), &run, &log);
+    start_networkd(&mut netns, &root, &root.join("etc/systemd/network"), &run, &log);
     assert_up(&netns, network, "networkd", &log, &root);
     // networkd matches every link when it enumerates them, and says so.
     let log = std::fs::read_to_string(&log).unwrap_or_default();
@@ -529,7 +582,7 @@ fn netplan_brings_every_network_up_through_networkd() {
             let mut netns = namespace(network);
             let log = root.join("networkd.log");
             let etc = empty_dir(root, "scratch-etc");
-            start_networkd(&mut netns, &etc, &generated, &log);
+            start_networkd(&mut netns, root, &etc, &generated, &log);
             assert_up(&netns, network, "netplan", &log, root);
         },
     );
@@ -547,9 +600,9 @@ fn ifupdown_brings_every_network_up() {
                 std::fs::create_dir_all(etc_network.join(hooks)).unwrap();
             }
             // The stanzas the agent brought up, in its order.
-            let ifups: Vec<String> = recorded_runs(root)
+            let ifups: Vec<String> = recorded_runs(root, "/sbin/ifup")
                 .into_iter()
-                .filter(|argv| argv.len() == 2 && argv[0] == "/sbin/ifup")
+                .filter(|argv| argv.len() == 2)
                 .map(|argv| format!("env -i /sbin/ifup '{}'", argv[1]))
                 .collect();
             assert!(!ifups.is_empty(), "{}", rendered_files(root));
@@ -590,7 +643,8 @@ unmanaged-devices=interface-name:gwp*
 managed=1
 ";
 
-/// A system bus that lets root do everything, for NetworkManager only.
+/// A system bus that lets everything through (networkd runs as
+/// systemd-network), for the daemons in a test's namespace only.
 const BUS_CONF: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
@@ -598,7 +652,7 @@ const BUS_CONF: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus 
   <listen>unix:path=/run/dbus/system_bus_socket</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
-    <allow user="root"/>
+    <allow user="*"/>
     <allow own="*"/>
     <allow send_destination="*"/>
     <allow receive_sender="*"/>
@@ -652,8 +706,7 @@ fn network_manager_brings_every_network_up() {
             let etc = root.join("etc/NetworkManager");
             std::fs::create_dir_all(etc.join("conf.d")).unwrap();
             let var = empty_dir(root, "scratch-var");
-            let bus = root.join("bus.conf");
-            std::fs::write(&bus, BUS_CONF).unwrap();
+            let bus = bus_config(root);
             let mut netns = namespace(network);
             let log = root.join("NetworkManager.log");
             let script = format!(
@@ -672,27 +725,9 @@ exec /usr/sbin/NetworkManager --debug",
             assert_up(&netns, network, "NetworkManager", &log, root);
             // What the agent runs on a real machine, against the daemon:
             // reload, then bring each connection up again.
-            let pid = netns.pid_of("NetworkManager").expect("NetworkManager runs").to_string();
-            let steps: Vec<Vec<String>> = recorded_runs(root)
-                .into_iter()
-                .filter(|argv| argv[0] == "/usr/bin/nmcli" && argv[1] != "--offline")
-                .collect();
-            assert_eq!(steps.len(), network.nics.len() + 1, "reload, then up each: {steps:?}");
-            for argv in steps {
-                let output = Command::new("nsenter")
-                    .args(["-t", &pid, "-m", "-n"])
-                    .args(&argv)
-                    .env_clear()
-                    .output()
-                    .expect("nsenter nmcli");
-                assert!(
-                    output.status.success(),
-                    "{}: {argv:?}: {}\n{}",
-                    network.name,
-                    String::from_utf8_lossy(&output.stderr),
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
+            let steps = recorded_runs(root, "/usr/bin/nmcli");
+            let steps: Vec<Vec<String>> = steps.into_iter().filter(|argv| argv[1] != "--offline").collect();
+            replay(&netns, "NetworkManager", &steps, network, &log);
             assert_up(&netns, network, "NetworkManager", &log, root);
             let mut servers = network_manager_servers(&netns, network);
             let mut expected = network.name_servers.to_vec();
