@@ -359,17 +359,8 @@ fn assert_up(netns: &NetNs, network: &Network, renderer: &str, log: &Path, root:
 /// runs them; each must succeed. There is one per NIC and a reload.
 fn replay(netns: &NetNs, daemon: &str, steps: &[Vec<String>], network: &Network, log: &Path) {
     assert_eq!(steps.len(), network.nics.len() + 1, "reload, then each NIC: {steps:?}");
-    let pid = netns
-        .pid_of(daemon)
-        .unwrap_or_else(|| panic!("{daemon} runs"))
-        .to_string();
     for argv in steps {
-        let output = Command::new("nsenter")
-            .args(["-t", &pid, "-m", "-n"])
-            .args(argv)
-            .env_clear()
-            .output()
-            .expect("nsenter");
+        let output = netns.in_daemon(daemon, argv);
         assert!(
             output.status.success(),
             "{}: {argv:?}: {}\n{}",
@@ -663,24 +654,12 @@ const BUS_CONF: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus 
 /// The name servers NetworkManager holds for each NIC, as `dev server`,
 /// asked with nmcli inside the daemon's namespaces.
 fn network_manager_servers(netns: &NetNs, network: &Network) -> Vec<String> {
-    let pid = netns.pid_of("NetworkManager").expect("NetworkManager runs").to_string();
     let mut servers = Vec::new();
     for nic in network.nics {
-        let output = Command::new("nsenter")
-            .args([
-                "-t",
-                &pid,
-                "-m",
-                "-n",
-                "nmcli",
-                "-g",
-                "IP4.DNS,IP6.DNS",
-                "device",
-                "show",
-                nic.name,
-            ])
-            .output()
-            .expect("nsenter nmcli");
+        let output = netns.in_daemon(
+            "NetworkManager",
+            &["/usr/bin/nmcli", "-g", "IP4.DNS,IP6.DNS", "device", "show", nic.name],
+        );
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         // `-g` escapes the colons of IPv6 addresses.
         let text = String::from_utf8_lossy(&output.stdout).replace("\\:", ":");

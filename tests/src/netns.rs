@@ -128,6 +128,21 @@ impl NetNs {
             .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == command))
     }
 
+    /// Run `argv` with an empty environment inside the namespaces (network
+    /// and mount) of the process `daemon` started here, e.g. a client that
+    /// finds the daemon's socket in its private /run.
+    pub fn in_daemon<S: AsRef<std::ffi::OsStr>>(&self, daemon: &str, argv: &[S]) -> Output {
+        let pid = self
+            .pid_of(daemon)
+            .unwrap_or_else(|| panic!("{daemon} is not running in {}", self.name));
+        Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m", "-n"])
+            .args(argv)
+            .env_clear()
+            .output()
+            .expect("nsenter")
+    }
+
     /// `ip -j <args>` in the namespace, parsed.
     pub fn ip_json(&self, args: &[&str]) -> Value {
         let mut argv = vec!["ip", "-j"];
