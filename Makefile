@@ -18,8 +18,14 @@ COMMANDS      := version features password injectfile kmsactivate agentupdate re
 TEST_COMMANDS := probe impostor squatter
 # What the tests run against: the real xenstored and its tools, gcc for the
 # harness's LD_PRELOAD shim, Debian's python3 (fcntl locks, libxcrypt's crypt)
-# and openssl (the host side of the password exchange, as Nova runs it).
-APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc python3 openssl ifupdown netplan.io
+# and openssl (the host side of the password exchange, as Nova runs it), and
+# the network daemons resetnetwork's files are brought up by, in network
+# namespaces of the tests' own (systemd-networkd from systemd,
+# NetworkManager, ifupdown, netplan, D-Bus for NetworkManager, iproute2).
+# They are installed without being started (a policy-rc.d that says no,
+# while apt runs): the tests start private copies, never the host's.
+APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc python3 openssl ifupdown netplan.io \
+                systemd network-manager dbus iproute2
 XENSTORED    := /usr/lib/xen-4.17/bin/xenstored
 
 PREFIX   ?= /usr
@@ -51,10 +57,17 @@ setup-test: setup-rust
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	[ -x /sbin/ifup ] || missing="$$missing ifupdown"; \
 	[ -x /usr/sbin/netplan ] || missing="$$missing netplan.io"; \
+	[ -x /lib/systemd/systemd-networkd ] || missing="$$missing systemd"; \
+	[ -x /usr/sbin/NetworkManager ] || missing="$$missing network-manager"; \
+	command -v dbus-daemon >/dev/null || missing="$$missing dbus"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	  $(SUDO) sh -c 'own=; if [ ! -e /usr/sbin/policy-rc.d ]; then own=1; \
+	    printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); status=$$?; \
+	    [ -z "$$own" ] || rm -f /usr/sbin/policy-rc.d; exit $$status'; \
 	fi
 
 ## Components (wasm32-wasip2) and the host.

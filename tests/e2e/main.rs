@@ -11,6 +11,7 @@ mod hardening;
 mod hostile;
 mod injectfile;
 mod kmsactivate;
+mod network_live;
 mod password;
 mod protocol;
 mod resetnetwork;

@@ -47,10 +47,10 @@ auto eth1
 iface eth1 inet static
     address 10.176.195.183
     netmask 255.255.224.0
-    post-up route add -net 10.208.0.0 netmask 255.240.0.0 gw 10.176.192.1 || true
-    pre-down route del -net 10.208.0.0 netmask 255.240.0.0 gw 10.176.192.1 || true
-    post-up route add -net 10.176.0.0 netmask 255.240.0.0 gw 10.176.192.1 || true
-    pre-down route del -net 10.176.0.0 netmask 255.240.0.0 gw 10.176.192.1 || true
+    post-up ip route add 10.208.0.0/12 via 10.176.192.1 dev eth1
+    pre-down ip route del 10.208.0.0/12 via 10.176.192.1 dev eth1 || true
+    post-up ip route add 10.176.0.0/12 via 10.176.192.1 dev eth1
+    pre-down ip route del 10.176.0.0/12 via 10.176.192.1 dev eth1 || true
 ";
 
 fn write_files(root: &Path, files: &[(&str, &str)]) {
@@ -180,35 +180,54 @@ fn the_administrators_lines_survive_and_the_file_still_parses() {
 fn netplan_systems_get_a_file_netplan_generate_accepts() {
     let guest = guest_with_vector(AgentBuilder::new());
     let root = guest.agent.root();
+    // An image built with a static cloud-init file for eth0 (and eth5).
+    let cloud_init = "network:\n  version: 2\n  ethernets:\n    eth0:\n      match:\n        macaddress: 'bc:76:4e:20:5e:b2'\n      dhcp4: true\n      addresses: [10.9.0.5/24]\n      routes: [{to: default, via: 10.9.0.1}]\n    eth5:\n      dhcp4: true\n";
     write_files(
         &root,
         &[
             ("/etc/os-release", "ID=ubuntu\nID_LIKE=debian\n"),
             ("/usr/sbin/netplan", ""),
-            (
-                "/etc/netplan/50-cloud-init.yaml",
-                "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n",
-            ),
+            ("/etc/netplan/50-cloud-init.yaml", cloud_init),
         ],
     );
     assert_eq!(reset(&guest, "n"), answer("", "0"));
     let path = root.join("etc/netplan/90-guestward.yaml");
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-    assert!(actions(&root).contains(r#"["/usr/sbin/netplan","generate"]"#));
+    let actions = actions(&root);
+    assert!(
+        actions.contains(r#"["/usr/sbin/netplan","generate","--root-dir","/etc/netplan/.guestward-check"]"#),
+        "{actions}"
+    );
+    assert!(actions.contains(r#"["/usr/sbin/netplan","generate"]"#));
     assert!(!root.join("etc/network/interfaces").exists());
+    assert!(
+        !root.join("etc/netplan/.guestward-check").exists(),
+        "the check's copy is removed"
+    );
+    assert_eq!(
+        read(&root, "/etc/netplan/50-cloud-init.yaml.guestward-orig"),
+        cloud_init
+    );
 
-    std::fs::set_permissions(
-        root.join("etc/netplan/50-cloud-init.yaml"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
-    let output = Command::new("/usr/sbin/netplan")
-        .arg("generate")
-        .arg("--root-dir")
-        .arg(&root)
-        .output()
-        .expect("netplan");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // netplan's own merged view: only our addresses and routes for eth0
+    // (netplan appends lists from later files), eth5 as it was.
+    let netplan = |args: &[&str]| {
+        let output = Command::new("/usr/sbin/netplan")
+            .args(args)
+            .arg("--root-dir")
+            .arg(&root)
+            .output()
+            .expect("netplan");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let merged = netplan(&["get"]);
+    assert!(!merged.contains("10.9.0"), "{merged}");
+    assert!(
+        merged.contains("104.130.169.159/24") && merged.contains("eth5:"),
+        "{merged}"
+    );
+    netplan(&["generate"]);
     let eth0 = read(&root, "/run/systemd/network/10-netplan-eth0.network");
     for expected in [
         "Address=104.130.169.159/24",
@@ -218,13 +237,131 @@ fn netplan_systems_get_a_file_netplan_generate_accepts() {
     ] {
         assert!(eth0.contains(expected), "{expected} not in {eth0}");
     }
-    // Ours wins over cloud-init's DHCP for the same interface.
-    assert!(!eth0.contains("DHCP=ipv4") && !eth0.contains("DHCP=yes"), "{eth0}");
+    assert!(
+        !eth0.contains("DHCP=ipv4") && !eth0.contains("DHCP=yes") && !eth0.contains("10.9.0"),
+        "{eth0}"
+    );
+    assert!(read(&root, "/run/systemd/network/10-netplan-eth5.network").contains("DHCP=ipv4"));
     let eth1 = read(&root, "/run/systemd/network/10-netplan-eth1.network");
     assert!(
         eth1.contains("Destination=10.208.0.0/12") && eth1.contains("Gateway=10.176.192.1"),
         "{eth1}"
     );
+}
+
+/// The files each renderer writes for `entries` (and `nics`), rendered
+/// by the agent with the setting `renderer`.
+fn rendered(renderer: &str, nics: &str, entries: &[&str]) -> (Guest, std::path::PathBuf) {
+    let policy = guestward::policy::DEFAULT_POLICY.replace(
+        "settings = { renderer = \"\" }",
+        &format!("settings = {{ renderer = \"{renderer}\" }}"),
+    );
+    let guest = Guest::start(AgentBuilder::new().policy(&policy).interfaces(nics));
+    let root = guest.agent.root();
+    write_files(&root, &[("/etc/os-release", "ID=debian\n")]);
+    for dir in ["etc/NetworkManager/system-connections", "etc/netplan"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    for (index, entry) in entries.iter().enumerate() {
+        guest.dom0.write(&format!("vm-data/networking/mac{index}"), entry);
+    }
+    assert_eq!(reset(&guest, renderer), answer("", "0"), "{}", guest.agent.log());
+    (guest, root)
+}
+
+/// The keyfiles of the networks NetworkManager refused before (name
+/// servers of a family the NIC has no address in; a gateway outside the
+/// subnet) pass its own check, the one resetnetwork runs before anything
+/// changes; and that check does refuse a bad keyfile.
+#[test]
+fn network_manager_accepts_every_keyfile_and_its_check_refuses_a_bad_one() {
+    let entries = [
+        r#"{"mac":"bc:76:4e:20:5e:b2","gateway":"198.51.100.1","ips":[{"ip":"203.0.113.7","netmask":"255.255.255.255"}],"dns":["192.0.2.53","2001:db8::53"],"routes":[{"route":"10.20.0.0","netmask":"255.255.0.0","gateway":"198.51.100.9"}]}"#,
+        r#"{"mac":"bc:76:4e:20:5e:fb","ip6s":[{"ip":"2001:db8:6::6","netmask":64,"gateway":"2001:db8:6::1"}],"dns":["2001:db8:6::53","198.51.100.53"]}"#,
+    ];
+    let (_guest, root) = rendered("networkmanager", NICS, &entries);
+    let actions = actions(&root);
+    let nmcli = |keyfile: &str| {
+        let mut child = Command::new("/usr/bin/nmcli")
+            .args(["--offline", "connection", "modify", "connection.id", "guestward-eth0"])
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("nmcli");
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(keyfile.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    for name in ["eth0", "eth1"] {
+        let keyfile = read(
+            &root,
+            &format!("/etc/NetworkManager/system-connections/guestward-{name}.nmconnection"),
+        );
+        assert!(
+            actions.contains(&format!(
+                r#"["/usr/bin/nmcli","--offline","connection","modify","connection.id","guestward-{name}"]"#
+            )),
+            "{actions}"
+        );
+        let output = nmcli(&keyfile);
+        assert!(
+            output.status.success(),
+            "{keyfile}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let bad = read(
+        &root,
+        "/etc/NetworkManager/system-connections/guestward-eth0.nmconnection",
+    )
+    .replace(
+        "[ipv6]\nmethod=link-local\n",
+        "[ipv6]\nmethod=ignore\ndns=2001:db8::53;\n",
+    );
+    let output = nmcli(&bad);
+    assert_eq!(output.status.code(), Some(1), "{bad}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ipv6.dns"));
+}
+
+/// The netplan check (the real generator on a scratch copy of
+/// /etc/netplan as it will be) refuses what `netplan generate` would
+/// refuse after the change, here an administrator's file that no longer
+/// parses, so the command stops before anything changes.
+#[test]
+fn the_netplan_check_refuses_what_netplan_generate_refuses() {
+    let (_guest, root) = rendered("netplan", NICS, &[PUBLIC, PRIVATE]);
+    let check_root = root.join("etc/netplan/.guestward-check");
+    let scratch = check_root.join("etc/netplan");
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::copy(
+        root.join("etc/netplan/90-guestward.yaml"),
+        scratch.join("90-guestward.yaml"),
+    )
+    .unwrap();
+    let generate = || {
+        Command::new("/usr/sbin/netplan")
+            .arg("generate")
+            .arg("--root-dir")
+            .arg(&check_root)
+            .env_clear()
+            .output()
+            .expect("netplan")
+    };
+    assert!(generate().status.success());
+    std::fs::write(
+        scratch.join("95-other.yaml"),
+        "network:\n  ethernets:\n    eth5:\n      addresses: [10.0.0.1]\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(scratch.join("95-other.yaml"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let refused = generate();
+    assert!(
+        !refused.status.success(),
+        "netplan accepted an address without a prefix"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("prefix"));
 }
 
 #[test]
@@ -361,6 +498,7 @@ fn a_failed_apply_puts_the_previous_files_back() {
             ("/etc/os-release", "ID=debian\n"),
             ("/etc/network/interfaces", old_interfaces),
             ("/etc/hosts", old_hosts),
+            ("/proc/sys/kernel/hostname", "old-name\n"),
         ],
     );
     let reply = reset(&guest, "f");
@@ -374,6 +512,14 @@ fn a_failed_apply_puts_the_previous_files_back() {
     assert_eq!(read(&root, "/etc/network/interfaces"), old_interfaces);
     assert_eq!(read(&root, "/etc/hosts"), old_hosts);
     assert!(!root.join("etc/hostname").exists() && !root.join("etc/resolv.conf").exists());
+    // The running hostname is set back too.
+    let actions = actions(&root);
+    let set = |name: &str| {
+        actions
+            .find(&format!(r#""action":"set-hostname","name":"{name}""#))
+            .unwrap_or_else(|| panic!("{name} not set: {actions}"))
+    };
+    assert!(set("test-server") < set("old-name"), "{actions}");
 }
 
 #[test]

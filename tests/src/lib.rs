@@ -9,6 +9,8 @@
 //! * [`nova`]: the hypervisor side, as Nova's dom0 plugin does it, with the
 //!   real `xenstore-*` tools.
 //! * [`http`]: a loopback HTTP server for the download tests.
+//! * [`netns`]: network namespaces where real network daemons bring a
+//!   rendered configuration up (root only).
 //! * [`artifacts`]: where the binary and the built components are.
 //! * [`bench`]: latency percentiles for the benchmarks.
 
@@ -18,6 +20,7 @@ pub mod bench;
 pub mod bridge;
 mod dom0_wire;
 pub mod http;
+pub mod netns;
 pub mod nova;
 pub mod xenstored;
 

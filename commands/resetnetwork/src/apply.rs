@@ -48,19 +48,21 @@ pub fn apply(plan: &Plan, hostname: &str) -> Result<(), String> {
     }
     let changes = changes(plan)?;
     for step in &plan.before {
-        if let Err(why) = run(step, time_left(started, APPLY_BUDGET)) {
+        if let Err(why) = run(step, &[], time_left(started, APPLY_BUDGET)) {
             log::log(log::Level::Info, &format!("ignored: {why}"));
         }
     }
+    let previous_hostname = running_hostname();
     system::set_hostname(hostname).map_err(|error| format!("Couldn't set hostname: {}", error.text()))?;
     for (index, change) in changes.iter().enumerate() {
         if let Err(error) = change.apply() {
             restore(&changes[..index]);
+            restore_hostname(previous_hostname.as_deref(), hostname);
             return Err(format!("{error}; the previous configuration was restored"));
         }
     }
     for step in &plan.apply {
-        let Err(why) = run(step, time_left(started, APPLY_BUDGET)) else {
+        let Err(why) = run(step, &[], time_left(started, APPLY_BUDGET)) else {
             continue;
         };
         let Some(failure) = step.failure else {
@@ -68,26 +70,89 @@ pub fn apply(plan: &Plan, hostname: &str) -> Result<(), String> {
             continue;
         };
         restore(&changes);
+        restore_hostname(previous_hostname.as_deref(), hostname);
         for step in &plan.apply {
-            let _ = run(step, time_left(started, RESTORE_BUDGET));
+            let _ = run(step, &[], time_left(started, RESTORE_BUDGET));
         }
         return Err(format!("{failure}: {why}; the previous configuration was restored"));
     }
     Ok(())
 }
 
-/// Write the check's scratch file, run its program, remove the file.
-fn run_check(check: &Check, started: Instant) -> Result<(), String> {
-    let scratch = &check.scratch;
-    replace(&scratch.path, scratch.contents.as_bytes(), scratch.mode)?;
-    let outcome = run(&check.step, time_left(started, APPLY_BUDGET));
-    if let Err(error) = files::remove(&scratch.path) {
+/// Where the running system's hostname is read (under `--root`, the
+/// root's copy, usually absent).
+const RUNNING_HOSTNAME: &str = "/proc/sys/kernel/hostname";
+
+/// The running hostname, to set back if the change is rolled back; `None`
+/// when it cannot be read (then it is left as set, and the log says so).
+fn running_hostname() -> Option<String> {
+    match crate::current::read(RUNNING_HOSTNAME) {
+        Ok(Some(text)) => Some(text.trim().to_owned()).filter(|name| !name.is_empty()),
+        Ok(None) => None,
+        Err(why) => {
+            log::log(log::Level::Warn, &format!("the running hostname is unknown: {why}"));
+            None
+        }
+    }
+}
+
+/// Set the running hostname back to `previous` after a rollback.
+fn restore_hostname(previous: Option<&str>, set: &str) {
+    let Some(previous) = previous.filter(|previous| *previous != set) else {
+        return;
+    };
+    if let Err(error) = system::set_hostname(previous) {
         log::log(
-            log::Level::Warn,
-            &format!("could not remove {}: {}", scratch.path, error.text()),
+            log::Level::Error,
+            &format!("could not set the hostname back to {previous}: {}", error.text()),
         );
     }
-    outcome.map_err(|why| format!("{}: {why}", check.step.failure.unwrap_or("Check failed")))
+}
+
+/// Write the check's scratch files, run its program, remove what it was
+/// given and what it made.
+fn run_check(check: &Check, started: Instant) -> Result<(), String> {
+    check.remove.iter().for_each(|path| remove_tree(path));
+    let outcome = write_scratch(check).and_then(|()| run_checker(check, started));
+    check.remove.iter().for_each(|path| remove_tree(path));
+    outcome
+}
+
+fn write_scratch(check: &Check) -> Result<(), String> {
+    for scratch in &check.scratch {
+        replace(&scratch.path, scratch.contents.as_bytes(), scratch.mode)?;
+    }
+    Ok(())
+}
+
+fn run_checker(check: &Check, started: Instant) -> Result<(), String> {
+    match run(&check.step, check.stdin.as_bytes(), time_left(started, APPLY_BUDGET)) {
+        Ok(()) => Ok(()),
+        Err(failed) if check.cannot_check.is_some() && failed.exit_code == check.cannot_check => {
+            log::log(log::Level::Warn, &format!("not checked: {failed}"));
+            Ok(())
+        }
+        Err(failed) => Err(format!("{}: {failed}", check.step.failure.unwrap_or("Check failed"))),
+    }
+}
+
+/// Remove `path` and, if it is a directory, everything under it (a
+/// symlink is removed, not followed); what cannot be removed is logged.
+fn remove_tree(path: &str) {
+    let kind = match crate::current::kind(path) {
+        Ok(Some(kind)) => kind,
+        Ok(None) => return,
+        Err(why) => return log::log(log::Level::Warn, &why),
+    };
+    if kind == files::FileKind::Directory {
+        match crate::current::list(path) {
+            Ok(names) => names.iter().for_each(|name| remove_tree(&format!("{path}/{name}"))),
+            Err(why) => log::log(log::Level::Warn, &why),
+        }
+    }
+    if let Err(error) = files::remove(path) {
+        log::log(log::Level::Warn, &format!("could not remove {path}: {}", error.text()));
+    }
 }
 
 /// The plan's changes, unchanged files left out.
@@ -173,16 +238,34 @@ fn describe(path: &str, error: &files::Error) -> String {
     }
 }
 
-/// Run one step within `time` (`None`: no time left to start it). `Err`
-/// says how it failed (exit code, not wait status; the first line of its
-/// error output).
-fn run(step: &Step, time: Option<Duration>) -> Result<(), String> {
-    let (program, args) = step.argv.split_first().ok_or("empty command")?;
+/// How a step failed: its exit code if it ran and exited, and what to say
+/// (exit code, not wait status; the first line of its error output).
+#[derive(Debug)]
+struct Failed {
+    exit_code: Option<i32>,
+    text: String,
+}
+
+impl From<String> for Failed {
+    fn from(text: String) -> Self {
+        Self { exit_code: None, text }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.text)
+    }
+}
+
+/// Run one step within `time` (`None`: no time left to start it).
+fn run(step: &Step, stdin: &[u8], time: Option<Duration>) -> Result<(), Failed> {
+    let (program, args) = step.argv.split_first().ok_or_else(|| "empty command".to_owned())?;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let shown = step.argv.join(" ");
     let time = time.ok_or_else(|| format!("{shown}: not started, out of time"))?;
     let timeout_ms = u32::try_from(time.as_millis()).unwrap_or(u32::MAX);
-    let output = system::run_with_timeout(program, &system::plain(&args), &[], timeout_ms)
+    let output = system::run_with_timeout(program, &system::plain(&args), stdin, timeout_ms)
         .map_err(|error| format!("{shown}: {}", error.text()))?;
     let detail = || {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -193,8 +276,11 @@ fn run(step: &Step, time: Option<Duration>) -> Result<(), String> {
     };
     match (output.exit_code, output.signal) {
         (Some(0), _) => Ok(()),
-        (Some(code), _) => Err(format!("{shown} exited with {code}{}", detail())),
-        (None, signal) => Err(format!("{shown} was killed by signal {}", signal.unwrap_or_default())),
+        (Some(code), _) => Err(Failed {
+            exit_code: Some(code),
+            text: format!("{shown} exited with {code}{}", detail()),
+        }),
+        (None, signal) => Err(format!("{shown} was killed by signal {}", signal.unwrap_or_default()).into()),
     }
 }
 
@@ -251,20 +337,33 @@ mod tests {
     }
 
     #[test]
+    fn a_rollback_sets_the_running_hostname_back() {
+        machine(&[
+            ("/etc/network/interfaces", "old\n"),
+            ("/proc/sys/kernel/hostname", "old-host\n"),
+        ]);
+        testing::with_host(|host| host.exit_codes.insert("/sbin/ifup".into(), 1));
+        apply(&plan(), "new-host").unwrap_err();
+        testing::with_host(|host| assert_eq!(host.hostname.as_deref(), Some("old-host")));
+        // Unknown (no /proc under --root): left as set.
+        machine(&[("/etc/network/interfaces", "old\n")]);
+        testing::with_host(|host| host.exit_codes.insert("/sbin/ifup".into(), 1));
+        apply(&plan(), "new-host").unwrap_err();
+        testing::with_host(|host| assert_eq!(host.hostname.as_deref(), Some("new-host")));
+    }
+
+    #[test]
     fn a_failed_check_changes_nothing() {
         machine(&[("/etc/network/interfaces", "old\n")]);
         let mut plan = plan();
-        plan.checks.push(Check {
-            scratch: Write {
-                path: "/etc/network/check".into(),
-                contents: "new\n".into(),
-                mode: 0o600,
-            },
-            step: Step::required(
+        plan.checks.push(Check::file(
+            "/etc/network/check",
+            "new\n",
+            Step::required(
                 "Invalid /etc/network/interfaces",
                 &["/sbin/ifup", "--no-act", "-a", "-i", "/etc/network/check"],
             ),
-        });
+        ));
         testing::with_host(|host| host.exit_codes.insert("/sbin/ifup".into(), 1));
         let error = apply(&plan, "new-host").unwrap_err();
         assert_eq!(
@@ -280,14 +379,65 @@ mod tests {
     }
 
     #[test]
+    fn a_checker_too_old_to_check_is_skipped_and_a_refusal_is_not() {
+        let check = |code: i32| {
+            machine(&[]);
+            testing::with_host(|host| host.exit_codes.insert("/usr/bin/nmcli".into(), code));
+            let mut plan = plan();
+            plan.checks.push(Check {
+                cannot_check: Some(2),
+                ..Check::stdin(
+                    "[connection]\n",
+                    Step::required("Invalid connection", &["/usr/bin/nmcli", "--offline"]),
+                )
+            });
+            let outcome = apply(&plan, "h");
+            let stdin = testing::with_host(|host| host.runs[0].1.clone());
+            assert_eq!(stdin, b"[connection]\n");
+            outcome
+        };
+        check(2).unwrap();
+        assert_eq!(
+            check(1).unwrap_err(),
+            "Invalid connection: /usr/bin/nmcli --offline exited with 1"
+        );
+    }
+
+    #[test]
+    fn a_checks_scratch_tree_is_removed_before_and_after() {
+        machine(&[("/etc/netplan/.check/run/stale.network", "x")]);
+        let mut plan = plan();
+        plan.checks.push(Check {
+            scratch: vec![Write {
+                path: "/etc/netplan/.check/etc/netplan/a.yaml".into(),
+                contents: "a\n".into(),
+                mode: 0o600,
+            }],
+            stdin: String::new(),
+            step: Step::required("Invalid netplan configuration", &["/usr/sbin/netplan", "generate"]),
+            remove: vec!["/etc/netplan/.check".into()],
+            cannot_check: None,
+        });
+        apply(&plan, "h").unwrap();
+        testing::with_host(|host| {
+            assert!(
+                host.files.keys().all(|path| !path.starts_with("/etc/netplan/.check")),
+                "{:?}",
+                host.files.keys()
+            );
+        });
+    }
+
+    #[test]
     fn time_runs_out_before_the_deadline_does() {
         let started = Instant::now();
         assert_eq!(time_left(started, APPLY_BUDGET), Some(STEP_TIMEOUT));
         assert!(time_left(started, Duration::from_secs(3)).is_some_and(|left| left <= Duration::from_secs(3)));
         assert_eq!(time_left(started, Duration::ZERO), None);
         assert!(
-            run(&Step::required("x", &["/bin/true"]), None)
+            run(&Step::required("x", &["/bin/true"]), &[], None)
                 .unwrap_err()
+                .text
                 .contains("out of time")
         );
     }

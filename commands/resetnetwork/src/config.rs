@@ -118,6 +118,28 @@ impl Interface {
         self.routes.iter().filter(|route| !self.repeats_gateway(route))
     }
 
+    /// Whether a route through `gateway` needs the on-link flag: the
+    /// gateway is in none of this interface's subnets (a /32 address with
+    /// a provider gateway, a next hop outside the prefix), so the kernel
+    /// would refuse the route as unreachable. IPv6 link-local gateways are
+    /// always on the link.
+    pub fn needs_on_link(&self, gateway: IpAddr) -> bool {
+        match gateway {
+            IpAddr::V4(gateway) => !self
+                .ip4s
+                .iter()
+                .any(|ip| same_prefix4(ip.address, gateway, ip.prefixlen)),
+            IpAddr::V6(gateway) => {
+                let link_local = gateway.segments()[0] & 0xffc0 == 0xfe80;
+                !link_local
+                    && !self
+                        .ip6s
+                        .iter()
+                        .any(|ip| same_prefix6(ip.address, gateway, ip.prefixlen))
+            }
+        }
+    }
+
     /// The (IPv4, IPv6) pairs the legacy formats give one stanza or alias
     /// each: the two lists zipped, the shorter padded with `None`.
     pub fn pairs(&self) -> Vec<(Option<&Ipv4>, Option<&Ipv6>)> {
@@ -126,6 +148,42 @@ impl Interface {
             .map(|index| (self.ip4s.get(index), self.ip6s.get(index)))
             .collect()
     }
+}
+
+fn same_prefix4(a: Ipv4Addr, b: Ipv4Addr, prefixlen: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefixlen)).unwrap_or(0);
+    u32::from(a) & mask == u32::from(b) & mask
+}
+
+fn same_prefix6(a: Ipv6Addr, b: Ipv6Addr, prefixlen: u8) -> bool {
+    let mask = u128::MAX.checked_shl(128 - u32::from(prefixlen)).unwrap_or(0);
+    u128::from(a) & mask == u128::from(b) & mask
+}
+
+/// The metric of `name`'s default route of one family (`ipv6`), when
+/// several interfaces have a gateway of that family: 100 for the first by
+/// name, 200 for the next, and so on, so that every format installs all of
+/// them (two default routes of equal metric collide: ifupdown's second
+/// `ifup` fails with "File exists", netplan refuses them) and the first
+/// interface's is preferred. `None` when one interface at most has one:
+/// each format's own default, as the legacy agent wrote it.
+pub fn default_route_metric(interfaces: &Interfaces, name: &str, ipv6: bool) -> Option<u32> {
+    let with_gateway: Vec<&str> = interfaces
+        .values()
+        .filter(|interface| {
+            if ipv6 {
+                interface.gateway6.is_some()
+            } else {
+                interface.gateway4.is_some()
+            }
+        })
+        .map(|interface| interface.name.as_str())
+        .collect();
+    if with_gateway.len() < 2 {
+        return None;
+    }
+    let position = with_gateway.iter().position(|candidate| *candidate == name)?;
+    u32::try_from(position + 1).ok().map(|rank| rank * 100)
 }
 
 /// Normalise the XenStore entries against the local interfaces.

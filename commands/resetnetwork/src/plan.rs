@@ -39,12 +39,52 @@ impl Step {
     }
 }
 
-/// A file checked before anything changes: written to a scratch path,
-/// given to the program that will read it, removed again.
+/// New configuration checked before anything changes, by the program
+/// that will read it: scratch copies are written, the program reads them
+/// (or its standard input), and everything it was given or made is
+/// removed again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    pub scratch: Write,
+    /// Written before the program runs.
+    pub scratch: Vec<Write>,
+    /// The program's standard input.
+    pub stdin: String,
     pub step: Step,
+    /// Removed before the scratch files are written and after the program
+    /// ran, with everything under them.
+    pub remove: Vec<String>,
+    /// The exit code with which the program says it cannot check at all
+    /// (a version without the option): the check is skipped, and the log
+    /// says so.
+    pub cannot_check: Option<i32>,
+}
+
+impl Check {
+    /// `step` reads `scratch` (one file, mode 0600), removed afterwards.
+    pub fn file(path: &str, contents: &str, step: Step) -> Self {
+        Self {
+            scratch: vec![Write {
+                path: path.to_owned(),
+                contents: contents.to_owned(),
+                mode: 0o600,
+            }],
+            stdin: String::new(),
+            step,
+            remove: vec![path.to_owned()],
+            cannot_check: None,
+        }
+    }
+
+    /// `step` reads `stdin`.
+    pub fn stdin(stdin: &str, step: Step) -> Self {
+        Self {
+            scratch: Vec::new(),
+            stdin: stdin.to_owned(),
+            step,
+            remove: Vec::new(),
+            cannot_check: None,
+        }
+    }
 }
 
 /// Everything one `resetnetwork` changes.

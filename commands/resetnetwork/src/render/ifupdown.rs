@@ -2,10 +2,22 @@
 //! ifupdown, byte for byte as the legacy agent wrote it (§8.3, §8.6), plus
 //! what the administrator kept there: `source` lines and the stanzas of
 //! interfaces this agent does not configure.
+//!
+//! Deliberate differences from the legacy file:
+//! * static routes are added with `ip route` (iproute2, which ifupdown
+//!   itself uses) instead of net-tools' `route`, which ifupdown does not
+//!   depend on, and their failure is no longer hidden by `|| true`: a route
+//!   that cannot be added fails `ifup`, and the change is rolled back;
+//! * a next hop outside the interface's subnets gets `onlink` (ifupdown
+//!   adds it to the default route itself);
+//! * when several interfaces have a default gateway, each gets a `metric`
+//!   (100, 200, …): the legacy file made the second `ifup` fail with
+//!   "File exists" and the whole change was rolled back.
 
-use crate::config::{Interface, Interfaces};
+use crate::config::{Interface, Interfaces, default_route_metric};
 use crate::current;
-use crate::plan::{Check, Plan, Step, Write};
+use crate::plan::{Check, Plan, Step};
+use crate::render::routes;
 
 pub const PATH: &str = "/etc/network/interfaces";
 /// Where the new file is checked by ifupdown's parser before it replaces
@@ -37,20 +49,17 @@ pub fn render(interfaces: &Interfaces) -> Result<Plan, String> {
     }
     let mut stanzas = Vec::new();
     for interface in interfaces.values() {
-        text.push_str(&stanza(interface, &mut stanzas));
+        text.push_str(&stanza(interfaces, interface, &mut stanzas));
     }
     let mut plan = Plan::default();
-    plan.checks.push(Check {
-        scratch: Write {
-            path: SCRATCH.to_owned(),
-            contents: text.clone(),
-            mode: 0o600,
-        },
-        step: Step::required(
+    plan.checks.push(Check::file(
+        SCRATCH,
+        &text,
+        Step::required(
             "Invalid /etc/network/interfaces",
             &["/sbin/ifup", "--no-act", "-a", "-i", SCRATCH],
         ),
-    });
+    ));
     plan.write(PATH, text);
     // Take down what the old file configured for these interfaces (before
     // the file changes: ifdown reads it), then bring each stanza up.
@@ -65,7 +74,7 @@ pub fn render(interfaces: &Interfaces) -> Result<Plan, String> {
 
 /// The stanzas of one interface: one per (IPv4, IPv6) pair, `eth0`, then
 /// `eth0:1`, …; routes after the last.
-fn stanza(interface: &Interface, names: &mut Vec<String>) -> String {
+fn stanza(interfaces: &Interfaces, interface: &Interface, names: &mut Vec<String>) -> String {
     let mut text = String::new();
     for (index, (ip4, ip6)) in interface.pairs().into_iter().enumerate() {
         let name = if index == 0 {
@@ -85,6 +94,9 @@ fn stanza(interface: &Interface, names: &mut Vec<String>) -> String {
             ));
             if let (0, Some(gateway)) = (index, interface.gateway4) {
                 text.push_str(&format!("    gateway {gateway}\n"));
+                if let Some(metric) = default_route_metric(interfaces, &interface.name, false) {
+                    text.push_str(&format!("    metric {metric}\n"));
+                }
             }
         }
         if let Some(ip) = ip6 {
@@ -94,6 +106,9 @@ fn stanza(interface: &Interface, names: &mut Vec<String>) -> String {
             ));
             if let (0, Some(gateway)) = (index, interface.gateway6) {
                 text.push_str(&format!("    gateway {gateway}\n"));
+                if let Some(metric) = default_route_metric(interfaces, &interface.name, true) {
+                    text.push_str(&format!("    metric {metric}\n"));
+                }
             }
         }
         if index == 0 && !interface.dns.is_empty() {
@@ -102,10 +117,11 @@ fn stanza(interface: &Interface, names: &mut Vec<String>) -> String {
         }
         names.push(name);
     }
-    for route in interface.static_routes() {
-        let spec = format!("-net {} netmask {} gw {}", route.network, route.netmask, route.gateway);
+    for route in routes(interfaces, interface).iter().filter(|route| !route.default) {
+        let onlink = if route.on_link { " onlink" } else { "" };
+        let spec = format!("{} via {} dev {}{onlink}", route.to, route.via, interface.name);
         text.push_str(&format!(
-            "    post-up route add {spec} || true\n    pre-down route del {spec} || true\n"
+            "    post-up ip route add {spec}\n    pre-down ip route del {spec} || true\n"
         ));
     }
     text
@@ -179,7 +195,7 @@ fn kept_lines(old: &str, configured: &dyn Fn(&str) -> bool) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::config::tests::vector;
-    use crate::render::tests::{edge, machine, single};
+    use crate::render::tests::{edge, machine, outside_gateway, single, two_gateways};
 
     const VECTOR_86: &str = "\
 # Used by ifup(8) and ifdown(8). See the interfaces(5) manpage or
@@ -211,10 +227,10 @@ auto eth1
 iface eth1 inet static
     address 10.176.195.183
     netmask 255.255.224.0
-    post-up route add -net 10.208.0.0 netmask 255.240.0.0 gw 10.176.192.1 || true
-    pre-down route del -net 10.208.0.0 netmask 255.240.0.0 gw 10.176.192.1 || true
-    post-up route add -net 10.176.0.0 netmask 255.240.0.0 gw 10.176.192.1 || true
-    pre-down route del -net 10.176.0.0 netmask 255.240.0.0 gw 10.176.192.1 || true
+    post-up ip route add 10.208.0.0/12 via 10.176.192.1 dev eth1
+    pre-down ip route del 10.208.0.0/12 via 10.176.192.1 dev eth1 || true
+    post-up ip route add 10.176.0.0/12 via 10.176.192.1 dev eth1
+    pre-down ip route del 10.176.0.0/12 via 10.176.192.1 dev eth1 || true
 ";
 
     #[test]
@@ -228,7 +244,7 @@ iface eth1 inet static
             plan.checks[0].step.argv.join(" "),
             format!("/sbin/ifup --no-act -a -i {SCRATCH}")
         );
-        assert_eq!(plan.checks[0].scratch.contents, VECTOR_86);
+        assert_eq!(plan.checks[0].scratch[0].contents, VECTOR_86);
     }
 
     #[test]
@@ -253,8 +269,8 @@ auto eth0:1
 iface eth0:1 inet static
     address 203.0.113.11
     netmask 255.255.255.0
-    post-up route add -net 198.51.100.0 netmask 255.255.255.0 gw 203.0.113.254 || true
-    pre-down route del -net 198.51.100.0 netmask 255.255.255.0 gw 203.0.113.254 || true
+    post-up ip route add 198.51.100.0/24 via 203.0.113.254 dev eth0
+    pre-down ip route del 198.51.100.0/24 via 203.0.113.254 dev eth0 || true
 ";
         assert!(text.ends_with(expected_tail), "{text}");
         assert!(!text.contains("0.0.0.0"), "{text}");
@@ -285,5 +301,39 @@ iface eth5 inet static
         assert!(!text.contains("dhcp") && !text.contains("hostname old"), "{text}");
         let downs: Vec<String> = plan.before.iter().map(|step| step.argv.join(" ")).collect();
         assert_eq!(downs, ["/sbin/ifdown eth0"]);
+    }
+
+    #[test]
+    fn static_routes_use_ip_and_their_failure_is_not_hidden() {
+        machine(&[]);
+        let text = render(&vector()).unwrap().contents(PATH).unwrap().to_owned();
+        assert!(
+            !text.contains("route add -net") && !text.contains("|| true\n    pre-down"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    post-up ip route add 10.208.0.0/12 via 10.176.192.1 dev eth1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_next_hop_outside_the_subnet_is_onlink() {
+        machine(&[]);
+        let text = render(&outside_gateway()).unwrap().contents(PATH).unwrap().to_owned();
+        assert!(
+            text.contains("    post-up ip route add 10.20.0.0/16 via 198.51.100.9 dev eth0 onlink\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn two_interfaces_with_a_gateway_each_get_distinct_metrics() {
+        machine(&[]);
+        let text = render(&two_gateways()).unwrap().contents(PATH).unwrap().to_owned();
+        assert!(text.contains("    gateway 192.0.2.1\n    metric 100\n"), "{text}");
+        assert!(text.contains("    gateway 198.51.100.1\n    metric 200\n"), "{text}");
+        // One gateway: the legacy file, no metric.
+        assert!(!render(&vector()).unwrap().contents(PATH).unwrap().contains("metric"));
     }
 }

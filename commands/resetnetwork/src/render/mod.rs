@@ -15,7 +15,9 @@ mod suse;
 
 pub use gentoo::hostname_file as gentoo_hostname;
 
-use crate::config::Interfaces;
+use std::net::IpAddr;
+
+use crate::config::{Interface, Interfaces, default_route_metric};
 use crate::os::Renderer;
 use crate::plan::{Plan, Step};
 
@@ -34,6 +36,43 @@ pub fn render(renderer: Renderer, interfaces: &Interfaces, hostname: &str) -> Re
         Renderer::Networkd => networkd::render(interfaces),
         Renderer::NetworkManager => networkmanager::render(interfaces),
     }
+}
+
+/// One route an interface's configuration holds: its default routes
+/// first (IPv4, IPv6), then its static routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// `0.0.0.0/0`, `::/0` or `network/prefixlen`.
+    pub to: String,
+    pub via: IpAddr,
+    pub default: bool,
+    /// The next hop is outside the interface's subnets (see
+    /// [`Interface::needs_on_link`]).
+    pub on_link: bool,
+    /// Only for default routes, when several interfaces have one.
+    pub metric: Option<u32>,
+}
+
+/// Every route of `interface`, as [`RouteSpec`]s.
+pub fn routes(interfaces: &Interfaces, interface: &Interface) -> Vec<RouteSpec> {
+    let default = |to: &str, via: IpAddr| RouteSpec {
+        to: to.to_owned(),
+        via,
+        default: true,
+        on_link: interface.needs_on_link(via),
+        metric: default_route_metric(interfaces, &interface.name, via.is_ipv6()),
+    };
+    let mut routes = Vec::new();
+    routes.extend(interface.gateway4.map(|gateway| default("0.0.0.0/0", gateway.into())));
+    routes.extend(interface.gateway6.map(|gateway| default("::/0", gateway.into())));
+    routes.extend(interface.static_routes().map(|route| RouteSpec {
+        to: format!("{}/{}", route.network, route.prefixlen),
+        via: route.gateway.into(),
+        default: false,
+        on_link: interface.needs_on_link(route.gateway.into()),
+        metric: None,
+    }));
+    routes
 }
 
 /// The system-wide default gateways: which interface has each.
@@ -112,6 +151,33 @@ pub mod tests {
                 host.files.insert((*path).to_owned(), contents.as_bytes().to_vec());
             }
         });
+    }
+
+    /// `entries` normalised against the §8.6 NICs (eth0 `bc:76:4e:20:5e:b2`,
+    /// eth1 `bc:76:4e:20:5e:fb`).
+    pub fn interfaces(entries: &[serde_json::Value]) -> crate::config::Interfaces {
+        crate::config::normalise(entries, &crate::config::tests::vector_nics()).unwrap()
+    }
+
+    /// A /32 public address whose provider gateway is outside it, and a
+    /// static route through a next hop outside the NIC's prefix.
+    pub fn outside_gateway() -> crate::config::Interfaces {
+        interfaces(&[
+            serde_json::json!({"mac": "bc:76:4e:20:5e:b2", "gateway": "198.51.100.1",
+            "ips": [{"ip": "203.0.113.7", "netmask": "255.255.255.255"}],
+            "ip6s": [{"ip": "2001:db8:7::7", "netmask": 128, "gateway": "2001:db8:1::1"}],
+            "routes": [{"route": "10.20.0.0", "netmask": "255.255.0.0", "gateway": "198.51.100.9"}]}),
+        ])
+    }
+
+    /// Two NICs that each have an IPv4 gateway.
+    pub fn two_gateways() -> crate::config::Interfaces {
+        interfaces(&[
+            serde_json::json!({"mac": "bc:76:4e:20:5e:b2", "gateway": "192.0.2.1",
+                "ips": [{"ip": "192.0.2.10", "netmask": "255.255.255.0"}]}),
+            serde_json::json!({"mac": "bc:76:4e:20:5e:fb", "gateway": "198.51.100.1",
+                "ips": [{"ip": "198.51.100.10", "netmask": "255.255.255.0"}]}),
+        ])
     }
 
     /// The legacy agent's single-interface test input (§8.3): eth0,
