@@ -348,11 +348,20 @@ mod tests {
         assert!(run(&argv(&["/nonexistent"]), Vec::new()).await.is_err());
     }
 
-    /// Whether process `pid` still runs (a zombie waiting for its reaper
-    /// does not).
-    fn running(pid: &str) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
+    /// Whether process `pid` stops running within a second (a zombie
+    /// waiting for its reaper does not run).
+    async fn gone_soon(pid: &str) -> bool {
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
+        };
+        for _ in 0..100 {
+            if !running() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
     }
 
     #[tokio::test]
@@ -368,13 +377,7 @@ mod tests {
         assert_eq!(output.exit_code, Some(0));
         let pid = String::from_utf8(output.stdout).unwrap().trim().to_owned();
         assert!(!pid.is_empty());
-        for _ in 0..100 {
-            if !running(&pid) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("the background sleep {pid} outlived the call");
+        assert!(gone_soon(&pid).await, "the background sleep {pid} outlived the call");
     }
 
     #[tokio::test]
@@ -398,13 +401,10 @@ mod tests {
         .unwrap_err();
         assert!(matches!(error, Error::Failed(_)), "{error:?}");
         let pid = std::fs::read_to_string(pid_file.path()).unwrap().trim().to_owned();
-        for _ in 0..100 {
-            if !running(&pid) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("the background sleep {pid} outlived the killed program");
+        assert!(
+            gone_soon(&pid).await,
+            "the background sleep {pid} outlived the killed program"
+        );
     }
 
     #[tokio::test]
