@@ -62,7 +62,7 @@ impl Agent {
         };
         let runtime = Arc::new(Runtime::new(&options, services)?);
         let components = runtime.load_dir(&settings.commands, &settings.policy).await?;
-        let registry = Registry::build(components)?;
+        let registry = Registry::build(components);
         runtime.services().agent.set_commands(registry.names());
         let dispatcher = Arc::new(Dispatcher::new(runtime.clone(), registry));
         let install = InstallService {

@@ -45,14 +45,13 @@ pub struct Clash {
 impl Registry {
     /// Route every name of every component; a component claiming a name
     /// already taken is refused whole, with an error log line (see the
-    /// module's doc for the order). Never fails: the `Result` lets callers
-    /// written for the old, failing version compile unchanged.
-    pub fn build(components: Vec<LoadedComponent>) -> Result<Self, std::convert::Infallible> {
+    /// module's doc for the order).
+    pub fn build(components: Vec<LoadedComponent>) -> Self {
         let (registry, clashes) = Self::resolve(components);
         for clash in &clashes {
             tracing::error!(error = %clash, "refused command component");
         }
-        Ok(registry)
+        registry
     }
 
     /// The registry of `components` and the clashes that kept some out.
