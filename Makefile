@@ -73,8 +73,12 @@ setup-test: setup-rust
 ## Components (wasm32-wasip2) and the host.
 components: setup-rust
 	$(CARGO) build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(addprefix -p ,$(COMMANDS))
-	mkdir -p $(BUILTIN_DIR)
-	cp $(addprefix $(WASM_DIR)/,$(addsuffix .wasm,$(COMMANDS))) $(BUILTIN_DIR)/
+	@mkdir -p $(BUILTIN_DIR)
+	@# Copy only what changed: host/build.rs pins these, and a fresh mtime
+	@# alone would make cargo rebuild the host on every make.
+	@for name in $(COMMANDS); do \
+	  cmp -s $(WASM_DIR)/$$name.wasm $(BUILTIN_DIR)/$$name.wasm || cp $(WASM_DIR)/$$name.wasm $(BUILTIN_DIR)/; \
+	done
 
 test-components: components
 	$(CARGO) build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(addprefix -p ,$(TEST_COMMANDS))

@@ -29,6 +29,13 @@ fn main() {
             pins.push(format!("    ({name:?}, {:?}),\n", hex::encode(Sha256::digest(&bytes))));
         }
     }
+    if pins.is_empty() {
+        // A binary without pins trusts no built-in: every command would need
+        // a signature. Fine for `cargo check`, wrong for a binary to ship.
+        println!(
+            "cargo:warning=no built-in command component pinned: build with `make` (GUESTWARD_BUILTIN_COMPONENTS names no directory holding .wasm files)"
+        );
+    }
     let source = format!(
         "/// Built-in components, (name, SHA-256), pinned when this binary was built.\npub const BUILTIN_PINS: &[(&str, &str)] = &[\n{}];\n",
         pins.concat()

@@ -28,10 +28,7 @@ impl AgentBuilder {
     /// The built-in commands, the built-in policy, no XenStore.
     pub fn new() -> Self {
         Self {
-            components: artifacts::BUILTIN
-                .iter()
-                .map(|name| artifacts::component(name))
-                .collect(),
+            components: artifacts::builtin().into_iter().map(artifacts::component).collect(),
             ..Self::default()
         }
     }

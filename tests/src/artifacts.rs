@@ -47,16 +47,11 @@ pub fn component(name: &str) -> PathBuf {
     path
 }
 
-/// The built-in command components.
-pub const BUILTIN: &[&str] = &[
-    "version",
-    "features",
-    "password",
-    "injectfile",
-    "kmsactivate",
-    "agentupdate",
-    "resetnetwork",
-];
+/// The built-in command components: those the binary under test pinned
+/// (the Makefile's `COMMANDS` is the one list of them).
+pub fn builtin() -> Vec<&'static str> {
+    guestward::trust::BUILTIN_PINS.iter().map(|(name, _)| *name).collect()
+}
 
 /// What `features` answers when exactly the built-ins are loaded.
 pub const BUILTIN_FEATURES: &str =
@@ -66,7 +61,7 @@ pub const BUILTIN_FEATURES: &str =
 /// the build the binary pinned).
 pub fn is_builtin(path: &Path) -> bool {
     let name = path.file_stem().and_then(|stem| stem.to_str()).unwrap_or_default();
-    BUILTIN.contains(&name) && std::fs::read(path).ok() == std::fs::read(component(name)).ok()
+    builtin().contains(&name) && std::fs::read(path).ok() == std::fs::read(component(name)).ok()
 }
 
 /// A compiled-component cache shared by every agent the tests start (safe:
