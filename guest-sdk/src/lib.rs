@@ -126,9 +126,10 @@ host_interface!(
     state { types: [Error], functions: [get, set, delete] }
 );
 host_interface!(
-    /// Facts about the agent: its version, its loaded commands, and the
-    /// operator's settings for this component (always granted).
-    agent { types: [], functions: [version, commands, setting] }
+    /// Facts about the agent: its version, its loaded commands, the
+    /// operator's settings for this component, and the time left in this
+    /// call (always granted).
+    agent { types: [], functions: [version, commands, setting, remaining_ms] }
 );
 host_interface!(
     /// Files under the path prefixes the policy grants.

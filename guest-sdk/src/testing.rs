@@ -37,10 +37,15 @@ pub struct TestHost {
     pub logs: Vec<(Level, String)>,
     /// What `agent::setting` answers.
     pub settings: BTreeMap<String, String>,
+    /// What `agent::remaining_ms` answers; `None`: the default deadline
+    /// (25 s).
+    pub remaining_ms: Option<u32>,
     /// Every lock taken, by path.
     pub locks: Vec<String>,
     /// Every program run: its argument list (program first) and its input.
     pub runs: Vec<(Vec<String>, Vec<u8>)>,
+    /// The timeout of every `system::run_with_timeout`, by program, in order.
+    pub run_timeouts: Vec<(String, u32)>,
     /// The exit code `system::run` reports for a program (default 0).
     pub exit_codes: BTreeMap<String, i32>,
     /// What `download::fetch` returns, by URL (absent: "HTTP 404").
@@ -111,6 +116,10 @@ pub mod agent {
 
     pub fn setting(name: &str) -> Option<String> {
         with_host(|host| host.settings.get(name).cloned())
+    }
+
+    pub fn remaining_ms() -> u32 {
+        with_host(|host| host.remaining_ms.unwrap_or(25_000))
     }
 }
 
@@ -268,13 +277,15 @@ pub mod system {
     use super::with_host;
     use crate::bindings::guestward::command::system::{Argument, Error, NetworkInterface, ProgramOutput};
 
-    /// Like [`run`]; the test host's programs never hang.
+    /// Like [`run`], with the timeout recorded; the test host's programs
+    /// never hang.
     pub fn run_with_timeout(
         program: &str,
         args: &[Argument],
         stdin: &[u8],
-        _timeout_ms: u32,
+        timeout_ms: u32,
     ) -> Result<ProgramOutput, Error> {
+        with_host(|host| host.run_timeouts.push((program.to_owned(), timeout_ms)));
         run(program, args, stdin)
     }
 

@@ -5,31 +5,63 @@
 //! written or a required program fails, every file goes back to what it
 //! was and the programs run again to bring the previous configuration up.
 //!
-//! Time: Nova gives up after 60 s and the call's deadline is 55 s, when
-//! the sandbox stops the command wherever it is. So every program has a
-//! timeout, and they all share a budget that leaves time to restore.
+//! Time: the sandbox stops the command wherever it is at the call's
+//! deadline (55 s under the built-in policy, inside Nova's 60; whatever the
+//! operator sets). So every program has a timeout, and they all share a
+//! budget, taken from the time the host says is left, that keeps time to
+//! restore.
 
 use std::time::{Duration, Instant};
 
-use guestward_sdk::{files, log, system};
+use guestward_sdk::{agent, files, log, system};
 
 use crate::plan::{Check, Plan, Step, Write};
 
 /// The longest one program may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
-/// When, from the start, programs applying the new configuration stop
-/// being started...
-const APPLY_BUDGET: Duration = Duration::from_secs(38);
-/// ...and when those bringing the previous one back up stop.
-const RESTORE_BUDGET: Duration = Duration::from_secs(50);
+/// Of the time left when the command starts, the tenths after which no
+/// program applying the new configuration is started (38.5 s of 55)...
+const APPLY_TENTHS: u32 = 7;
+/// ...and after which none bringing the previous one back up is (49.5 s
+/// of 55), leaving the rest to put the files back and answer.
+const RESTORE_TENTHS: u32 = 9;
 
-/// The time left until `budget` (measured from `started`), at most
-/// [`STEP_TIMEOUT`]; `None` when it is spent.
-fn time_left(started: Instant, budget: Duration) -> Option<Duration> {
-    budget
-        .checked_sub(started.elapsed())
-        .filter(|left| *left >= Duration::from_millis(500))
-        .map(|left| left.min(STEP_TIMEOUT))
+/// When programs must stop being started, measured from the start.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    started: Instant,
+    apply: Duration,
+    restore: Duration,
+}
+
+impl Budget {
+    /// The budget of a call with `remaining` time left.
+    fn of(remaining: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            apply: remaining * APPLY_TENTHS / 10,
+            restore: remaining * RESTORE_TENTHS / 10,
+        }
+    }
+
+    /// Time for one program applying the new configuration.
+    fn for_applying(&self) -> Option<Duration> {
+        self.left_until(self.apply)
+    }
+
+    /// Time for one program bringing the previous configuration back.
+    fn for_restoring(&self) -> Option<Duration> {
+        self.left_until(self.restore)
+    }
+
+    /// The time left until `limit`, at most [`STEP_TIMEOUT`]; `None` when
+    /// too little is left to start a program.
+    fn left_until(&self, limit: Duration) -> Option<Duration> {
+        limit
+            .checked_sub(self.started.elapsed())
+            .filter(|left| *left >= Duration::from_millis(500))
+            .map(|left| left.min(STEP_TIMEOUT))
+    }
 }
 
 /// One file's change, and what it was before.
@@ -42,13 +74,13 @@ struct Change<'a> {
 }
 
 pub fn apply(plan: &Plan, hostname: &str) -> Result<(), String> {
-    let started = Instant::now();
+    let budget = Budget::of(Duration::from_millis(agent::remaining_ms().into()));
     for check in &plan.checks {
-        run_check(check, started)?;
+        run_check(check, &budget)?;
     }
     let changes = changes(plan)?;
     for step in &plan.before {
-        if let Err(why) = run(step, &[], time_left(started, APPLY_BUDGET)) {
+        if let Err(why) = run(step, &[], budget.for_applying()) {
             log::log(log::Level::Info, &format!("ignored: {why}"));
         }
     }
@@ -62,7 +94,7 @@ pub fn apply(plan: &Plan, hostname: &str) -> Result<(), String> {
         }
     }
     for step in &plan.apply {
-        let Err(why) = run(step, &[], time_left(started, APPLY_BUDGET)) else {
+        let Err(why) = run(step, &[], budget.for_applying()) else {
             continue;
         };
         let Some(failure) = step.failure else {
@@ -72,7 +104,7 @@ pub fn apply(plan: &Plan, hostname: &str) -> Result<(), String> {
         restore(&changes);
         restore_hostname(previous_hostname.as_deref(), hostname);
         for step in &plan.apply {
-            let _ = run(step, &[], time_left(started, RESTORE_BUDGET));
+            let _ = run(step, &[], budget.for_restoring());
         }
         return Err(format!("{failure}: {why}; the previous configuration was restored"));
     }
@@ -111,9 +143,9 @@ fn restore_hostname(previous: Option<&str>, set: &str) {
 
 /// Write the check's scratch files, run its program, remove what it was
 /// given and what it made.
-fn run_check(check: &Check, started: Instant) -> Result<(), String> {
+fn run_check(check: &Check, budget: &Budget) -> Result<(), String> {
     check.remove.iter().for_each(|path| remove_tree(path));
-    let outcome = write_scratch(check).and_then(|()| run_checker(check, started));
+    let outcome = write_scratch(check).and_then(|()| run_checker(check, budget));
     check.remove.iter().for_each(|path| remove_tree(path));
     outcome
 }
@@ -125,8 +157,8 @@ fn write_scratch(check: &Check) -> Result<(), String> {
     Ok(())
 }
 
-fn run_checker(check: &Check, started: Instant) -> Result<(), String> {
-    match run(&check.step, check.stdin.as_bytes(), time_left(started, APPLY_BUDGET)) {
+fn run_checker(check: &Check, budget: &Budget) -> Result<(), String> {
+    match run(&check.step, check.stdin.as_bytes(), budget.for_applying()) {
         Ok(()) => Ok(()),
         Err(failed) if check.cannot_check.is_some() && failed.exit_code == check.cannot_check => {
             log::log(log::Level::Warn, &format!("not checked: {failed}"));
@@ -336,6 +368,34 @@ mod tests {
         });
     }
 
+    /// An operator who lowers `deadline-ms` lowers every program's timeout
+    /// with it: the rollback still runs, before the deadline, instead of
+    /// the sandbox stopping the command while the old configuration is
+    /// half back.
+    #[test]
+    fn a_shorter_deadline_shortens_every_program_and_keeps_time_to_restore() {
+        machine(&[("/etc/network/interfaces", "old\n")]);
+        testing::with_host(|host| {
+            host.remaining_ms = Some(3000);
+            host.exit_codes.insert("/sbin/ifup".into(), 1);
+        });
+        let error = apply(&plan(), "new-host").unwrap_err();
+        assert!(error.ends_with("the previous configuration was restored"), "{error}");
+        testing::with_host(|host| {
+            assert_eq!(host.files["/etc/network/interfaces"], b"old\n");
+            let timeouts: Vec<(&str, u32)> = host
+                .run_timeouts
+                .iter()
+                .map(|(program, ms)| (program.as_str(), *ms))
+                .collect();
+            let [("/sbin/ifdown", before), ("/sbin/ifup", apply), ("/sbin/ifup", restore)] = timeouts[..] else {
+                panic!("{timeouts:?}");
+            };
+            assert!(before <= 2100 && apply <= 2100, "{timeouts:?}");
+            assert!(restore > apply && restore <= 2700, "{timeouts:?}");
+        });
+    }
+
     #[test]
     fn a_rollback_sets_the_running_hostname_back() {
         machine(&[
@@ -430,10 +490,22 @@ mod tests {
 
     #[test]
     fn time_runs_out_before_the_deadline_does() {
-        let started = Instant::now();
-        assert_eq!(time_left(started, APPLY_BUDGET), Some(STEP_TIMEOUT));
-        assert!(time_left(started, Duration::from_secs(3)).is_some_and(|left| left <= Duration::from_secs(3)));
-        assert_eq!(time_left(started, Duration::ZERO), None);
+        let nova = Budget::of(Duration::from_secs(55));
+        assert_eq!(nova.for_applying(), Some(STEP_TIMEOUT));
+        assert_eq!(nova.apply, Duration::from_millis(38_500));
+        assert_eq!(nova.restore, Duration::from_millis(49_500));
+        let short = Budget::of(Duration::from_secs(3));
+        assert!(
+            short
+                .for_applying()
+                .is_some_and(|left| left <= Duration::from_millis(2100))
+        );
+        assert!(
+            short
+                .for_restoring()
+                .is_some_and(|left| left <= Duration::from_millis(2700))
+        );
+        assert_eq!(Budget::of(Duration::ZERO).for_restoring(), None);
         assert!(
             run(&Step::required("x", &["/bin/true"]), &[], None)
                 .unwrap_err()

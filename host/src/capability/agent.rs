@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -52,6 +53,8 @@ impl AgentFacts {
 pub struct CallAgent {
     facts: AgentFacts,
     grant: Option<Arc<AgentGrant>>,
+    /// When the call's deadline passes.
+    deadline: Instant,
     used: bool,
 }
 
@@ -70,10 +73,11 @@ impl Capability for Agent {
         })
     }
 
-    fn call_state(grant: Option<&Arc<AgentGrant>>, services: &Services, _call: &CallInfo<'_>) -> CallAgent {
+    fn call_state(grant: Option<&Arc<AgentGrant>>, services: &Services, call: &CallInfo<'_>) -> CallAgent {
         CallAgent {
             facts: services.agent.clone(),
             grant: grant.cloned(),
+            deadline: Instant::now() + call.limits.deadline,
             used: false,
         }
     }
@@ -97,5 +101,33 @@ impl wit::Host for CallAgent {
     fn setting(&mut self, name: String) -> Option<String> {
         self.used = true;
         self.grant.as_ref()?.settings.get(&name).cloned()
+    }
+
+    fn remaining_ms(&mut self) -> u32 {
+        self.used = true;
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        u32::try_from(left.as_millis()).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn remaining_time_counts_down_to_the_deadline_and_stops_at_zero() {
+        let mut call = CallAgent {
+            facts: AgentFacts::default(),
+            grant: None,
+            deadline: Instant::now() + Duration::from_secs(3),
+            used: false,
+        };
+        let left = wit::Host::remaining_ms(&mut call);
+        assert!((2000..=3000).contains(&left), "{left}");
+        call.deadline = Instant::now() - Duration::from_secs(1);
+        assert_eq!(wit::Host::remaining_ms(&mut call), 0);
+        assert!(call.used);
     }
 }
