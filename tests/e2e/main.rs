@@ -12,6 +12,7 @@ mod injectfile;
 mod kmsactivate;
 mod password;
 mod protocol;
+mod reliability;
 mod resetnetwork;
 mod sandbox;
 mod trust;

@@ -21,8 +21,16 @@ use tracing::{debug, info, warn};
 use super::wire::{self, Incoming, MsgType};
 use super::{Endpoint, Errno, Error, Result};
 
+/// Times a listing in parts starts over because the directory changed,
+/// before it is done inside a transaction instead.
+const DIRECTORY_PART_RESTARTS: usize = 4;
+
 /// Waits between reconnection attempts grow from the first to the last.
 const RECONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+
+/// How long xenstored may take to answer a request before the connection
+/// is taken for dead (it answers in microseconds when alive).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A XenStore client. Cheap to clone; the connection closes when the last
 /// clone is dropped.
@@ -72,6 +80,13 @@ impl XsClient {
     /// Connect to `endpoint`. The first connection must succeed; later drops
     /// are repaired in the background.
     pub async fn connect(endpoint: Endpoint) -> Result<Self> {
+        Self::connect_with_timeout(endpoint, DEFAULT_REQUEST_TIMEOUT).await
+    }
+
+    /// Connect, taking the connection for lost (and reconnecting) whenever
+    /// a request goes unanswered for `request_timeout`: a connection that
+    /// stops answering without closing looks like this.
+    pub async fn connect_with_timeout(endpoint: Endpoint, request_timeout: Duration) -> Result<Self> {
         let connection = endpoint.connect().await.map_err(|source| Error::Connect {
             endpoint: endpoint.to_string(),
             source,
@@ -90,6 +105,8 @@ impl XsClient {
             watches: HashMap::new(),
             next_req_id: 1,
             next_seq: 0,
+            sent: VecDeque::new(),
+            request_timeout,
         };
         link_keeper.establish(connection);
         tokio::spawn(link_keeper.run());
@@ -242,11 +259,73 @@ impl XsClient {
             .map(drop)
     }
 
+    /// `DIRECTORY`, or when the names do not fit in one reply (`E2BIG`),
+    /// `DIRECTORY_PART` in stretches, as libxenstore does.
     async fn directory_in(&self, tx: u32, path: &str) -> Result<Vec<String>> {
-        let payload = self
+        match self
             .call("directory", path, MsgType::Directory, tx, wire::join_strings([path]))
-            .await?;
-        strings(payload, "directory", path)
+            .await
+        {
+            Ok(payload) => strings(payload, "directory", path),
+            Err(error) if error.errno() == Some(&Errno::E2BIG) => self.directory_in_parts(tx, path).await,
+            Err(error) => Err(error),
+        }
+    }
+
+    /// List `path` in parts. Each part carries the directory's generation
+    /// count: when it changes between parts, the directory changed under
+    /// us and the listing starts over. Outside a transaction, a directory
+    /// that keeps changing is listed inside one, whose snapshot holds still.
+    async fn directory_in_parts(&self, tx: u32, path: &str) -> Result<Vec<String>> {
+        for _ in 0..DIRECTORY_PART_RESTARTS {
+            if let Some(names) = self.try_directory_parts(tx, path).await? {
+                return Ok(names);
+            }
+        }
+        if tx == 0 {
+            let snapshot = self.transaction().await?;
+            let listed = Box::pin(snapshot.directory(path)).await;
+            let _ = snapshot.abort().await;
+            return listed;
+        }
+        Err(Error::Protocol {
+            op: "directory_part",
+            path: path.to_owned(),
+            reason: "the directory kept changing while it was listed".to_owned(),
+        })
+    }
+
+    /// One pass over the parts; `None` if the generation changed meanwhile.
+    async fn try_directory_parts(&self, tx: u32, path: &str) -> Result<Option<Vec<String>>> {
+        let malformed = |error: wire::WireError| Error::Protocol {
+            op: "directory_part",
+            path: path.to_owned(),
+            reason: error.to_string(),
+        };
+        let mut generation: Option<Vec<u8>> = None;
+        let mut names = Vec::new();
+        loop {
+            let offset = names.len().to_string();
+            let payload = self
+                .call(
+                    "directory_part",
+                    path,
+                    MsgType::DirectoryPart,
+                    tx,
+                    wire::join_strings([path, offset.as_str()]),
+                )
+                .await?;
+            let part = wire::DirectoryPart::parse(&payload).map_err(malformed)?;
+            match &generation {
+                Some(first) if first.as_slice() != part.generation => return Ok(None),
+                Some(_) => {}
+                None => generation = Some(part.generation.to_vec()),
+            }
+            names.extend_from_slice(part.names);
+            if wire::directory_parts_complete(&names) {
+                return wire::directory_part_names(&names).map(Some).map_err(malformed);
+            }
+        }
     }
 
     async fn call(
@@ -450,6 +529,17 @@ struct LinkKeeper {
     watches: HashMap<String, WatchEntry>,
     next_req_id: u32,
     next_seq: u64,
+    /// Requests written, oldest first (some already answered): the oldest
+    /// unanswered one decides when the connection is taken for dead.
+    sent: VecDeque<Sent>,
+    request_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Sent {
+    req_id: u32,
+    seq: u64,
+    at: tokio::time::Instant,
 }
 
 impl LinkKeeper {
@@ -473,14 +563,33 @@ impl LinkKeeper {
                 }
                 continue;
             }
+            // No timer while nothing is pending: an idle client sleeps.
+            let overdue_at = self.oldest_unanswered().map(|sent| sent + self.request_timeout);
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.handle(command),
                     None => return,
                 },
                 Some(event) = self.link_receiver.recv() => self.on_link_event(event),
+                () = sleep_until(overdue_at) => {
+                    let reason = format!("no reply within {:?}", self.request_timeout);
+                    self.disconnect(&reason);
+                }
             }
         }
+    }
+
+    /// When the oldest request still unanswered was written.
+    fn oldest_unanswered(&mut self) -> Option<tokio::time::Instant> {
+        while let Some(front) = self.sent.front() {
+            match self.pending.get(&front.req_id) {
+                Some(pending) if pending.seq == front.seq => return Some(front.at),
+                _ => {
+                    self.sent.pop_front();
+                }
+            }
+        }
+        None
     }
 
     /// While disconnected: queue commands for `delay`. False when every
@@ -601,6 +710,11 @@ impl LinkKeeper {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.sent.push_back(Sent {
+            req_id,
+            seq,
+            at: tokio::time::Instant::now(),
+        });
         self.pending.insert(
             req_id,
             Pending {
@@ -672,6 +786,15 @@ impl LinkKeeper {
                 let _ = reply.send(Err(Failure::Disconnected));
             }
         }
+        self.sent.clear();
+    }
+}
+
+/// Sleep until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
