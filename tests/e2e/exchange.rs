@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use guestward_tests::hypervisor::{ids, message, requests as named_requests, sorted_counts};
+use guestward_tests::hypervisor::{assert_counts, ids, message, requests as named_requests};
 use guestward_tests::{AgentBuilder, Hypervisor};
 
 use crate::protocol::PROBE_POLICY;
@@ -91,11 +91,7 @@ async fn requests_written_while_the_connection_is_down_are_answered_after_it_ret
     );
     guest.bridge.resume();
     let answers = hypervisor.answers_to(&ids(&requests), Duration::from_secs(60)).await;
-    assert_eq!(
-        sorted_counts(answers.values()),
-        (2..=21).collect::<Vec<u64>>(),
-        "each request ran exactly once"
-    );
+    assert_counts(&answers, 2);
     assert!(guest.bridge.clients_served() > served, "the agent reconnected");
     assert!(
         guest.agent.log().contains("reconnected to XenStore"),
@@ -115,11 +111,7 @@ async fn a_connection_dropped_mid_flight_loses_no_request_and_runs_none_twice() 
         guest.bridge.drop_client();
     }
     let answers = hypervisor.answers_to(&ids(&requests), Duration::from_secs(90)).await;
-    assert_eq!(
-        sorted_counts(answers.values()),
-        (1..=150).collect::<Vec<u64>>(),
-        "each request ran exactly once"
-    );
+    assert_counts(&answers, 1);
     let left = hypervisor
         .client
         .directory(&hypervisor.path("data/host"))
@@ -293,16 +285,10 @@ const BACKLOG_QUOTA: [&str; 4] = ["-E", "4000", "-S", "65536"];
 /// Every request answered once, each `count` run once, nothing left over.
 async fn assert_backlog_answered(hypervisor: &Hypervisor, requests: &[(String, String)]) {
     let answers = hypervisor.answers_to(&ids(requests), Duration::from_secs(180)).await;
-    assert_eq!(
-        sorted_counts(answers.values()),
-        (1..=requests.len() as u64).collect::<Vec<u64>>(),
-        "each request ran exactly once"
-    );
+    assert_counts(&answers, 1);
     assert!(hypervisor.requests_left().await.is_empty(), "requests left behind");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let writes = hypervisor.write_counts();
-    let twice: Vec<_> = writes.iter().filter(|&(_, &count)| count != 1).collect();
-    assert!(twice.is_empty(), "answers written more than once: {twice:?}");
+    hypervisor.assert_written_once(&ids(requests));
 }
 
 /// Ids as Nova makes them (UUIDs, 36 characters).

@@ -127,6 +127,19 @@ impl Hypervisor {
         counts
     }
 
+    /// Fail if any of `ids` was answered other than exactly once.
+    pub fn assert_written_once(&self, ids: &[String]) {
+        let writes = self.write_counts();
+        for id in ids {
+            assert_eq!(
+                writes.get(id),
+                Some(&1),
+                "answer {id} written {:?} times",
+                writes.get(id)
+            );
+        }
+    }
+
     /// Requests still waiting in `data/host`.
     pub async fn requests_left(&self) -> Vec<String> {
         self.client.directory(&self.path("data/host")).await.unwrap_or_default()
@@ -167,4 +180,15 @@ pub fn sorted_counts<'a>(answers: impl IntoIterator<Item = &'a String>) -> Vec<u
         .collect();
     counts.sort_unstable();
     counts
+}
+
+/// Assert that the probe's `count` answered `first`, `first + 1`, … once
+/// each: every request ran exactly once.
+pub fn assert_counts(answers: &BTreeMap<String, String>, first: u64) {
+    let expected: Vec<u64> = (first..first + answers.len() as u64).collect();
+    assert_eq!(
+        sorted_counts(answers.values()),
+        expected,
+        "each request ran exactly once"
+    );
 }
