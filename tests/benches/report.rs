@@ -44,7 +44,9 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let xenstored = Xenstored::start()?;
+    // A backlog of 1000 needs the guest's node and node-size quotas raised
+    // (tests/e2e/exchange.rs says why).
+    let xenstored = Xenstored::start_with_args(&["-E", "4000", "-S", "65536"])?;
     let bridge = xenstored.guest(DOMID)?;
     let agent = AgentBuilder::new().xenstore(bridge.socket()).log_level("warn").start();
     let (qemu_ga, _) = QemuGa::start()?;

@@ -304,7 +304,7 @@ impl Agent {
             {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(2));
         }
         panic!("the agent did not become ready:\n{}", self.log());
     }

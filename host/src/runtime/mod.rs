@@ -47,6 +47,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Component instances alive at once (calls beyond this wait their turn).
 const POOL_INSTANCES: u32 = 64;
 
+/// Bytes of each pooled memory, table and stack kept resident between calls.
+const KEEP_RESIDENT: usize = 64 << 10;
+
 /// Bytes of a component's stderr kept per call (for panic messages).
 const STDERR_CAPTURE: usize = 8 << 10;
 
@@ -115,7 +118,14 @@ impl Runtime {
             .total_memories(POOL_INSTANCES * 2)
             .total_tables(POOL_INSTANCES * 8)
             .total_stacks(POOL_INSTANCES)
-            .max_memory_size(usize::try_from(options.max_memory)?);
+            .max_memory_size(usize::try_from(options.max_memory)?)
+            // Reset the first pages of a slot by zeroing them instead of
+            // giving them back to the kernel: a small command touches only
+            // these, and each call no longer pays page faults and the TLB
+            // shootdowns of madvise (measured with perf on `version`).
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT)
+            .async_stack_keep_resident(KEEP_RESIDENT);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
