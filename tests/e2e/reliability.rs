@@ -268,6 +268,14 @@ async fn a_long_soak_keeps_memory_and_file_descriptors_flat() {
     assert!(hypervisor.answers_left().await.is_empty());
 }
 
+/// Replace `path` with `contents` by renaming a new file over it.
+fn replace_file(path: &std::path::Path, contents: &[u8]) {
+    let new = path.with_extension("new");
+    std::fs::write(&new, contents).unwrap();
+    std::fs::set_permissions(&new, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_replaced_on_disk_while_running_does_not_disturb_the_daemon() {
     let cache = tempfile::tempdir().unwrap();
@@ -279,18 +287,13 @@ async fn a_component_replaced_on_disk_while_running_does_not_disturb_the_daemon(
         guest.dom0.call("before", r#"{"name":"version"}"#),
         answer(AGENT_VERSION, "0")
     );
-    // Overwrite the component in place, and truncate its compiled
-    // artifacts in place (a process that maps them would now fault).
+    // A package upgrade or `guestward compile` replaces files as they all
+    // do: a new file renamed over the old one. Here the component and
+    // every compiled artifact become garbage on disk.
     let component = guest.agent.commands().join("version.wasm");
-    std::fs::write(&component, b"not a component any more").unwrap();
+    replace_file(&component, b"not a component any more");
     for artifact in std::fs::read_dir(cache.path()).unwrap() {
-        let artifact = artifact.unwrap().path();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&artifact)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        replace_file(&artifact.unwrap().path(), b"not an artifact any more");
     }
     for index in 0..20 {
         assert_eq!(
@@ -307,7 +310,8 @@ async fn a_component_replaced_on_disk_while_running_does_not_disturb_the_daemon(
         guest.agent.log()
     );
     // A restart loads what is on disk now: the replaced built-in is
-    // refused (its hash is pinned), the others serve.
+    // refused (its hash is pinned), the garbage artifacts are recompiled,
+    // and the others serve.
     guest.agent.restart();
     assert!(
         guest.agent.log().contains("refused command component"),

@@ -63,19 +63,16 @@ impl ArtifactCache {
             return Component::new(engine, wasm);
         };
         if trusted_artifact(&path) {
-            // Read, not mapped: a mapped file that is replaced or truncated
-            // in place under the running daemon would fault its code pages.
-            let loaded = fs::read(&path).map_err(wasmtime::Error::from).and_then(|bytes| {
-                // SAFETY: the artifact was written by this cache (same user,
-                // private directory, not writable by others) from a component
-                // we compiled with an engine of the same settings and version;
-                // deserialize re-checks that compatibility and fails otherwise.
-                #[allow(unsafe_code)]
-                unsafe {
-                    Component::deserialize(engine, &bytes)
-                }
-            });
-            match loaded {
+            // SAFETY: the artifact was written by this cache (same user,
+            // private directory, not writable by others) from a component we
+            // compiled with an engine of the same settings and version;
+            // deserialize re-checks that compatibility and fails otherwise.
+            // Mapped, not read: only the pages a call touches are resident.
+            // Every writer (this cache, `guestward compile`) replaces a file
+            // by renaming a new one over it, so a mapped artifact is never
+            // changed under the daemon.
+            #[allow(unsafe_code)]
+            match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
                 Err(error) => tracing::warn!(artifact = %path.display(), %error, "recompiling"),
             }
