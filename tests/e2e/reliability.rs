@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use guestward_tests::hypervisor::{assert_counts, ids, requests};
-use guestward_tests::{AgentBuilder, artifacts};
+use guestward_tests::{AgentBuilder, Xenstored, artifacts};
 
 use crate::exchange::{hypervisor, probe_agent};
 use crate::{AGENT_VERSION, DOMID, Guest, answer};
@@ -380,4 +380,34 @@ fn a_first_boot_compiles_in_a_child_process_and_leaves_the_cache_warm() {
         std::fs::read_dir(agent.commands()).unwrap().count()
     );
     assert_eq!(agent.call("version", r#""agent""#), answer(AGENT_VERSION, "0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_does_not_outlive_its_connection() {
+    use guestward::xenstore::{Endpoint, Error, XsClient};
+    Xenstored::require_tools().unwrap();
+    let xenstored = Xenstored::start().unwrap();
+    let bridge = xenstored.guest(DOMID).unwrap();
+    let client = XsClient::connect(Endpoint::Socket(bridge.socket().to_owned()))
+        .await
+        .unwrap();
+    client.write("data/kept", b"1").await.unwrap();
+    let transaction = client.transaction().await.unwrap();
+    let served = bridge.clients_served();
+    client.drop_connection();
+    // Reconnected: a new connection, where the old transaction id means
+    // nothing (or another transaction).
+    while bridge.clients_served() == served || client.read("name").await.is_err() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for outcome in [
+        transaction.read("data/kept").await.map(drop),
+        transaction.rm("data/kept").await,
+        transaction.write("data/new", b"x").await,
+    ] {
+        assert!(matches!(outcome, Err(Error::Disconnected { .. })), "{outcome:?}");
+    }
+    assert!(matches!(transaction.commit().await, Err(Error::Disconnected { .. })));
+    assert_eq!(client.read("data/kept").await.unwrap(), b"1");
+    assert!(client.read("data/new").await.is_err());
 }
