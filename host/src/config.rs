@@ -36,6 +36,11 @@ pub struct ConfigFile {
     pub cache: Option<PathBuf>,
     /// Seconds between safety re-scans of `data/host`.
     pub rescan_seconds: Option<u64>,
+    /// Seconds xenstored may take to answer before the connection is taken
+    /// for dead and reopened.
+    pub xenstore_timeout_seconds: Option<u64>,
+    /// Seconds shutdown waits for running commands and their answers.
+    pub drain_seconds: Option<u64>,
     /// Public keys whose signatures are trusted.
     pub trusted_keys: Option<PathBuf>,
     /// Directories whose components may run unsigned.
@@ -69,7 +74,15 @@ impl ConfigFile {
     }
 
     pub fn rescan(&self) -> Duration {
-        Duration::from_secs(self.rescan_seconds.unwrap_or(10).max(1))
+        Duration::from_secs(self.rescan_seconds.unwrap_or(60).max(1))
+    }
+
+    pub fn xenstore_timeout(&self) -> Duration {
+        Duration::from_secs(self.xenstore_timeout_seconds.unwrap_or(5).max(1))
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_seconds.unwrap_or(30))
     }
 }
 

@@ -30,6 +30,9 @@ pub struct DaemonSettings {
     pub interfaces: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub cache: Option<PathBuf>,
+    /// How long xenstored may take to answer before the connection is
+    /// taken for dead.
+    pub xenstore_timeout: Duration,
     pub exchange: ExchangeOptions,
     /// Which components may run.
     pub trust: TrustStore,
@@ -47,7 +50,7 @@ impl Agent {
     pub async fn start(settings: &DaemonSettings) -> anyhow::Result<Self> {
         let root = Root::open(&settings.root)?.with_interfaces_file(settings.interfaces.clone());
         let xenstore = match &settings.xenstore {
-            Some(endpoint) => Some(XsClient::connect(endpoint.clone()).await?),
+            Some(endpoint) => Some(XsClient::connect_with_timeout(endpoint.clone(), settings.xenstore_timeout).await?),
             None => None,
         };
         let options = RuntimeOptions {
@@ -61,6 +64,9 @@ impl Agent {
             ..Services::new(root, xenstore.clone())
         };
         let runtime = Arc::new(Runtime::new(&options, services)?);
+        if runtime.cache_is_cold(&settings.commands) {
+            compile_in_child(settings).await;
+        }
         let components = runtime.load_dir(&settings.commands, &settings.policy).await?;
         let registry = Registry::build(components);
         runtime.services().agent.set_commands(registry.names());
@@ -77,6 +83,34 @@ impl Agent {
             dispatcher,
             xenstore,
         })
+    }
+}
+
+/// Fill a cold cache (a first boot) with `guestward compile` in a child
+/// process: the compiler's memory and threads go with the child, and the
+/// daemon then loads every component from the cache. If the child fails,
+/// the daemon compiles for itself as it loads.
+async fn compile_in_child(settings: &DaemonSettings) {
+    let (Ok(exe), Some(cache)) = (std::env::current_exe(), &settings.cache) else {
+        return;
+    };
+    let mut child = tokio::process::Command::new(exe);
+    child
+        .arg("compile")
+        .arg("--commands")
+        .arg(&settings.commands)
+        .arg("--cache")
+        .arg(cache)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let origin = std::path::Path::new(settings.policy.origin());
+    if origin.is_file() {
+        child.arg("--policy").arg(origin);
+    }
+    match child.status().await {
+        Ok(status) if status.success() => tracing::info!("compiled the components into the cache"),
+        Ok(status) => tracing::warn!(%status, "precompiling failed; compiling in the daemon"),
+        Err(error) => tracing::warn!(%error, "cannot precompile; compiling in the daemon"),
     }
 }
 

@@ -8,6 +8,7 @@
 //! that order per component.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -24,6 +25,8 @@ pub struct Dispatcher {
     runtime: Arc<Runtime>,
     registry: RwLock<Arc<Registry>>,
     lanes: Mutex<HashMap<String, mpsc::Sender<Job>>>,
+    /// Set at shutdown: lanes start no new job.
+    stopping: Arc<AtomicBool>,
 }
 
 struct Job {
@@ -40,6 +43,7 @@ impl Dispatcher {
             runtime,
             registry: RwLock::new(Arc::new(registry)),
             lanes: Mutex::new(HashMap::new()),
+            stopping: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -58,6 +62,13 @@ impl Dispatcher {
         if let Ok(mut current) = self.registry.write() {
             *current = Arc::new(registry);
         }
+    }
+
+    /// Start no new job from now on (shutdown): jobs waiting in a lane are
+    /// dropped, so their reply channels close without a reply; jobs running
+    /// finish.
+    pub fn stop_starting(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
     }
 
     /// Accept one request (raw protocol bytes) and return where its reply
@@ -84,8 +95,9 @@ impl Dispatcher {
             let _ = reply.send(nova::unknown_command(&request.name));
             return receiver;
         };
-        // The value is never logged: it may hold a secret.
-        tracing::info!(
+        // The value is never logged: it may hold a secret. Debug, not info:
+        // the audit record already says that the call happened.
+        tracing::debug!(
             request = request_id,
             command = request.name,
             component = component.name,
@@ -115,14 +127,27 @@ impl Dispatcher {
             return lane.clone();
         }
         let (sender, jobs) = mpsc::channel(LANE_DEPTH);
-        tokio::spawn(run_lane(self.runtime.clone(), component.clone(), jobs));
+        tokio::spawn(run_lane(
+            self.runtime.clone(),
+            component.clone(),
+            jobs,
+            self.stopping.clone(),
+        ));
         lanes.insert(key, sender.clone());
         sender
     }
 }
 
-async fn run_lane(runtime: Arc<Runtime>, component: Arc<LoadedComponent>, mut jobs: mpsc::Receiver<Job>) {
+async fn run_lane(
+    runtime: Arc<Runtime>,
+    component: Arc<LoadedComponent>,
+    mut jobs: mpsc::Receiver<Job>,
+    stopping: Arc<AtomicBool>,
+) {
     while let Some(job) = jobs.recv().await {
+        if stopping.load(Ordering::SeqCst) {
+            continue; // dropping the job tells its submitter
+        }
         let reply = runtime
             .call(&component, &job.command, job.value.get(), &job.request_id)
             .await;

@@ -1,126 +1,30 @@
 //! The XenStore exchange under load and under failure: many requests at
 //! once, a connection that drops, a full quota, a denied write.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use guestward::xenstore::{Endpoint, XsClient};
-use guestward_tests::AgentBuilder;
+use guestward_tests::hypervisor::{assert_counts, ids, message, requests as named_requests};
+use guestward_tests::{AgentBuilder, Hypervisor};
 
 use crate::protocol::PROBE_POLICY;
 use crate::{AGENT_VERSION, DOMID, Guest, answer};
 
-fn probe_agent() -> AgentBuilder {
+pub fn probe_agent() -> AgentBuilder {
     AgentBuilder::new()
         .component("probe")
         .policy(PROBE_POLICY)
         .log_level("info")
 }
 
-/// dom0's view: a client on xenstored's own socket, and a count of the
-/// writes to each answer path.
-struct Hypervisor {
-    client: XsClient,
-    answers: tokio::sync::watch::Receiver<HashMap<String, u32>>,
-}
-
-impl Hypervisor {
-    async fn connect(guest: &Guest) -> Self {
-        let client = XsClient::connect(Endpoint::Socket(guest.xenstored.socket().to_owned()))
-            .await
-            .unwrap();
-        let guest_dir = format!("/local/domain/{DOMID}/data/guest");
-        let mut watch = client.watch(&guest_dir).await.unwrap();
-        let (sender, answers) = tokio::sync::watch::channel(HashMap::new());
-        tokio::spawn(async move {
-            while let Some(path) = watch.next().await {
-                if let Some(id) = path.strip_prefix(&format!("{guest_dir}/")) {
-                    sender.send_modify(|counts| *counts.entry(id.to_owned()).or_insert(0) += 1);
-                }
-            }
-        });
-        Self { client, answers }
-    }
-
-    fn path(relative: &str) -> String {
-        format!("/local/domain/{DOMID}/{relative}")
-    }
-
-    /// Write every request in one transaction: they appear at once.
-    async fn send_all(&self, requests: &[(String, String)]) {
-        loop {
-            let transaction = self.client.transaction().await.unwrap();
-            for (id, request) in requests {
-                transaction
-                    .write(&Self::path(&format!("data/host/{id}")), request.as_bytes())
-                    .await
-                    .unwrap();
-            }
-            if transaction.commit().await.unwrap() {
-                return;
-            }
-        }
-    }
-
-    /// Wait until every id has an answer; return the answers.
-    async fn answers_to(&self, ids: &[String], timeout: Duration) -> BTreeMap<String, String> {
-        let deadline = Instant::now() + timeout;
-        let mut answers = BTreeMap::new();
-        while answers.len() < ids.len() {
-            for id in ids {
-                if answers.contains_key(id) {
-                    continue;
-                }
-                if let Ok(value) = self.client.read(&Self::path(&format!("data/guest/{id}"))).await {
-                    answers.insert(id.clone(), String::from_utf8(value).unwrap());
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {} answered",
-                answers.len(),
-                ids.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        answers
-    }
-
-    fn write_counts(&self) -> HashMap<String, u32> {
-        self.answers.borrow().clone()
-    }
-}
-
-/// `count` requests with ids `<prefix>0`, `<prefix>1`, …
-fn count_requests(prefix: &str, how_many: usize) -> Vec<(String, String)> {
-    (0..how_many)
-        .map(|index| (format!("{prefix}{index:03}"), r#"{"name":"count"}"#.to_owned()))
-        .collect()
-}
-
-fn ids(requests: &[(String, String)]) -> Vec<String> {
-    requests.iter().map(|(id, _)| id.clone()).collect()
-}
-
-/// The numbers `count` answered, sorted: each run of the command got one.
-fn sorted_counts(answers: &BTreeMap<String, String>) -> Vec<u64> {
-    let mut counts: Vec<u64> = answers
-        .values()
-        .map(|answer| message(answer).parse().unwrap())
-        .collect();
-    counts.sort();
-    counts
-}
-
-fn message(answer: &str) -> String {
-    let value: serde_json::Value = serde_json::from_str(answer).unwrap();
-    value["message"].as_str().unwrap().to_owned()
+/// dom0's view of the guest of `guest`.
+pub async fn hypervisor(guest: &Guest) -> Hypervisor {
+    Hypervisor::connect(guest.xenstored.socket(), DOMID).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_requests_at_once_are_each_answered_exactly_once() {
     let guest = Guest::start(probe_agent());
-    let hypervisor = Hypervisor::connect(&guest).await;
+    let hypervisor = hypervisor(&guest).await;
     let mut requests = Vec::new();
     for index in 0..200 {
         let request = match index % 4 {
@@ -144,7 +48,7 @@ async fn two_hundred_requests_at_once_are_each_answered_exactly_once() {
     }
     let left = hypervisor
         .client
-        .directory(&Hypervisor::path("data/host"))
+        .directory(&hypervisor.path("data/host"))
         .await
         .unwrap();
     assert!(left.is_empty(), "requests left behind: {left:?}");
@@ -174,11 +78,11 @@ async fn two_hundred_requests_at_once_are_each_answered_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_written_while_the_connection_is_down_are_answered_after_it_returns() {
     let guest = Guest::start(probe_agent());
-    let hypervisor = Hypervisor::connect(&guest).await;
+    let hypervisor = hypervisor(&guest).await;
     assert_eq!(guest.dom0.call("before", r#"{"name":"count"}"#), answer("1", "0"));
     let served = guest.bridge.clients_served();
     guest.bridge.pause();
-    let requests = count_requests("down", 20);
+    let requests = named_requests("down", "count", 20);
     hypervisor.send_all(&requests).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
@@ -187,11 +91,7 @@ async fn requests_written_while_the_connection_is_down_are_answered_after_it_ret
     );
     guest.bridge.resume();
     let answers = hypervisor.answers_to(&ids(&requests), Duration::from_secs(60)).await;
-    assert_eq!(
-        sorted_counts(&answers),
-        (2..=21).collect::<Vec<u64>>(),
-        "each request ran exactly once"
-    );
+    assert_counts(&answers, 2);
     assert!(guest.bridge.clients_served() > served, "the agent reconnected");
     assert!(
         guest.agent.log().contains("reconnected to XenStore"),
@@ -203,22 +103,18 @@ async fn requests_written_while_the_connection_is_down_are_answered_after_it_ret
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_dropped_mid_flight_loses_no_request_and_runs_none_twice() {
     let guest = Guest::start(probe_agent());
-    let hypervisor = Hypervisor::connect(&guest).await;
-    let requests = count_requests("m", 150);
+    let hypervisor = hypervisor(&guest).await;
+    let requests = named_requests("m", "count", 150);
     hypervisor.send_all(&requests).await;
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(15)).await;
         guest.bridge.drop_client();
     }
     let answers = hypervisor.answers_to(&ids(&requests), Duration::from_secs(90)).await;
-    assert_eq!(
-        sorted_counts(&answers),
-        (1..=150).collect::<Vec<u64>>(),
-        "each request ran exactly once"
-    );
+    assert_counts(&answers, 1);
     let left = hypervisor
         .client
-        .directory(&Hypervisor::path("data/host"))
+        .directory(&hypervisor.path("data/host"))
         .await
         .unwrap();
     assert!(left.is_empty(), "requests left behind: {left:?}");
@@ -227,13 +123,13 @@ async fn a_connection_dropped_mid_flight_loses_no_request_and_runs_none_twice() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_cannot_be_written_is_retried_until_it_can() {
     let guest = Guest::start(probe_agent());
-    let hypervisor = Hypervisor::connect(&guest).await;
+    let hypervisor = hypervisor(&guest).await;
     assert_eq!(
         guest.dom0.call("warm-up", r#"{"name":"version"}"#),
         answer(AGENT_VERSION, "0")
     );
     // The hypervisor takes write access to data/guest away (EACCES).
-    let guest_dir = Hypervisor::path("data/guest");
+    let guest_dir = hypervisor.path("data/guest");
     hypervisor
         .client
         .set_perms(&guest_dir, &["n0", &format!("r{DOMID}")])
@@ -263,7 +159,7 @@ async fn a_full_quota_does_not_stop_the_agent() {
     // A guest quota of a few nodes: answers hit ENOSPC until the hypervisor
     // deletes old ones (Nova never does; answers pile up).
     let guest = Guest::start_with(probe_agent(), &["-E", QUOTA_NODES]);
-    let hypervisor = Hypervisor::connect(&guest).await;
+    let hypervisor = hypervisor(&guest).await;
     let mut answered = Vec::new();
     let mut id = 0;
     // Fill the quota with answers.
@@ -282,7 +178,7 @@ async fn a_full_quota_does_not_stop_the_agent() {
     for name in &answered {
         hypervisor
             .client
-            .rm(&Hypervisor::path(&format!("data/guest/{name}")))
+            .rm(&hypervisor.path(&format!("data/guest/{name}")))
             .await
             .unwrap();
     }
@@ -300,7 +196,7 @@ const QUOTA_NODES: &str = "12";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_command_does_not_hold_up_other_commands() {
     let guest = Guest::start(probe_agent());
-    let hypervisor = Hypervisor::connect(&guest).await;
+    let hypervisor = hypervisor(&guest).await;
     hypervisor
         .send_all(&[
             ("slow".to_owned(), r#"{"name":"sleep","value":2500}"#.to_owned()),
@@ -344,10 +240,10 @@ async fn an_answer_over_the_node_size_quota_becomes_an_error_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xenstore_keys_outside_the_grant_are_refused() {
     let guest = Guest::start(probe_agent());
-    let hypervisor = Hypervisor::connect(&guest).await;
+    let hypervisor = hypervisor(&guest).await;
     hypervisor
         .client
-        .write(&Hypervisor::path("vm-data/hostname"), b"test-server")
+        .write(&hypervisor.path("vm-data/hostname"), b"test-server")
         .await
         .unwrap();
     assert_eq!(
@@ -372,4 +268,64 @@ async fn xenstore_keys_outside_the_grant_are_refused() {
         );
         guest.dom0.rm("data/guest/out");
     }
+}
+
+/// Requests in the backlog tests: far more than one `XS_DIRECTORY` reply
+/// can list (about 110 names of this length fit in 4 KB).
+const BACKLOG: usize = 1000;
+
+/// The requests dom0 writes under the guest's `data/` are the guest's own
+/// nodes, and count against its node quota (1000 by default); and the
+/// node-size quota (2048 bytes) covers a node's list of children, so a guest
+/// cannot add a 37-character name to a directory that already lists about
+/// 55. A backlog of 1000 (answers the hypervisor never removes) needs a
+/// guest allowed more of both.
+const BACKLOG_QUOTA: [&str; 4] = ["-E", "4000", "-S", "65536"];
+
+/// Every request answered once, each `count` run once, nothing left over.
+async fn assert_backlog_answered(hypervisor: &Hypervisor, requests: &[(String, String)]) {
+    let answers = hypervisor.answers_to(&ids(requests), Duration::from_secs(180)).await;
+    assert_counts(&answers, 1);
+    assert!(hypervisor.requests_left().await.is_empty(), "requests left behind");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hypervisor.assert_written_once(&ids(requests));
+}
+
+/// Ids as Nova makes them (UUIDs, 36 characters).
+fn uuid_requests(how_many: usize) -> Vec<(String, String)> {
+    (0..how_many)
+        .map(|index| {
+            (
+                format!("748dee41-c47f-4ec7-b2cd-{index:012}"),
+                r#"{"name":"count"}"#.to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_requests_written_in_one_transaction_are_each_answered_once() {
+    let guest = Guest::start_with(probe_agent(), &BACKLOG_QUOTA);
+    let hypervisor = hypervisor(&guest).await;
+    let requests = uuid_requests(BACKLOG);
+    hypervisor.send_all(&requests).await;
+    assert_backlog_answered(&hypervisor, &requests).await;
+    // And the agent still serves new requests afterwards.
+    assert_eq!(
+        guest.dom0.call("after", r#"{"name":"version"}"#),
+        answer(AGENT_VERSION, "0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_requests_written_while_the_agent_was_stopped_are_each_answered_once() {
+    let guest = Guest::start_with(probe_agent(), &BACKLOG_QUOTA);
+    let hypervisor = hypervisor(&guest).await;
+    assert!(guest.agent.stop().is_some_and(|status| status.success()));
+    let requests = uuid_requests(BACKLOG);
+    for chunk in requests.chunks(100) {
+        hypervisor.send_all(chunk).await;
+    }
+    guest.agent.restart();
+    assert_backlog_answered(&hypervisor, &requests).await;
 }

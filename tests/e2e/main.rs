@@ -14,6 +14,7 @@ mod kmsactivate;
 mod network_live;
 mod password;
 mod protocol;
+mod reliability;
 mod resetnetwork;
 mod sandbox;
 mod trust;

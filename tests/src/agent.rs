@@ -22,6 +22,8 @@ pub struct AgentBuilder {
     interfaces: Option<String>,
     args: Vec<String>,
     log_level: Option<String>,
+    config: Option<String>,
+    cache: Option<PathBuf>,
 }
 
 impl AgentBuilder {
@@ -83,6 +85,19 @@ impl AgentBuilder {
         self
     }
 
+    /// Use this configuration file (TOML text), e.g. `rescan-seconds = 1`.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.to_owned());
+        self
+    }
+
+    /// Cache compiled components in `dir` instead of the tests' shared
+    /// cache (for tests that tamper with the cache).
+    pub fn cache(mut self, dir: &Path) -> Self {
+        self.cache = Some(dir.to_owned());
+        self
+    }
+
     /// Log filter (default `debug`).
     pub fn log_level(mut self, level: &str) -> Self {
         self.log_level = Some(level.to_owned());
@@ -135,7 +150,10 @@ impl AgentBuilder {
             .args(["--commands".as_ref(), commands.as_os_str()])
             .args(["--root".as_ref(), root.as_os_str()])
             .args(["--socket".as_ref(), dir.join("agent.sock").as_os_str()])
-            .args(["--cache".as_ref(), artifacts::shared_cache().as_os_str()])
+            .args([
+                "--cache".as_ref(),
+                self.cache.clone().unwrap_or_else(artifacts::shared_cache).as_os_str(),
+            ])
             .args(["--trusted-keys".as_ref(), keys.as_os_str()]);
         if self.allow_unsigned {
             command.args(["--allow-unsigned".as_ref(), commands.as_os_str()]);
@@ -153,19 +171,21 @@ impl AgentBuilder {
             std::fs::write(&path, interfaces).expect("write interfaces");
             command.args(["--interfaces".as_ref(), path.as_os_str()]);
         }
+        if let Some(config) = &self.config {
+            let path = dir.join("guestward.toml");
+            std::fs::write(&path, config).expect("write config");
+            command.args(["--config".as_ref(), path.as_os_str()]);
+        }
         command.args(&self.args);
-        let log = std::fs::File::create(dir.join("agent.log")).expect("log file");
-        command
-            .env("GUESTWARD_LOG", self.log_level.as_deref().unwrap_or("debug"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        let child = command.spawn().expect("start guestward");
-        Agent {
-            child: Mutex::new(Some(child)),
+        command.env("GUESTWARD_LOG", self.log_level.as_deref().unwrap_or("debug"));
+        let agent = Agent {
+            child: Mutex::new(None),
+            command: Mutex::new(command),
             dir,
             _scratch: scratch,
-        }
+        };
+        agent.launch();
+        agent
     }
 }
 
@@ -183,11 +203,52 @@ pub fn sign(private: &str, component: &Path) {
 #[derive(Debug)]
 pub struct Agent {
     child: Mutex<Option<Child>>,
+    /// How it was started, to start it again.
+    command: Mutex<Command>,
     dir: PathBuf,
     _scratch: tempfile::TempDir,
 }
 
 impl Agent {
+    /// Start the process (its log appended to `agent.log`).
+    fn launch(&self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .expect("log file");
+        let mut command = self.command.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        let child = command.spawn().expect("start guestward");
+        *self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(child);
+    }
+
+    /// Start the agent again, as it was started, after it exited or was
+    /// killed, and wait until it is ready.
+    pub fn restart(&self) {
+        self.kill();
+        self.launch();
+        self.wait_ready();
+    }
+
+    /// Resident memory (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Open file descriptors.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, Iterator::count)
+    }
+
     /// The agent's `--root`.
     pub fn root(&self) -> PathBuf {
         self.dir.join("root")
@@ -242,7 +303,7 @@ impl Agent {
             {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(2));
         }
         panic!("the agent did not become ready:\n{}", self.log());
     }

@@ -14,7 +14,10 @@
 //! makes xenstored drop that domain's watches and transactions and reset the
 //! ring: every client starts clean, as after a reconnection to the device.
 //! While paused, the bridge serves nobody: the client it served is dropped,
-//! and new connections wait in the listen backlog until `resume`.
+//! and new connections wait in the listen backlog until `resume`. While
+//! stalled, the client stays connected but nothing moves either way, as on a
+//! connection that stops answering without closing; a new client ends the
+//! stall.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -66,6 +69,7 @@ impl std::fmt::Debug for GuestBridge {
 struct Control {
     stop: AtomicBool,
     paused: AtomicBool,
+    stalled: AtomicBool,
     /// Bumped by `drop_client`: the client being served is dropped.
     drops: AtomicU64,
     served: AtomicU64,
@@ -94,6 +98,7 @@ impl GuestBridge {
             notify,
             kick,
             dom0,
+            dom0_socket: dom0_socket.to_owned(),
             domid,
             control: control.clone(),
         };
@@ -120,6 +125,12 @@ impl GuestBridge {
     /// Close the client connection being served: it sees end-of-file.
     pub fn drop_client(&self) {
         self.control.drops.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Stop moving bytes for the client being served, without closing its
+    /// connection, until it reconnects.
+    pub fn stall(&self) {
+        self.control.stalled.store(true, Ordering::SeqCst);
     }
 
     /// Serve nobody until [`resume`](Self::resume).
@@ -153,6 +164,7 @@ struct Link {
     notify: File,
     kick: File,
     dom0: Dom0Wire,
+    dom0_socket: PathBuf,
     domid: u32,
     control: Arc<Control>,
 }
@@ -166,13 +178,21 @@ impl Link {
             }
             match listener.accept() {
                 Ok((client, _)) => {
-                    if self.control.served.fetch_add(1, Ordering::SeqCst) > 0
-                        && self.dom0.introduce(self.domid).is_err()
-                    {
+                    if self.control.served.fetch_add(1, Ordering::SeqCst) > 0 && !self.introduce() {
                         continue; // xenstored is gone: drop the client
                     }
                     // A failing client only ends its own connection.
-                    let _ = self.serve(client);
+                    let mut next = Some(client);
+                    while let Some(client) = next.take() {
+                        self.control.stalled.store(false, Ordering::SeqCst);
+                        next = self.serve(client, listener).unwrap_or(None);
+                        if next.is_some() {
+                            self.control.served.fetch_add(1, Ordering::SeqCst);
+                            if !self.introduce() {
+                                next = None;
+                            }
+                        }
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(TICK),
                 Err(_) => std::thread::sleep(TICK),
@@ -180,35 +200,69 @@ impl Link {
         }
     }
 
-    /// Copy bytes both ways until the client leaves or is dropped.
-    fn serve(&mut self, mut client: UnixStream) -> io::Result<()> {
+    /// Introduce the domain again (a clean start for the new client), on
+    /// a new dom0 connection if xenstored was restarted.
+    fn introduce(&mut self) -> bool {
+        if self.dom0.introduce(self.domid).is_ok() {
+            return true;
+        }
+        match Dom0Wire::connect(&self.dom0_socket) {
+            Ok(dom0) => {
+                // A new xenstored: the ring starts from nothing.
+                self.ring.zero();
+                self.dom0 = dom0;
+                self.dom0.introduce(self.domid).is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Copy bytes both ways until the client leaves or is dropped; while
+    /// stalled, until a new client arrives (returned, to be served next).
+    fn serve(&mut self, mut client: UnixStream, listener: &UnixListener) -> io::Result<Option<UnixStream>> {
         client.set_nonblocking(true)?;
         let drops = self.control.drops.load(Ordering::SeqCst);
         let (mut to_ring, mut to_client) = (Vec::new(), Vec::new());
         let mut chunk = vec![0u8; 64 * 1024];
+        // Message boundaries both ways: a dropped client's last message is
+        // completed and its replies swallowed, as the kernel's xenbus
+        // device does for a closed file, so that the next client starts
+        // on a clean stream.
+        let (mut requests, mut replies) = (Framer::default(), Framer::default());
         loop {
-            if self.control.stop.load(Ordering::SeqCst)
-                || self.control.paused.load(Ordering::SeqCst)
-                || self.control.drops.load(Ordering::SeqCst) != drops
-            {
-                return Ok(());
+            if self.control.stop.load(Ordering::SeqCst) || self.control.paused.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            if self.control.drops.load(Ordering::SeqCst) != drops {
+                self.finish_session(&mut client, &mut to_ring, &mut requests, &mut replies);
+                return Ok(None);
+            }
+            if self.control.stalled.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((next, _)) => return Ok(Some(next)),
+                    Err(_) => std::thread::sleep(TICK),
+                }
+                continue;
             }
             self.wait(&client, !to_client.is_empty())?;
             drain(&mut self.notify);
             match client.read(&mut chunk) {
-                Ok(0) => return Ok(()),
+                Ok(0) => return Ok(None),
                 Ok(count) => to_ring.extend_from_slice(&chunk[..count]),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 Err(error) => return Err(error),
             }
             let pushed = self.ring.push_requests(&to_ring);
+            requests.advance(&to_ring[..pushed]);
             to_ring.drain(..pushed);
             // Kick while requests wait in the ring, not only when adding
             // them: xenstored can miss a wake-up.
             if self.ring.requests_waiting() {
                 self.kick();
             }
+            let before = to_client.len();
             if self.ring.pop_responses(&mut to_client) > 0 {
+                replies.advance(&to_client[before..]);
                 self.kick(); // xenstored may be waiting for room
             }
             match client.write(&to_client) {
@@ -218,6 +272,46 @@ impl Link {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 Err(error) => return Err(error),
             }
+        }
+    }
+
+    /// End a session at a message boundary: push the rest of the message
+    /// being written (reading it from the client if need be), then wait
+    /// (at most 2 s) for the replies still due and throw them away.
+    fn finish_session(
+        &mut self,
+        client: &mut UnixStream,
+        to_ring: &mut Vec<u8>,
+        requests: &mut Framer,
+        replies: &mut Framer,
+    ) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut chunk = vec![0u8; 4096];
+        let mut discarded = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if !requests.at_boundary() {
+                let end = requests.bytes_to_boundary(to_ring).unwrap_or(to_ring.len());
+                let pushed = self.ring.push_requests(&to_ring[..end]);
+                requests.advance(&to_ring[..pushed]);
+                to_ring.drain(..pushed);
+                if to_ring.is_empty()
+                    && let Ok(count) = client.read(&mut chunk)
+                {
+                    // The rest of the message is still on its way.
+                    to_ring.extend_from_slice(&chunk[..count]);
+                }
+            } else if replies.at_boundary() && replies.replies() >= requests.messages {
+                return;
+            }
+            if self.ring.requests_waiting() {
+                self.kick();
+            }
+            discarded.clear();
+            if self.ring.pop_responses(&mut discarded) > 0 {
+                replies.advance(&discarded);
+                self.kick();
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 
@@ -270,6 +364,78 @@ fn open_fifo(path: &Path) -> io::Result<File> {
         .write(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(path)
+}
+
+/// Where the message boundaries of a byte stream lie.
+#[derive(Debug, Clone, Default)]
+struct Framer {
+    header: Vec<u8>,
+    payload_left: usize,
+    /// Complete messages.
+    messages: u64,
+    /// Watch events among them (not replies to anything).
+    events: u64,
+}
+
+impl Framer {
+    const HEADER: usize = 16;
+    const WATCH_EVENT: u32 = 15;
+
+    fn advance(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let count = self.payload_left.min(bytes.len());
+                self.payload_left -= count;
+                bytes = &bytes[count..];
+                if self.payload_left == 0 {
+                    self.messages += 1;
+                }
+                continue;
+            }
+            let count = (Self::HEADER - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..count]);
+            bytes = &bytes[count..];
+            if self.header.len() == Self::HEADER {
+                let word = |index: usize| {
+                    u32::from_le_bytes([
+                        self.header[index],
+                        self.header[index + 1],
+                        self.header[index + 2],
+                        self.header[index + 3],
+                    ])
+                };
+                if word(0) == Self::WATCH_EVENT {
+                    self.events += 1;
+                }
+                self.payload_left = word(12) as usize;
+                self.header.clear();
+                if self.payload_left == 0 {
+                    self.messages += 1;
+                }
+            }
+        }
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.header.is_empty() && self.payload_left == 0
+    }
+
+    /// Messages that were replies.
+    fn replies(&self) -> u64 {
+        self.messages.saturating_sub(self.events)
+    }
+
+    /// How many bytes of `data` end the message under way, if they do.
+    fn bytes_to_boundary(&self, data: &[u8]) -> Option<usize> {
+        let mut ahead = self.clone();
+        for (index, byte) in data.iter().enumerate() {
+            ahead.advance(std::slice::from_ref(byte));
+            if ahead.at_boundary() {
+                return Some(index + 1);
+            }
+        }
+        None
+    }
 }
 
 /// The shared ring page.

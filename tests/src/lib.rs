@@ -8,11 +8,14 @@
 //! * [`agent`]: the agent under test, a real `guestward serve` process.
 //! * [`nova`]: the hypervisor side, as Nova's dom0 plugin does it, with the
 //!   real `xenstore-*` tools.
+//! * [`hypervisor`]: dom0's view of requests and answers through our own
+//!   XenStore client, counting every answer write.
 //! * [`http`]: a loopback HTTP server for the download tests.
 //! * [`netns`]: network namespaces where real network daemons bring a
 //!   rendered configuration up (root only).
 //! * [`artifacts`]: where the binary and the built components are.
 //! * [`bench`]: latency percentiles for the benchmarks.
+//! * [`peer`]: the benchmarks' peer, Debian's qemu-ga, and `/proc` readings.
 
 pub mod agent;
 pub mod artifacts;
@@ -20,11 +23,14 @@ pub mod bench;
 pub mod bridge;
 mod dom0_wire;
 pub mod http;
+pub mod hypervisor;
 pub mod netns;
 pub mod nova;
+pub mod peer;
 pub mod xenstored;
 
 pub use agent::{Agent, AgentBuilder};
 pub use bridge::GuestBridge;
+pub use hypervisor::Hypervisor;
 pub use nova::Dom0;
 pub use xenstored::Xenstored;

@@ -23,6 +23,7 @@ pub struct Xenstored {
     dir: tempfile::TempDir,
     socket: PathBuf,
     child: Option<Child>,
+    args: Vec<String>,
 }
 
 impl std::fmt::Debug for Xenstored {
@@ -64,30 +65,70 @@ impl Xenstored {
     /// Start a fresh xenstored with extra options (`-E 40`: a guest may own
     /// at most 40 nodes) and wait until it answers.
     pub fn start_with_args(extra: &[&str]) -> io::Result<Self> {
-        let shim = shim_library()?;
         // Short: the socket path must fit in 108 bytes.
         let dir = tempfile::Builder::new().prefix("gwxs-").tempdir_in("/tmp")?;
-        let log = File::create(dir.path().join("xenstored.log"))?;
+        let mut daemon = Self {
+            socket: dir.path().join("socket"),
+            dir,
+            child: None,
+            args: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+        };
+        daemon.launch()?;
+        Ok(daemon)
+    }
+
+    fn launch(&mut self) -> io::Result<()> {
+        let shim = shim_library()?;
+        let dir = self.dir.path();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("xenstored.log"))?;
         let child = Command::new(XENSTORED)
             .arg("-N")
             .arg("-F")
-            .arg(dir.path().join("xenstored.pid"))
-            .args(extra)
-            .env("XSFAKE_DIR", dir.path())
-            .env("XENSTORED_RUNDIR", dir.path())
-            .env("XENSTORED_PATH", dir.path().join("socket"))
+            .arg(dir.join("xenstored.pid"))
+            .args(&self.args)
+            .env("XSFAKE_DIR", dir)
+            .env("XENSTORED_RUNDIR", dir)
+            .env("XENSTORED_PATH", dir.join("socket"))
             .env("LD_PRELOAD", &shim)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        let mut daemon = Self {
-            socket: dir.path().join("socket"),
-            dir,
-            child: Some(child),
-        };
-        daemon.wait_until_answering()?;
-        Ok(daemon)
+        self.child = Some(child);
+        self.wait_until_answering()
+    }
+
+    /// Kill the daemon (SIGKILL: its tree is lost, as in a crash) and start
+    /// a new one in the same directory, on the same socket, with the
+    /// domain `domid` laid out again. Guest bridges carry on with it.
+    pub fn restart(&mut self, domid: u32) -> io::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.path().join("xenstored.pid"));
+        self.launch()?;
+        self.lay_out_guest(domid)
+    }
+
+    /// Stop the daemon where it stands (SIGSTOP): connections stay open and
+    /// nothing is answered, until [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        self.send(rustix::process::Signal::STOP);
+    }
+
+    /// Let a frozen daemon go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.send(rustix::process::Signal::CONT);
+    }
+
+    fn send(&self, signal: rustix::process::Signal) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid() as i32) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
     }
 
     fn wait_until_answering(&mut self) -> io::Result<()> {
@@ -140,6 +181,11 @@ impl Xenstored {
     /// where requests and answers live) and start a bridge through which a
     /// client is that guest.
     pub fn guest(&self, domid: u32) -> io::Result<GuestBridge> {
+        self.lay_out_guest(domid)?;
+        GuestBridge::start(self.dir.path(), self.socket(), domid)
+    }
+
+    fn lay_out_guest(&self, domid: u32) -> io::Result<()> {
         let home = format!("/local/domain/{domid}");
         let mut dom0 = Dom0Wire::connect(self.socket())?;
         dom0.write(&format!("{home}/name"), format!("guest{domid}").as_bytes())?;
@@ -148,8 +194,7 @@ impl Xenstored {
         let readable: Vec<&str> = readable.iter().map(String::as_str).collect();
         dom0.set_perms(&home, &readable)?;
         dom0.set_perms(&format!("{home}/name"), &readable)?;
-        dom0.set_perms(&format!("{home}/data"), &[&format!("n{domid}")])?;
-        GuestBridge::start(self.dir.path(), self.socket(), domid)
+        dom0.set_perms(&format!("{home}/data"), &[&format!("n{domid}")])
     }
 
     /// Stop the daemon now: TERM, then KILL after 5 s.
@@ -157,6 +202,9 @@ impl Xenstored {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
+        }
         if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }

@@ -122,6 +122,20 @@ enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Compile components into the cache, so that the daemon's first start
+    /// is warm (`make install` and packages run this). Nothing is run; the
+    /// daemon still checks every artifact when it loads it.
+    Compile {
+        /// Directory of command components (default: the built-in commands).
+        #[arg(long)]
+        commands: Option<PathBuf>,
+        /// Compiled-component cache (default /var/cache/guestward).
+        #[arg(long, default_value = config::DEFAULT_CACHE)]
+        cache: PathBuf,
+        /// The policy the daemon runs with (its memory limits shape the engine).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
     /// Show what a component answers, imports and needs granted.
     Inspect {
         /// The component (`.wasm`).
@@ -308,6 +322,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             run_one(&component, &name, value.as_deref(), machine, policy, xenstore).await
         }
         Command::Inspect { component, policy } => inspect(&component, policy).await,
+        Command::Compile {
+            commands,
+            cache,
+            policy,
+        } => {
+            let commands = commands.unwrap_or_else(config::default_commands_dir);
+            compile(&commands, &cache, &load_policy(policy.as_deref())?)
+        }
         Command::Keygen { name, dir } => keys::keygen(&name, &dir),
         Command::Sign { key, name, components } => keys::sign(&key, name.as_deref(), &components),
         Command::Verify {
@@ -377,8 +399,10 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
         interfaces: args.interfaces.or(file.interfaces.clone()),
         socket: unless(args.no_socket, socket),
         cache: unless(args.no_cache, cache),
+        xenstore_timeout: file.xenstore_timeout(),
         exchange: ExchangeOptions {
             rescan: file.rescan(),
+            drain: file.drain(),
             ..ExchangeOptions::default()
         },
     })
@@ -398,6 +422,32 @@ fn trust_store(
         tracing::warn!("accepting v1 signatures: they do not bind a component's name");
     }
     Ok(store)
+}
+
+/// `guestward compile`: every component of `commands` into `cache`.
+fn compile(commands: &Path, cache: &Path, policy: &Policy) -> anyhow::Result<ExitCode> {
+    let options = RuntimeOptions {
+        cache_dir: Some(cache.to_owned()),
+        ..RuntimeOptions::for_policy(policy)
+    };
+    let runtime = Runtime::new(&options, Services::new(Root::host()?, None))?;
+    let components = crate::runtime::wasm_files(commands);
+    anyhow::ensure!(!components.is_empty(), "no components in {}", commands.display());
+    let mut failed = 0;
+    for path in &components {
+        match runtime.compile_into_cache(path) {
+            Ok(()) => print_line(&format!("compiled {}", path.display())),
+            Err(error) => {
+                failed += 1;
+                print_line(&format!("cannot compile {}: {error:#}", path.display()));
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `path`, else the default operator policy if it exists, else the built-in one.

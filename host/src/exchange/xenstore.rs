@@ -1,17 +1,30 @@
 //! The XenStore exchange of the Nova agent protocol.
 //!
-//! The hypervisor writes a request to `data/host/<id>`; we read it, answer
-//! it, remove the request and then write the answer to `data/guest/<id>`
-//! (the legacy order). Requests are found by a watch on `data/host`, with a
-//! slow re-scan as a safety net for a missed event.
+//! The hypervisor writes a request to `data/host/<id>`; we read it, run it,
+//! and then remove the request and write the answer to `data/guest/<id>`
+//! in one XenStore transaction ([`commit`]), so that both happen or
+//! neither. Requests are found by a watch on `data/host` (an event names
+//! the request that appeared), with a rare re-scan of the whole directory
+//! as a safety net.
 //!
 //! No request is lost or answered twice:
 //! * an id is *in flight* from the moment it is read until its answer is
-//!   written, and a scan skips in-flight ids;
-//! * an answer that cannot be written (connection lost, `ENOSPC` because the
-//!   guest's quota is full, `EACCES`) is retried with backoff until it is;
+//!   committed, and nothing submits an in-flight id again;
+//! * the answer is written in the transaction that removes the request: if
+//!   the daemon dies before the commit, the request is still there and runs
+//!   again after a restart; if it dies after, the answer is there;
+//! * a commit whose outcome is unknown (the connection dropped) is retried,
+//!   and a retry that finds the request gone writes nothing: the earlier
+//!   commit went through (or the hypervisor withdrew the request);
+//! * an answer that cannot be written (`ENOSPC` because the guest's quota
+//!   is full, `EACCES`) is retried with backoff until it can be;
 //! * after a reconnection the watch fires again and the directory is
-//!   re-scanned, so requests written meanwhile are found.
+//!   re-scanned, so requests written meanwhile are found;
+//! * a backlog larger than one XenStore reply is listed in parts
+//!   (`DIRECTORY_PART`), and submitted [`ExchangeOptions::in_flight`] at a
+//!   time so that no component's lane overflows.
+
+mod commit;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -19,9 +32,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use self::commit::{Committed, Outcome, Ready};
 use crate::dispatch::Dispatcher;
 use crate::protocol::{Reply, nova};
-use crate::xenstore::{Errno, XsClient, wire};
+use crate::xenstore::{XsClient, wire};
 
 /// Where requests arrive (relative to the domain's home).
 pub const REQUESTS: &str = "data/host";
@@ -37,25 +51,22 @@ const TOMBSTONES: usize = 4096;
 pub struct ExchangeOptions {
     /// The safety re-scan interval.
     pub rescan: Duration,
-    /// How long shutdown waits for answers in flight.
+    /// How long shutdown waits for the commands already running to finish
+    /// and for their answers to be written.
     pub drain: Duration,
+    /// Requests submitted and not yet answered, at most (the rest wait in
+    /// XenStore, in order).
+    pub in_flight: usize,
 }
 
 impl Default for ExchangeOptions {
     fn default() -> Self {
         Self {
-            rescan: Duration::from_secs(10),
+            rescan: Duration::from_secs(60),
             drain: Duration::from_secs(30),
+            in_flight: 128,
         }
     }
-}
-
-/// An answered request.
-#[derive(Debug)]
-struct Answered {
-    id: String,
-    /// False when the request could not be removed from `data/host`.
-    removed: bool,
 }
 
 /// Serve requests from XenStore until `shutdown` turns true.
@@ -65,13 +76,17 @@ pub async fn serve(
     options: ExchangeOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let (ready, mut committed) = commit::start(client.clone());
     let mut exchange = Exchange {
         client,
         dispatcher,
+        ready,
+        capacity: options.in_flight.max(1),
         in_flight: HashSet::new(),
+        found: VecDeque::new(),
+        found_ids: HashSet::new(),
         tombstones: Tombstones::default(),
     };
-    let (answered, mut answers) = mpsc::unbounded_channel();
     let mut requests = loop {
         match exchange.client.watch(REQUESTS).await {
             Ok(watch) => break watch,
@@ -85,27 +100,44 @@ pub async fn serve(
         }
     };
     tracing::info!(endpoint = %exchange.client.endpoint(), "serving the Nova agent protocol on XenStore");
-    let mut rescan = tokio::time::interval(options.rescan);
+    let mut rescan = tokio::time::interval_at(tokio::time::Instant::now() + options.rescan, options.rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             event = requests.next() => {
-                if event.is_none() {
-                    break;
+                let Some(path) = event else { break };
+                // Events may come in bursts: take them all, then act once.
+                let mut scan = exchange.notice(&path);
+                while let Some(path) = requests.try_next() {
+                    scan |= exchange.notice(&path);
                 }
-                // Events may come in bursts: one scan covers them all.
-                while requests.try_next().is_some() {}
-                exchange.scan(&answered).await;
+                if scan {
+                    exchange.scan().await;
+                }
+                exchange.submit_found().await;
             }
-            _ = rescan.tick() => exchange.scan(&answered).await,
-            Some(done) = answers.recv() => exchange.finish(done),
+            _ = rescan.tick() => {
+                exchange.scan().await;
+                exchange.submit_found().await;
+            }
+            Some(done) = committed.recv() => {
+                exchange.finish(done);
+                while let Ok(done) = committed.try_recv() {
+                    exchange.finish(done);
+                }
+                exchange.submit_found().await;
+            }
         }
     }
     drop(requests);
+    // Requests queued for a lane but not started are abandoned (they stay
+    // in XenStore for the next start); those running finish and are
+    // answered.
+    exchange.dispatcher.stop_starting();
     let drained = tokio::time::timeout(options.drain, async {
         while !exchange.in_flight.is_empty() {
-            match answers.recv().await {
+            match committed.recv().await {
                 Some(done) => exchange.finish(done),
                 None => break,
             }
@@ -115,7 +147,7 @@ pub async fn serve(
     if drained.is_err() {
         tracing::warn!(
             in_flight = exchange.in_flight.len(),
-            "shutting down with answers still unwritten"
+            "shutting down with answers still unwritten; their requests run again at the next start"
         );
     }
 }
@@ -123,14 +155,37 @@ pub async fn serve(
 struct Exchange {
     client: XsClient,
     dispatcher: Arc<Dispatcher>,
+    ready: mpsc::UnboundedSender<Ready>,
+    capacity: usize,
+    /// Submitted, answer not yet committed.
     in_flight: HashSet<String>,
+    /// Found in XenStore, not yet submitted, in the order found.
+    found: VecDeque<String>,
+    found_ids: HashSet<String>,
     tombstones: Tombstones,
 }
 
 impl Exchange {
-    /// List `data/host` and submit every request not already in flight, in
-    /// the order xenstored lists them (creation order).
-    async fn scan(&mut self, answered: &mpsc::UnboundedSender<Answered>) {
+    /// Take note of a watch event. An event naming one request queues that
+    /// request; anything else (the watch's first event, the directory
+    /// itself) asks for a full scan (true).
+    fn notice(&mut self, path: &str) -> bool {
+        let id = path
+            .strip_prefix(REQUESTS)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|rest| rest.split('/').next());
+        match id {
+            Some(id) if !id.is_empty() => {
+                self.enqueue(id);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// List `data/host` and queue every request not already known, in the
+    /// order xenstored lists them (creation order).
+    async fn scan(&mut self) {
         let ids = match self.client.directory(REQUESTS).await {
             Ok(ids) => ids,
             Err(error) if error.is_not_found() => {
@@ -146,91 +201,55 @@ impl Exchange {
             }
         };
         for id in ids {
-            if self.in_flight.contains(&id) || self.tombstones.contains(&id) {
-                continue;
-            }
+            self.enqueue(&id);
+        }
+    }
+
+    fn enqueue(&mut self, id: &str) {
+        let known = self.in_flight.contains(id) || self.found_ids.contains(id) || self.tombstones.contains(id);
+        if !known {
+            self.found_ids.insert(id.to_owned());
+            self.found.push_back(id.to_owned());
+        }
+    }
+
+    /// Read and submit queued requests while there is room in flight.
+    async fn submit_found(&mut self) {
+        while self.in_flight.len() < self.capacity {
+            let Some(id) = self.found.pop_front() else { return };
+            self.found_ids.remove(&id);
             let path = format!("{REQUESTS}/{id}");
             let raw = match self.client.read(&path).await {
                 Ok(raw) => raw,
-                Err(error) if error.is_not_found() => continue, // withdrawn
+                Err(error) if error.is_not_found() => continue, // answered or withdrawn
                 Err(error) => {
+                    // The next event or scan finds it again.
                     tracing::warn!(request = id, %error, "cannot read request");
                     continue;
                 }
             };
             let reply = self.dispatcher.submit(&raw, &id);
             self.in_flight.insert(id.clone());
-            tokio::spawn(deliver(self.client.clone(), id, reply, answered.clone()));
+            tokio::spawn(hand_over(id, reply, self.ready.clone()));
         }
     }
 
-    fn finish(&mut self, done: Answered) {
-        if !done.removed {
+    fn finish(&mut self, done: Committed) {
+        if done.outcome == Outcome::NotRemoved {
             self.tombstones.insert(done.id.clone());
         }
         self.in_flight.remove(&done.id);
     }
 }
 
-/// Wait for the reply, then remove the request and write the answer,
-/// retrying each step until it succeeds.
-async fn deliver(
-    client: XsClient,
-    id: String,
-    reply: oneshot::Receiver<Reply>,
-    answered: mpsc::UnboundedSender<Answered>,
-) {
-    let reply = reply
-        .await
-        .unwrap_or_else(|_| Reply::error("internal error: the request was dropped"));
-    let request_path = format!("{REQUESTS}/{id}");
-    let answer_path = format!("{ANSWERS}/{id}");
-    let answer = fit_for_xenstore(&answer_path, &reply);
-    let removed = retry(&id, "remove the request", || async {
-        match client.rm(&request_path).await {
-            Ok(()) => Ok(true),
-            Err(error) if error.is_not_found() => Ok(true),
-            Err(error) if matches!(error, crate::xenstore::Error::Disconnected { .. }) => Err(error),
-            Err(error) => {
-                // We may not remove it (EACCES): answer anyway, and never
-                // run it again.
-                tracing::warn!(request = id, %error, "cannot remove the request; answering it anyway");
-                Ok(false)
-            }
-        }
-    })
-    .await;
-    retry(&id, "write the answer", || {
-        write_answer(&client, &answer_path, &answer, &id)
-    })
-    .await;
-    let _ = answered.send(Answered { id, removed });
-}
-
-/// Write the answer. When xenstored refuses it for lack of room (`ENOSPC`),
-/// try a short error answer at once: if that fits, the answer was over the
-/// guest's node-size quota (2048 bytes by default) and the hypervisor gets
-/// an error that says so instead of nothing, forever; if it does not fit
-/// either, the guest's node quota is full and the answer waits for room.
-async fn write_answer(client: &XsClient, path: &str, answer: &str, id: &str) -> Result<(), crate::xenstore::Error> {
-    match client.write(path, answer.as_bytes()).await {
-        Err(error) if error.errno() == Some(&Errno::ENOSPC) => {
-            let short = nova::encode(&Reply::error(format!(
-                "the reply ({} bytes encoded) is larger than XenStore lets this guest write",
-                answer.len()
-            )));
-            if short.len() >= answer.len() || client.write(path, short.as_bytes()).await.is_err() {
-                return Err(error);
-            }
-            tracing::warn!(
-                request = id,
-                bytes = answer.len(),
-                "answer over the XenStore node-size quota: sent an error instead"
-            );
-            Ok(())
-        }
-        other => other,
-    }
+/// Wait for the reply and hand the encoded answer to the committer. A
+/// request its lane abandoned (shutdown) is reported without an answer.
+async fn hand_over(id: String, reply: oneshot::Receiver<Reply>, ready: mpsc::UnboundedSender<Ready>) {
+    let answer = match reply.await {
+        Ok(reply) => Some(fit_for_xenstore(&format!("{ANSWERS}/{id}"), &reply)),
+        Err(_) => None,
+    };
+    let _ = ready.send(Ready::new(id, answer));
 }
 
 /// The encoded answer, or a short error if it would not fit in one
@@ -245,35 +264,6 @@ fn fit_for_xenstore(answer_path: &str, reply: &Reply) -> String {
         "the reply ({} bytes encoded) is too large for XenStore ({room} bytes)",
         answer.len()
     )))
-}
-
-/// Run `step` until it succeeds, waiting longer after each failure (up to
-/// 30 s) and logging the first failure and every tenth after it.
-async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
-    id: &str,
-    what: &str,
-    mut step: impl FnMut() -> F,
-) -> T {
-    let mut delay = Duration::from_millis(100);
-    let mut failures = 0u32;
-    loop {
-        match step().await {
-            Ok(value) => {
-                if failures > 0 {
-                    tracing::info!(request = id, failures, "managed to {what}");
-                }
-                return value;
-            }
-            Err(error) => {
-                if failures.is_multiple_of(10) {
-                    tracing::warn!(request = id, failures, %error, "cannot {what}; retrying");
-                }
-                failures += 1;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
 }
 
 /// A bounded set of ids, forgetting the oldest first.

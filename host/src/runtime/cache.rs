@@ -40,18 +40,37 @@ impl ArtifactCache {
         Self { dir, engine_key }
     }
 
+    /// True when artifacts are cached at all.
+    pub fn is_on(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// True when an artifact for the component `sha256` is there (whether
+    /// it will load is only known by loading it).
+    pub fn has_artifact(&self, sha256: &str) -> bool {
+        self.artifact_path(sha256).is_some_and(|path| trusted_artifact(&path))
+    }
+
+    fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        Some(dir.join(format!("{sha256}-{}.cwasm", self.engine_key)))
+    }
+
     /// The compiled component for `wasm` (whose SHA-256 is `sha256`): from
     /// the cache when a valid artifact is there, else compiled (and cached).
     pub fn load_or_compile(&self, engine: &Engine, wasm: &[u8], sha256: &str) -> wasmtime::Result<Component> {
-        let Some(dir) = &self.dir else {
+        let Some(path) = self.artifact_path(sha256) else {
             return Component::new(engine, wasm);
         };
-        let path = dir.join(format!("{sha256}-{}.cwasm", self.engine_key));
         if trusted_artifact(&path) {
             // SAFETY: the artifact was written by this cache (same user,
             // private directory, not writable by others) from a component we
             // compiled with an engine of the same settings and version;
             // deserialize re-checks that compatibility and fails otherwise.
+            // Mapped, not read: only the pages a call touches are resident.
+            // Every writer (this cache, `guestward compile`) replaces a file
+            // by renaming a new one over it, so a mapped artifact is never
+            // changed under the daemon.
             #[allow(unsafe_code)]
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),

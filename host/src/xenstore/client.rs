@@ -21,8 +21,16 @@ use tracing::{debug, info, warn};
 use super::wire::{self, Incoming, MsgType};
 use super::{Endpoint, Errno, Error, Result};
 
+/// Times a listing in parts starts over because the directory changed,
+/// before it is done inside a transaction instead.
+const DIRECTORY_PART_RESTARTS: usize = 4;
+
 /// Waits between reconnection attempts grow from the first to the last.
 const RECONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+
+/// How long xenstored may take to answer a request before the connection
+/// is taken for dead (it answers in microseconds when alive).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A XenStore client. Cheap to clone; the connection closes when the last
 /// clone is dropped.
@@ -31,6 +39,22 @@ pub struct XsClient {
     keeper: mpsc::UnboundedSender<Command>,
     endpoint: Arc<Endpoint>,
     next_token: Arc<AtomicU64>,
+    /// Which connection is current (bumped by each new one).
+    generation: Arc<AtomicU64>,
+}
+
+/// The transaction a request belongs to: its id, and the connection it was
+/// started on (a transaction dies with its connection, and its id may name
+/// another transaction on the next one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TxRef {
+    id: u32,
+    generation: u64,
+}
+
+impl TxRef {
+    /// Outside any transaction.
+    const NONE: Self = Self { id: 0, generation: 0 };
 }
 
 /// Why a request did not get a payload back.
@@ -63,6 +87,8 @@ enum Command {
 struct Outgoing {
     msg_type: MsgType,
     tx_id: u32,
+    /// With a transaction: the connection it belongs to.
+    generation: u64,
     payload: Vec<u8>,
     /// `None` for requests the keeper makes itself (watch re-registration).
     reply: Option<ReplySender>,
@@ -72,13 +98,22 @@ impl XsClient {
     /// Connect to `endpoint`. The first connection must succeed; later drops
     /// are repaired in the background.
     pub async fn connect(endpoint: Endpoint) -> Result<Self> {
+        Self::connect_with_timeout(endpoint, DEFAULT_REQUEST_TIMEOUT).await
+    }
+
+    /// Connect, taking the connection for lost (and reconnecting) whenever
+    /// a request goes unanswered for `request_timeout`: a connection that
+    /// stops answering without closing looks like this.
+    pub async fn connect_with_timeout(endpoint: Endpoint, request_timeout: Duration) -> Result<Self> {
         let connection = endpoint.connect().await.map_err(|source| Error::Connect {
             endpoint: endpoint.to_string(),
             source,
         })?;
         let (keeper, commands) = mpsc::unbounded_channel();
         let (link_events, link_receiver) = mpsc::unbounded_channel();
+        let generation = Arc::new(AtomicU64::new(0));
         let mut link_keeper = LinkKeeper {
+            shared_generation: generation.clone(),
             endpoint: endpoint.clone(),
             commands,
             link_events,
@@ -90,6 +125,8 @@ impl XsClient {
             watches: HashMap::new(),
             next_req_id: 1,
             next_seq: 0,
+            sent: VecDeque::new(),
+            request_timeout,
         };
         link_keeper.establish(connection);
         tokio::spawn(link_keeper.run());
@@ -98,6 +135,7 @@ impl XsClient {
             keeper,
             endpoint: Arc::new(endpoint),
             next_token: Arc::new(AtomicU64::new(1)),
+            generation,
         })
     }
 
@@ -108,34 +146,40 @@ impl XsClient {
 
     /// The value of `path`.
     pub async fn read(&self, path: &str) -> Result<Vec<u8>> {
-        self.read_in(0, path).await
+        self.read_in(TxRef::NONE, path).await
     }
 
     /// Set `path` to `value`, creating missing parents.
     pub async fn write(&self, path: &str, value: &[u8]) -> Result<()> {
-        self.write_in(0, path, value).await
+        self.write_in(TxRef::NONE, path, value).await
     }
 
     /// Remove `path` and everything below it (no error if it is missing but
     /// its parent exists).
     pub async fn rm(&self, path: &str) -> Result<()> {
-        self.rm_in(0, path).await
+        self.rm_in(TxRef::NONE, path).await
     }
 
     /// Create `path` with an empty value (no error if it exists).
     pub async fn mkdir(&self, path: &str) -> Result<()> {
-        self.mkdir_in(0, path).await
+        self.mkdir_in(TxRef::NONE, path).await
     }
 
     /// The names of the children of `path`, in xenstored's order.
     pub async fn directory(&self, path: &str) -> Result<Vec<String>> {
-        self.directory_in(0, path).await
+        self.directory_in(TxRef::NONE, path).await
     }
 
     /// The permission entries of `path` (`n0`, `r5`, …; the first names the owner).
     pub async fn get_perms(&self, path: &str) -> Result<Vec<String>> {
         let payload = self
-            .call("get_perms", path, MsgType::GetPerms, 0, wire::join_strings([path]))
+            .call(
+                "get_perms",
+                path,
+                MsgType::GetPerms,
+                TxRef::NONE,
+                wire::join_strings([path]),
+            )
             .await?;
         strings(payload, "get_perms", path)
     }
@@ -143,7 +187,7 @@ impl XsClient {
     /// Replace the permission entries of `path`.
     pub async fn set_perms(&self, path: &str, perms: &[&str]) -> Result<()> {
         let payload = wire::join_strings(std::iter::once(path).chain(perms.iter().copied()));
-        self.call("set_perms", path, MsgType::SetPerms, 0, payload)
+        self.call("set_perms", path, MsgType::SetPerms, TxRef::NONE, payload)
             .await
             .map(drop)
     }
@@ -156,7 +200,7 @@ impl XsClient {
                 "get_domain_path",
                 &domid,
                 MsgType::GetDomainPath,
-                0,
+                TxRef::NONE,
                 wire::join_strings([domid.as_str()]),
             )
             .await?;
@@ -168,7 +212,7 @@ impl XsClient {
     pub async fn introduce(&self, domid: u32, gfn: u64, port: u32) -> Result<()> {
         let (domid, gfn, port) = (domid.to_string(), gfn.to_string(), port.to_string());
         let payload = wire::join_strings([domid.as_str(), gfn.as_str(), port.as_str()]);
-        self.call("introduce", &domid, MsgType::Introduce, 0, payload)
+        self.call("introduce", &domid, MsgType::Introduce, TxRef::NONE, payload)
             .await
             .map(drop)
     }
@@ -198,8 +242,11 @@ impl XsClient {
     /// Start a transaction: its reads see one snapshot, and its writes show
     /// all at once when it commits.
     pub async fn transaction(&self) -> Result<Transaction> {
+        // Read first: if the connection changes before the reply, the
+        // transaction's requests fail as disconnected (and are retried).
+        let generation = self.generation.load(Ordering::SeqCst);
         let payload = self
-            .call("transaction_start", "", MsgType::TransactionStart, 0, vec![0])
+            .call("transaction_start", "", MsgType::TransactionStart, TxRef::NONE, vec![0])
             .await?;
         let text = String::from_utf8_lossy(payload.strip_suffix(&[0]).unwrap_or(&payload)).into_owned();
         let id = text.parse().map_err(|_| Error::Protocol {
@@ -210,6 +257,7 @@ impl XsClient {
         Ok(Transaction {
             client: self.clone(),
             id,
+            generation,
         })
     }
 
@@ -219,34 +267,96 @@ impl XsClient {
         let _ = self.keeper.send(Command::Drop);
     }
 
-    async fn read_in(&self, tx: u32, path: &str) -> Result<Vec<u8>> {
+    async fn read_in(&self, tx: TxRef, path: &str) -> Result<Vec<u8>> {
         self.call("read", path, MsgType::Read, tx, wire::join_strings([path]))
             .await
     }
 
-    async fn write_in(&self, tx: u32, path: &str, value: &[u8]) -> Result<()> {
+    async fn write_in(&self, tx: TxRef, path: &str, value: &[u8]) -> Result<()> {
         let mut payload = wire::join_strings([path]);
         payload.extend_from_slice(value);
         self.call("write", path, MsgType::Write, tx, payload).await.map(drop)
     }
 
-    async fn rm_in(&self, tx: u32, path: &str) -> Result<()> {
+    async fn rm_in(&self, tx: TxRef, path: &str) -> Result<()> {
         self.call("rm", path, MsgType::Rm, tx, wire::join_strings([path]))
             .await
             .map(drop)
     }
 
-    async fn mkdir_in(&self, tx: u32, path: &str) -> Result<()> {
+    async fn mkdir_in(&self, tx: TxRef, path: &str) -> Result<()> {
         self.call("mkdir", path, MsgType::Mkdir, tx, wire::join_strings([path]))
             .await
             .map(drop)
     }
 
-    async fn directory_in(&self, tx: u32, path: &str) -> Result<Vec<String>> {
-        let payload = self
+    /// `DIRECTORY`, or when the names do not fit in one reply (`E2BIG`),
+    /// `DIRECTORY_PART` in stretches, as libxenstore does.
+    async fn directory_in(&self, tx: TxRef, path: &str) -> Result<Vec<String>> {
+        match self
             .call("directory", path, MsgType::Directory, tx, wire::join_strings([path]))
-            .await?;
-        strings(payload, "directory", path)
+            .await
+        {
+            Ok(payload) => strings(payload, "directory", path),
+            Err(error) if error.errno() == Some(&Errno::E2BIG) => self.directory_in_parts(tx, path).await,
+            Err(error) => Err(error),
+        }
+    }
+
+    /// List `path` in parts. Each part carries the directory's generation
+    /// count: when it changes between parts, the directory changed under
+    /// us and the listing starts over. Outside a transaction, a directory
+    /// that keeps changing is listed inside one, whose snapshot holds still.
+    async fn directory_in_parts(&self, tx: TxRef, path: &str) -> Result<Vec<String>> {
+        for _ in 0..DIRECTORY_PART_RESTARTS {
+            if let Some(names) = self.try_directory_parts(tx, path).await? {
+                return Ok(names);
+            }
+        }
+        if tx == TxRef::NONE {
+            let snapshot = self.transaction().await?;
+            let listed = Box::pin(snapshot.directory(path)).await;
+            let _ = snapshot.abort().await;
+            return listed;
+        }
+        Err(Error::Protocol {
+            op: "directory_part",
+            path: path.to_owned(),
+            reason: "the directory kept changing while it was listed".to_owned(),
+        })
+    }
+
+    /// One pass over the parts; `None` if the generation changed meanwhile.
+    async fn try_directory_parts(&self, tx: TxRef, path: &str) -> Result<Option<Vec<String>>> {
+        let malformed = |error: wire::WireError| Error::Protocol {
+            op: "directory_part",
+            path: path.to_owned(),
+            reason: error.to_string(),
+        };
+        let mut generation: Option<Vec<u8>> = None;
+        let mut names = Vec::new();
+        loop {
+            let offset = names.len().to_string();
+            let payload = self
+                .call(
+                    "directory_part",
+                    path,
+                    MsgType::DirectoryPart,
+                    tx,
+                    wire::join_strings([path, offset.as_str()]),
+                )
+                .await?;
+            let part = wire::DirectoryPart::parse(&payload).map_err(malformed)?;
+            match &generation {
+                Some(first) if first.as_slice() != part.generation => return Ok(None),
+                Some(_) => {}
+                None => generation = Some(part.generation.to_vec()),
+            }
+            names.extend_from_slice(part.names);
+            if wire::directory_parts_complete(&names) {
+                return wire::directory_part_names(&names).map(Some).map_err(malformed);
+            }
+        }
     }
 
     async fn call(
@@ -254,7 +364,7 @@ impl XsClient {
         op: &'static str,
         path: &str,
         msg_type: MsgType,
-        tx_id: u32,
+        tx: TxRef,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>> {
         if payload.len() > wire::PAYLOAD_MAX {
@@ -270,7 +380,8 @@ impl XsClient {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Request(Outgoing {
             msg_type,
-            tx_id,
+            tx_id: tx.id,
+            generation: tx.generation,
             payload,
             reply: Some(reply),
         }))?;
@@ -345,27 +456,35 @@ impl Drop for Watch {
 pub struct Transaction {
     client: XsClient,
     id: u32,
+    generation: u64,
 }
 
 impl Transaction {
+    fn tx(&self) -> TxRef {
+        TxRef {
+            id: self.id,
+            generation: self.generation,
+        }
+    }
+
     pub async fn read(&self, path: &str) -> Result<Vec<u8>> {
-        self.client.read_in(self.id, path).await
+        self.client.read_in(self.tx(), path).await
     }
 
     pub async fn write(&self, path: &str, value: &[u8]) -> Result<()> {
-        self.client.write_in(self.id, path, value).await
+        self.client.write_in(self.tx(), path, value).await
     }
 
     pub async fn rm(&self, path: &str) -> Result<()> {
-        self.client.rm_in(self.id, path).await
+        self.client.rm_in(self.tx(), path).await
     }
 
     pub async fn mkdir(&self, path: &str) -> Result<()> {
-        self.client.mkdir_in(self.id, path).await
+        self.client.mkdir_in(self.tx(), path).await
     }
 
     pub async fn directory(&self, path: &str) -> Result<Vec<String>> {
-        self.client.directory_in(self.id, path).await
+        self.client.directory_in(self.tx(), path).await
     }
 
     /// Commit. `Ok(false)` means another writer got in first (`EAGAIN`):
@@ -391,7 +510,10 @@ impl Transaction {
                 "transaction_end",
                 "",
                 MsgType::TransactionEnd,
-                id,
+                TxRef {
+                    id,
+                    generation: self.generation,
+                },
                 wire::join_strings([verdict]),
             )
             .await
@@ -405,6 +527,7 @@ impl Drop for Transaction {
             let _ = self.client.send(Command::Request(Outgoing {
                 msg_type: MsgType::TransactionEnd,
                 tx_id: self.id,
+                generation: self.generation,
                 payload: wire::join_strings(["F"]),
                 reply: None,
             }));
@@ -439,6 +562,8 @@ struct WatchEntry {
 
 /// The task that owns the connection.
 struct LinkKeeper {
+    /// `generation`, for the client handles.
+    shared_generation: Arc<AtomicU64>,
     endpoint: Endpoint,
     commands: mpsc::UnboundedReceiver<Command>,
     link_events: mpsc::UnboundedSender<LinkEvent>,
@@ -450,6 +575,17 @@ struct LinkKeeper {
     watches: HashMap<String, WatchEntry>,
     next_req_id: u32,
     next_seq: u64,
+    /// Requests written, oldest first (some already answered): the oldest
+    /// unanswered one decides when the connection is taken for dead.
+    sent: VecDeque<Sent>,
+    request_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Sent {
+    req_id: u32,
+    seq: u64,
+    at: tokio::time::Instant,
 }
 
 impl LinkKeeper {
@@ -473,14 +609,33 @@ impl LinkKeeper {
                 }
                 continue;
             }
+            // No timer while nothing is pending: an idle client sleeps.
+            let overdue_at = self.oldest_unanswered().map(|sent| sent + self.request_timeout);
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.handle(command),
                     None => return,
                 },
                 Some(event) = self.link_receiver.recv() => self.on_link_event(event),
+                () = sleep_until(overdue_at) => {
+                    let reason = format!("no reply within {:?}", self.request_timeout);
+                    self.disconnect(&reason);
+                }
             }
         }
+    }
+
+    /// When the oldest request still unanswered was written.
+    fn oldest_unanswered(&mut self) -> Option<tokio::time::Instant> {
+        while let Some(front) = self.sent.front() {
+            match self.pending.get(&front.req_id) {
+                Some(pending) if pending.seq == front.seq => return Some(front.at),
+                _ => {
+                    self.sent.pop_front();
+                }
+            }
+        }
+        None
     }
 
     /// While disconnected: queue commands for `delay`. False when every
@@ -501,6 +656,7 @@ impl LinkKeeper {
 
     fn establish(&mut self, connection: super::transport::Connection) {
         self.generation += 1;
+        self.shared_generation.store(self.generation, Ordering::SeqCst);
         let generation = self.generation;
         let (mut read_half, mut write_half) = tokio::io::split(connection);
         let events = self.link_events.clone();
@@ -538,6 +694,7 @@ impl LinkKeeper {
             self.queued.push_front(Outgoing {
                 msg_type: MsgType::Watch,
                 tx_id: 0,
+                generation: 0,
                 payload,
                 reply: None,
             });
@@ -561,6 +718,7 @@ impl LinkKeeper {
                 self.transmit(Outgoing {
                     msg_type: MsgType::Watch,
                     tx_id: 0,
+                    generation: 0,
                     payload,
                     reply: Some(reply),
                 });
@@ -570,6 +728,7 @@ impl LinkKeeper {
                     self.transmit(Outgoing {
                         msg_type: MsgType::Unwatch,
                         tx_id: 0,
+                        generation: 0,
                         payload: wire::join_strings([path.as_str(), token.as_str()]),
                         reply: None,
                     });
@@ -579,8 +738,16 @@ impl LinkKeeper {
         }
     }
 
-    /// Write a request now, or queue it until the next connection.
+    /// Write a request now, or queue it until the next connection. A
+    /// request of a transaction whose connection is gone fails at once:
+    /// the transaction died with it.
     fn transmit(&mut self, outgoing: Outgoing) {
+        if outgoing.tx_id != 0 && (self.link.is_none() || outgoing.generation != self.generation) {
+            if let Some(reply) = outgoing.reply {
+                let _ = reply.send(Err(Failure::Disconnected));
+            }
+            return;
+        }
         if self.link.is_none() {
             self.queued.push_back(outgoing);
             return;
@@ -601,6 +768,11 @@ impl LinkKeeper {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.sent.push_back(Sent {
+            req_id,
+            seq,
+            at: tokio::time::Instant::now(),
+        });
         self.pending.insert(
             req_id,
             Pending {
@@ -672,6 +844,15 @@ impl LinkKeeper {
                 let _ = reply.send(Err(Failure::Disconnected));
             }
         }
+        self.sent.clear();
+    }
+}
+
+/// Sleep until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

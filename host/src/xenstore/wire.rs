@@ -36,6 +36,7 @@ pub enum MsgType {
     SetPerms = 14,
     WatchEvent = 15,
     Error = 16,
+    DirectoryPart = 22,
 }
 
 impl MsgType {
@@ -57,6 +58,7 @@ impl MsgType {
             14 => Self::SetPerms,
             15 => Self::WatchEvent,
             16 => Self::Error,
+            22 => Self::DirectoryPart,
             _ => return None,
         })
     }
@@ -179,6 +181,43 @@ pub fn split_strings(payload: &[u8], what: &'static str) -> Result<Vec<String>, 
         .collect()
 }
 
+/// One reply to `DIRECTORY_PART`: the directory's generation count, and the
+/// next stretch of its children's names (each NUL-terminated), starting at
+/// the byte offset asked for. The last stretch ends with an empty name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryPart<'a> {
+    pub generation: &'a [u8],
+    pub names: &'a [u8],
+}
+
+impl<'a> DirectoryPart<'a> {
+    /// Split a `DIRECTORY_PART` reply payload (`gen\0name\0…`).
+    pub fn parse(payload: &'a [u8]) -> Result<Self, WireError> {
+        let malformed = WireError::Malformed { what: "directory part" };
+        let end = payload.iter().position(|&b| b == 0).ok_or(malformed.clone())?;
+        let names = &payload[end + 1..];
+        if names.last() != Some(&0) {
+            return Err(malformed);
+        }
+        Ok(Self {
+            generation: &payload[..end],
+            names,
+        })
+    }
+}
+
+/// True when `names`, the stretches of a listing gathered so far, hold the
+/// whole list: it ends with the empty name (`…\0\0`, or just `\0`).
+pub fn directory_parts_complete(names: &[u8]) -> bool {
+    names.len() <= 1 || names.ends_with(&[0, 0])
+}
+
+/// The names of a complete listing gathered from parts.
+pub fn directory_part_names(names: &[u8]) -> Result<Vec<String>, WireError> {
+    let body = names.strip_suffix(&[0]).unwrap_or(names);
+    split_strings(body, "directory part")
+}
+
 /// The payload of a request made of strings: each one NUL-terminated.
 pub fn join_strings<'a>(parts: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
     let mut payload = Vec::new();
@@ -274,6 +313,24 @@ mod tests {
         assert_eq!(split_strings(b"a\0bc\0", "directory").unwrap(), ["a", "bc"]);
         assert!(split_strings(b"", "directory").unwrap().is_empty());
         assert!(split_strings(b"a", "directory").is_err());
+    }
+
+    #[test]
+    fn directory_parts_are_split_and_joined() {
+        let first = DirectoryPart::parse(b"1a\0one\0two\0").unwrap();
+        assert_eq!(first.generation, b"1a");
+        assert!(!directory_parts_complete(first.names));
+        let last = DirectoryPart::parse(b"1a\0three\0\0").unwrap();
+        let mut names = first.names.to_vec();
+        names.extend_from_slice(last.names);
+        assert!(directory_parts_complete(&names));
+        assert_eq!(directory_part_names(&names).unwrap(), ["one", "two", "three"]);
+        let empty = DirectoryPart::parse(b"7\0\0").unwrap();
+        assert!(directory_parts_complete(empty.names));
+        assert!(directory_part_names(empty.names).unwrap().is_empty());
+        for bad in [&b""[..], b"7", b"7\0", b"7\0name"] {
+            assert!(DirectoryPart::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
