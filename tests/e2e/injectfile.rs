@@ -150,6 +150,16 @@ fn an_operator_can_keep_backups_and_narrow_the_grants() {
         std::fs::read_to_string(guest.agent.root().join("etc/motd.bak")).unwrap(),
         "before\n"
     );
+    // The same request run again (after a crash, before its answer was
+    // committed) changes nothing: the backup still holds the original.
+    assert_eq!(
+        guest.dom0.call("m-again", &injectfile("/etc/motd", b"after\n")),
+        answer("", "0")
+    );
+    assert_eq!(
+        std::fs::read_to_string(guest.agent.root().join("etc/motd.bak")).unwrap(),
+        "before\n"
+    );
     let reply = guest.dom0.call("t", &injectfile("/tmp/x", b"x"));
     assert!(
         reply.contains("Not allowed to write there") && reply.ends_with(r#""returncode": "500"}"#),

@@ -80,7 +80,27 @@ fn write(path: &str, contents: &[u8]) -> Result<(), String> {
         backup_suffix,
         create_parents: true,
     };
+    if already_written(path, contents, &options) {
+        return Ok(());
+    }
     files::replace(path, contents, &options).map_err(|error| describe(path, &error))
+}
+
+/// Whether `path` is already a regular file with these contents, mode and
+/// owner. A request run a second time (the daemon was killed after running
+/// it, before its answer was committed) must change nothing: replacing
+/// again would overwrite the backup of the original with the injected file.
+fn already_written(path: &str, contents: &[u8], options: &files::ReplaceOptions) -> bool {
+    let Ok(meta) = files::metadata(path) else {
+        return false;
+    };
+    meta.kind == files::FileKind::File
+        && meta.size == contents.len() as u64
+        && options.mode.is_none_or(|mode| meta.mode & 0o7777 == mode)
+        && options
+            .owner
+            .is_none_or(|owner| (meta.uid, meta.gid) == (owner.uid, owner.gid))
+        && files::read(path).is_ok_and(|current| current == contents)
 }
 
 /// For `<home>/.ssh/authorized_keys` (or `authorized_keys2`): the `.ssh`
