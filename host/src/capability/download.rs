@@ -7,8 +7,8 @@
 //! separator or a dot segment once a server decodes it (`..%2f`, `%5c`,
 //! `%2E%2E%2F`) is refused outright: many servers decode before they
 //! resolve, and would serve a file outside the prefix. Redirects are
-//! followed by hand, each checked against the grants the same way. TLS certificates are checked against the
-//! system's trust store. The blocking client runs on tokio's blocking pool.
+//! followed by hand, each checked against the grants the same way. TLS
+//! certificates are checked against the system's trust store. The blocking client runs on tokio's blocking pool.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,35 +64,10 @@ impl DownloadGrant {
 fn smuggled_segment(url: &Url) -> Option<String> {
     url.path_segments()?
         .find(|segment| {
-            let decoded = percent_decode(segment);
+            let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
             decoded.contains(&b'/') || decoded.contains(&b'\\') || decoded == b"." || decoded == b".."
         })
         .map(str::to_owned)
-}
-
-/// `%XX` sequences decoded once (invalid ones kept as they are).
-fn percent_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let escaped = (bytes[index] == b'%')
-            .then(|| bytes.get(index + 1..index + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                decoded.push(byte);
-                index += 3;
-            }
-            None => {
-                decoded.push(bytes[index]);
-                index += 1;
-            }
-        }
-    }
-    decoded
 }
 
 /// One call's downloads.
@@ -260,6 +235,12 @@ mod tests {
         ] {
             assert!(grant.check(url, "c").is_ok(), "{url}");
         }
-        assert_eq!(percent_decode("%2e%2E%zz%4"), b"..%zz%4");
+        // Invalid escapes stay as they are: `%2e%2E%zz%4` decodes to
+        // `..%zz%4`, a plain name, not a dot segment.
+        assert!(
+            grant
+                .check("https://updates.example.com/agent/%2e%2E%zz%4", "c")
+                .is_ok()
+        );
     }
 }
