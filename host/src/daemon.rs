@@ -7,12 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
-use crate::capability::Services;
+use crate::capability::{Capabilities, Policy};
 use crate::dispatch::Dispatcher;
 use crate::exchange::socket::SocketExchange;
 use crate::exchange::xenstore::{self as xenstore_exchange, ExchangeOptions};
 use crate::install::InstallService;
-use crate::policy::Policy;
 use crate::root::Root;
 use crate::runtime::{Registry, Runtime, RuntimeOptions};
 use crate::trust::TrustStore;
@@ -59,18 +58,14 @@ impl Agent {
             ..RuntimeOptions::for_policy(&settings.policy)
         };
         let (installer, install_requests) = mpsc::channel(4);
-        let services = Services {
-            installer: Some(installer),
-            ..Services::new(root, xenstore.clone())
-        };
-        let runtime = Arc::new(Runtime::new(&options, services)?);
-        if runtime.cache_is_cold(&settings.commands) {
+        let capabilities = Capabilities::new(Arc::new(root), xenstore.clone(), Some(installer));
+        let runtime = Arc::new(Runtime::new(&options, capabilities)?);
+        let components = Runtime::read_dir(&settings.commands)?;
+        if runtime.cache_is_cold(&components) {
             compile_in_child(settings).await;
         }
-        let components = runtime.load_dir(&settings.commands, &settings.policy).await?;
-        let registry = Registry::build(components);
-        runtime.services().agent.set_commands(registry.names());
-        let dispatcher = Arc::new(Dispatcher::new(runtime.clone(), registry));
+        let components = runtime.load_all(components, &settings.policy).await;
+        let dispatcher = Arc::new(Dispatcher::new(runtime.clone(), Registry::build(components)));
         let install = InstallService {
             runtime: runtime.clone(),
             dispatcher: dispatcher.clone(),

@@ -1,5 +1,6 @@
-//! From request bytes to a reply: parse (protocol), route (registry), run
-//! (runtime).
+//! From a parsed request to a reply: route (registry), run (runtime). The
+//! exchanges own their protocols: they parse requests before submitting
+//! them, and put the reply, or the [`Refusal`], in their protocol's words.
 //!
 //! Each component has a lane: its requests run one at a time, in arrival
 //! order (a `password` never overtakes the `keyinit` before it), while
@@ -14,11 +15,22 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::{Reply, nova};
+use crate::protocol::{Reply, Request};
 use crate::runtime::{LoadedComponent, Registry, Runtime};
 
 /// Requests one component may have waiting before new ones are refused.
 const LANE_DEPTH: usize = 256;
+
+/// Why a request was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No loaded component answers this command.
+    #[error("unknown command '{0}'")]
+    UnknownCommand(String),
+    /// Too many requests wait for the component.
+    #[error("the agent is busy: too many requests waiting for '{0}'")]
+    Busy(String),
+}
 
 /// Routes requests to component lanes.
 pub struct Dispatcher {
@@ -39,12 +51,14 @@ struct Job {
 
 impl Dispatcher {
     pub fn new(runtime: Arc<Runtime>, registry: Registry) -> Self {
-        Self {
+        let dispatcher = Self {
             runtime,
-            registry: RwLock::new(Arc::new(registry)),
+            registry: RwLock::new(Arc::default()),
             lanes: Mutex::new(HashMap::new()),
             stopping: Arc::new(AtomicBool::new(false)),
-        }
+        };
+        dispatcher.replace_registry(registry);
+        dispatcher
     }
 
     /// The registry requests are routed with now.
@@ -55,13 +69,29 @@ impl Dispatcher {
             .unwrap_or_default()
     }
 
-    /// Route new requests with `registry` from now on (requests already
-    /// queued finish with the components they were routed to).
+    /// Route new requests with `registry` from now on: the one place where
+    /// the loaded commands change. Requests already queued finish with the
+    /// components they were routed to; then the lanes of components no
+    /// longer loaded end, and with them the last use of their compiled code.
     pub fn replace_registry(&self, registry: Registry) {
-        self.runtime.services().agent.set_commands(registry.names());
+        self.runtime.capabilities().agent.set_commands(registry.names());
+        let registry = Arc::new(registry);
         if let Ok(mut current) = self.registry.write() {
-            *current = Arc::new(registry);
+            *current = registry.clone();
         }
+        let mut lanes = self.lock_lanes();
+        lanes.retain(|key, _| {
+            registry
+                .components()
+                .iter()
+                .any(|component| lane_key(component) == *key)
+        });
+    }
+
+    /// Lanes open now (one per component that has had a request since it
+    /// was loaded).
+    pub fn lane_count(&self) -> usize {
+        self.lock_lanes().len()
     }
 
     /// Start no new job from now on (shutdown): jobs waiting in a lane are
@@ -71,29 +101,14 @@ impl Dispatcher {
         self.stopping.store(true, Ordering::SeqCst);
     }
 
-    /// Accept one request (raw protocol bytes) and return where its reply
-    /// will arrive. Never blocks: protocol errors and unknown commands are
-    /// answered at once.
-    pub fn submit(&self, raw: &[u8], request_id: &str) -> oneshot::Receiver<Reply> {
-        let (reply, receiver) = oneshot::channel();
-        let request = match nova::parse(raw) {
-            Ok(request) => request,
-            Err(error) => {
-                tracing::info!(
-                    request = request_id,
-                    code = error.code,
-                    "invalid request: {}",
-                    error.message
-                );
-                let _ = reply.send(error);
-                return receiver;
-            }
-        };
+    /// Accept one request and return where its reply will arrive. Never
+    /// blocks: a request no component answers, or one that would wait in a
+    /// full lane, is refused at once.
+    pub fn submit(&self, request: Request, request_id: &str) -> Result<oneshot::Receiver<Reply>, Refusal> {
         let registry = self.registry();
         let Some(component) = registry.route(&request.name) else {
             tracing::info!(request = request_id, command = request.name, "unknown command");
-            let _ = reply.send(nova::unknown_command(&request.name));
-            return receiver;
+            return Err(Refusal::UnknownCommand(request.name));
         };
         // The value is never logged: it may hold a secret. Debug, not info:
         // the audit record already says that the call happened.
@@ -103,6 +118,7 @@ impl Dispatcher {
             component = component.name,
             "request received"
         );
+        let (reply, receiver) = oneshot::channel();
         let job = Job {
             command: request.name,
             value: request.value,
@@ -110,19 +126,21 @@ impl Dispatcher {
             received: Instant::now(),
             reply,
         };
-        if let Err(refused) = self.lane(component).try_send(job) {
-            let job = match refused {
-                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => job,
-            };
-            let message = format!("the agent is busy: too many requests waiting for '{}'", job.command);
-            let _ = job.reply.send(Reply::error(message));
+        match self.lane(component).try_send(job) {
+            Ok(()) => Ok(receiver),
+            Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => {
+                Err(Refusal::Busy(job.command))
+            }
         }
-        receiver
+    }
+
+    fn lock_lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Job>>> {
+        self.lanes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lane(&self, component: &Arc<LoadedComponent>) -> mpsc::Sender<Job> {
-        let key = format!("{}@{}", component.name, component.sha256);
-        let mut lanes = self.lanes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = lane_key(component);
+        let mut lanes = self.lock_lanes();
         if let Some(lane) = lanes.get(&key).filter(|lane| !lane.is_closed()) {
             return lane.clone();
         }
@@ -136,6 +154,12 @@ impl Dispatcher {
         lanes.insert(key, sender.clone());
         sender
     }
+}
+
+/// A lane per component version: a replaced component's queued requests
+/// finish on it while new ones go to its successor.
+fn lane_key(component: &LoadedComponent) -> String {
+    format!("{}@{}", component.name, component.sha256)
 }
 
 async fn run_lane(

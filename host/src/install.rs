@@ -2,44 +2,27 @@
 //! daemon runs (what `agentupdate` asks for through the `update`
 //! interface).
 //!
-//! All or nothing: every component is written to a staging directory next
-//! to the commands directory, and loaded from there exactly as at start-up
-//! (the trust check: a signature by a trusted key or a pinned built-in; the
-//! import check against the policy). Only when every one loads, and the
-//! resulting set of commands has no name claimed twice, are they renamed
-//! into the commands directory and the registry swapped: requests already
-//! routed finish with the components they started with, new ones go to the
-//! new components. Any failure leaves the commands directory as it was.
+//! All or nothing: every component is loaded from memory through the same
+//! pipeline as at start-up (the trust check: a signature by a trusted key or
+//! a pinned built-in, never an unsigned directory; the import check against
+//! the policy). Only when every one loads, and the resulting set of commands
+//! has no name claimed twice, are they written to a staging directory next
+//! to the commands directory, renamed into it and the registry swapped:
+//! requests already routed finish with the components they started with,
+//! new ones go to the new components. Any failure leaves the commands
+//! directory as it was.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::capability::Policy;
+use crate::capability::update::{ComponentFile, InstallError, InstallRequest};
 use crate::dispatch::Dispatcher;
-use crate::policy::Policy;
-use crate::runtime::Runtime;
+use crate::runtime::{ComponentBytes, Runtime, SignatureSource};
 use crate::trust;
-
-/// One component to install.
-#[derive(Debug)]
-pub struct ComponentFile {
-    /// `<name>.wasm`
-    pub name: String,
-    pub wasm: Vec<u8>,
-    pub signature: Vec<u8>,
-}
-
-/// A request to the installer, answered with the commands now loaded.
-#[derive(Debug)]
-pub struct InstallRequest {
-    pub components: Vec<ComponentFile>,
-    pub reply: oneshot::Sender<Result<Vec<String>, String>>,
-}
-
-/// Where install requests go.
-pub type Installer = mpsc::Sender<InstallRequest>;
 
 /// The installer: one task, so installs never interleave.
 pub struct InstallService {
@@ -62,24 +45,29 @@ impl InstallService {
         }
     }
 
-    async fn install(&self, components: Vec<ComponentFile>) -> Result<Vec<String>, String> {
+    async fn install(&self, components: Vec<ComponentFile>) -> Result<Vec<String>, InstallError> {
         if components.is_empty() {
-            return Err("the update holds no components".to_owned());
+            return Err(InstallError::Refused("the update holds no components".to_owned()));
         }
-        let staging = Staging::create(&self.commands).map_err(|error| format!("cannot stage the update: {error}"))?;
         for component in &components {
-            staging.write(component)?;
+            check_file_name(&component.name)?;
         }
-        // Load every staged component as at start-up: trust and imports.
-        // (Errors name the component, not the staging directory.)
-        let staging_prefix = format!("{}/", staging.dir.display());
+        // Load every component as at start-up (trust, imports, info), from
+        // memory: errors name the component's file, as the bundle does.
         let mut staged = Vec::new();
         for component in &components {
+            let signature =
+                (!component.signature.is_empty()).then(|| String::from_utf8_lossy(&component.signature).into_owned());
+            let bytes = ComponentBytes::new(
+                PathBuf::from(&component.name),
+                component.wasm.clone(),
+                SignatureSource::Given(signature),
+            );
             let mut loaded = self
                 .runtime
-                .load(&staging.dir.join(&component.name), &self.policy)
+                .load_bytes(&bytes, &self.policy)
                 .await
-                .map_err(|error| error.to_string().replace(&staging_prefix, ""))?;
+                .map_err(|error| InstallError::Refused(error.to_string()))?;
             // Where it will be once committed.
             loaded.path = self.commands.join(&component.name);
             staged.push(loaded);
@@ -90,11 +78,35 @@ impl InstallService {
             .dispatcher
             .registry()
             .with_replaced(staged)
-            .map_err(|error| error.to_string())?;
-        staging.commit(&self.commands, &components)?;
+            .map_err(|error| InstallError::Refused(error.to_string()))?;
+        let staging = Staging::create(&self.commands)
+            .map_err(|error| InstallError::Failed(format!("cannot stage the update: {error}")))?;
+        for component in &components {
+            staging.write(component).map_err(InstallError::Failed)?;
+        }
+        staging
+            .commit(&self.commands, &components)
+            .map_err(InstallError::Failed)?;
         let names = registry.names();
         self.dispatcher.replace_registry(registry);
         Ok(names)
+    }
+}
+
+/// `<name>.wasm`, the name plain.
+fn check_file_name(name: &str) -> Result<(), InstallError> {
+    let valid = name.strip_suffix(".wasm").is_some_and(|stem| {
+        !stem.is_empty()
+            && stem
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(InstallError::Refused(format!(
+            "{name:?} is not a component file name (<name>.wasm)"
+        )))
     }
 }
 
@@ -119,18 +131,6 @@ impl Staging {
     }
 
     fn write(&self, component: &ComponentFile) -> Result<(), String> {
-        let valid = component.name.strip_suffix(".wasm").is_some_and(|stem| {
-            !stem.is_empty()
-                && stem
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-        });
-        if !valid {
-            return Err(format!(
-                "{:?} is not a component file name (<name>.wasm)",
-                component.name
-            ));
-        }
         let path = self.dir.join(&component.name);
         let write = |path: &Path, bytes: &[u8]| {
             std::fs::write(path, bytes).map_err(|error| format!("cannot stage {}: {error}", path.display()))

@@ -20,7 +20,6 @@
 //! our own XenStore client.
 
 pub mod capability;
-pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
@@ -31,4 +30,5 @@ pub mod protocol;
 pub mod root;
 pub mod runtime;
 pub mod trust;
+pub mod wit;
 pub mod xenstore;

@@ -1,8 +1,11 @@
-//! The `guestward` binary: everything lives in the library.
+//! The `guestward` binary: the command line ([`cli`]) over the library,
+//! which does everything else.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
     harden_process();
-    guestward::cli::main()
+    cli::main()
 }
 
 /// The daemon holds secrets in memory (keyinit's keys, passwords in flight,

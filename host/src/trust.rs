@@ -187,16 +187,13 @@ impl TrustStore {
     /// under its name (the file stem).
     pub fn check(&self, path: &Path, sha256: &str) -> Result<Provenance, TrustError> {
         let name = path.file_stem().map(|stem| stem.to_string_lossy()).unwrap_or_default();
-        if self
-            .builtins
-            .iter()
-            .any(|(pinned, hash)| *pinned == name && *hash == sha256)
-        {
+        if self.is_pinned(&name, sha256) {
             return Ok(Provenance::BuiltIn);
         }
         let sidecar = signature_path(path);
         let provenance = if sidecar.exists() {
-            self.verify(path, &name, &sidecar, sha256)?
+            let text = std::fs::read_to_string(&sidecar).map_err(|source| io_error(&sidecar, source))?;
+            self.verify(path, &name, &text, sha256)?
         } else {
             let dir = path.parent().and_then(|dir| dir.canonicalize().ok());
             if !dir.is_some_and(|dir| self.unsigned_dirs.contains(&dir)) {
@@ -207,6 +204,29 @@ impl TrustStore {
             Provenance::UnsignedAllowed
         };
         self.authorize(path, &name, provenance)
+    }
+
+    /// Whether the component handed over with `signature` (an update, not a
+    /// file in a directory, so no unsigned directory applies) may run as
+    /// the component at `path`.
+    pub fn check_given(&self, path: &Path, sha256: &str, signature: Option<&str>) -> Result<Provenance, TrustError> {
+        let name = path.file_stem().map(|stem| stem.to_string_lossy()).unwrap_or_default();
+        if self.is_pinned(&name, sha256) {
+            return Ok(Provenance::BuiltIn);
+        }
+        let Some(text) = signature else {
+            return Err(TrustError::Unsigned {
+                path: path.display().to_string(),
+            });
+        };
+        let provenance = self.verify(path, &name, text, sha256)?;
+        self.authorize(path, &name, provenance)
+    }
+
+    fn is_pinned(&self, name: &str, sha256: &str) -> bool {
+        self.builtins
+            .iter()
+            .any(|(pinned, hash)| *pinned == name && *hash == sha256)
     }
 
     /// A component may have a verified signature and still not be allowed
@@ -241,9 +261,10 @@ impl TrustStore {
         }
     }
 
-    fn verify(&self, path: &Path, name: &str, sidecar: &Path, sha256: &str) -> Result<Provenance, TrustError> {
-        let text = std::fs::read_to_string(sidecar).map_err(|source| io_error(sidecar, source))?;
-        let sidecar_file = parse_signature(&text).map_err(|reason| malformed(sidecar, reason))?;
+    /// Check the signature file `text` of the component at `path`.
+    fn verify(&self, path: &Path, name: &str, text: &str, sha256: &str) -> Result<Provenance, TrustError> {
+        let sidecar = signature_path(path);
+        let sidecar_file = parse_signature(text).map_err(|reason| malformed(&sidecar, reason))?;
         let Some((key_name, key)) = self.keys.iter().find(|(_, key)| *key == sidecar_file.key) else {
             return Err(TrustError::UntrustedKey {
                 path: path.display().to_string(),

@@ -7,30 +7,23 @@ use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallInfo, Capability, Services};
-use crate::policy::ComponentPolicy;
-use crate::runtime::CallContext;
-use crate::runtime::bindings::guestward::command::agent as wit;
+use super::{CallInfo, Capability};
+use crate::policy::{PolicyError, SectionErrors};
+use crate::wit::agent as wit;
 
 /// The version `version` reports.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub struct Agent;
-
-/// The `agent` grant: always given, with the component's settings.
-#[derive(Debug)]
-pub struct AgentGrant {
-    settings: BTreeMap<String, String>,
-}
-
-/// What the daemon knows about itself, shared by every call. The command
-/// list changes when components are (re)loaded.
+/// The `agent` capability: what the daemon knows about itself, shared by
+/// every call. The command list changes when components are (re)loaded.
+/// Always granted; the policy key `settings` gives a component its
+/// settings.
 #[derive(Debug, Clone, Default)]
-pub struct AgentFacts {
+pub struct Agent {
     commands: Arc<RwLock<Arc<[String]>>>,
 }
 
-impl AgentFacts {
+impl Agent {
     /// Record the commands the daemon now answers.
     pub fn set_commands(&self, mut names: Vec<String>) {
         names.sort();
@@ -48,63 +41,69 @@ impl AgentFacts {
     }
 }
 
+/// A component's settings (`[component.<name>.settings]`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Settings(BTreeMap<String, String>);
+
 /// One call's view of the facts.
 #[derive(Debug)]
 pub struct CallAgent {
-    facts: AgentFacts,
-    grant: Option<Arc<AgentGrant>>,
+    commands: Arc<[String]>,
+    settings: Option<Arc<Settings>>,
     /// When the call's deadline passes.
     deadline: Instant,
-    used: bool,
 }
 
 impl Capability for Agent {
-    const INTERFACE: &'static str = "guestward:command/agent";
-    type Grant = AgentGrant;
+    const NAME: &'static str = "agent";
+    const POLICY_KEY: Option<&'static str> = Some("settings");
+    const ALWAYS_GRANTED: bool = true;
+    type Config = BTreeMap<String, String>;
+    type Grant = Settings;
     type CallState = CallAgent;
 
-    fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<CallAgent>>(linker, |context| &mut context.capabilities.agent)
+    fn grant(settings: BTreeMap<String, String>, _errors: &SectionErrors<'_>) -> Result<Option<Settings>, PolicyError> {
+        Ok(Some(Settings(settings)))
     }
 
-    fn grant(policy: &ComponentPolicy) -> Option<AgentGrant> {
-        Some(AgentGrant {
-            settings: policy.settings.clone(),
-        })
+    fn describe(settings: &Settings) -> Vec<String> {
+        settings
+            .0
+            .iter()
+            .map(|(name, value)| format!("setting {name} = {value}"))
+            .collect()
     }
 
-    fn call_state(grant: Option<&Arc<AgentGrant>>, services: &Services, call: &CallInfo<'_>) -> CallAgent {
+    fn call_state(&self, settings: Option<&Arc<Settings>>, call: &CallInfo<'_>) -> CallAgent {
         CallAgent {
-            facts: services.agent.clone(),
-            grant: grant.cloned(),
-            deadline: Instant::now() + call.limits.deadline,
-            used: false,
+            commands: self.commands(),
+            settings: settings.cloned(),
+            deadline: call.deadline,
         }
     }
 
-    fn used(state: &CallAgent) -> bool {
-        state.used
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut CallAgent,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, HasSelf<CallAgent>>(linker, get)
     }
 }
 
 impl wit::Host for CallAgent {
     fn version(&mut self) -> String {
-        self.used = true;
         AGENT_VERSION.to_owned()
     }
 
     fn commands(&mut self) -> Vec<String> {
-        self.used = true;
-        self.facts.commands().to_vec()
+        self.commands.to_vec()
     }
 
     fn setting(&mut self, name: String) -> Option<String> {
-        self.used = true;
-        self.grant.as_ref()?.settings.get(&name).cloned()
+        self.settings.as_ref()?.0.get(&name).cloned()
     }
 
     fn remaining_ms(&mut self) -> u32 {
-        self.used = true;
         let left = self.deadline.saturating_duration_since(Instant::now());
         u32::try_from(left.as_millis()).unwrap_or(u32::MAX)
     }
@@ -119,15 +118,13 @@ mod tests {
     #[test]
     fn remaining_time_counts_down_to_the_deadline_and_stops_at_zero() {
         let mut call = CallAgent {
-            facts: AgentFacts::default(),
-            grant: None,
+            commands: Arc::from([]),
+            settings: None,
             deadline: Instant::now() + Duration::from_secs(3),
-            used: false,
         };
         let left = wit::Host::remaining_ms(&mut call);
         assert!((2000..=3000).contains(&left), "{left}");
         call.deadline = Instant::now() - Duration::from_secs(1);
         assert_eq!(wit::Host::remaining_ms(&mut call), 0);
-        assert!(call.used);
     }
 }

@@ -13,22 +13,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use toml::Spanned;
 use ureq::tls::{RootCerts, TlsConfig};
 use url::Url;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallInfo, Capability, Services};
-use crate::policy::ComponentPolicy;
-use crate::runtime::CallContext;
-use crate::runtime::bindings::guestward::command::download::{self as wit, Error};
+use super::{CallInfo, Capability, nothing_granted};
+use crate::policy::{PolicyError, SectionErrors};
+use crate::wit::download::{self as wit, Error};
 
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 5;
 
+/// The `download` capability: nothing shared between calls.
+#[derive(Debug, Default)]
 pub struct Download;
 
 /// The URL prefixes a component may fetch from.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct DownloadGrant {
     prefixes: Vec<String>,
 }
@@ -77,42 +79,65 @@ pub struct CallDownload {
     component: String,
     max_bytes: u64,
     deadline: Duration,
-    used: bool,
 }
 
 impl Capability for Download {
-    const INTERFACE: &'static str = "guestward:command/download";
+    const NAME: &'static str = "download";
+    /// URL prefixes, each ending in `/`.
+    type Config = Vec<Spanned<String>>;
     type Grant = DownloadGrant;
     type CallState = CallDownload;
 
-    fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<CallDownload>>(linker, |context| &mut context.capabilities.download)
+    fn grant(prefixes: Vec<Spanned<String>>, errors: &SectionErrors<'_>) -> Result<Option<DownloadGrant>, PolicyError> {
+        let prefixes = prefixes
+            .iter()
+            .map(|prefix| {
+                normalize_url_prefix(prefix.get_ref()).map_err(|message| errors.at(prefix.span().start, message))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(DownloadGrant { prefixes }))
     }
 
-    fn grant(policy: &ComponentPolicy) -> Option<DownloadGrant> {
-        policy.download.as_ref().map(|prefixes| DownloadGrant {
-            prefixes: prefixes.clone(),
-        })
+    fn describe(grant: &DownloadGrant) -> Vec<String> {
+        nothing_granted(grant.prefixes.clone(), "URL")
     }
 
-    fn call_state(grant: Option<&Arc<DownloadGrant>>, _services: &Services, call: &CallInfo<'_>) -> CallDownload {
+    fn call_state(&self, grant: Option<&Arc<DownloadGrant>>, call: &CallInfo<'_>) -> CallDownload {
         CallDownload {
             grant: grant.cloned(),
             component: call.component.to_owned(),
             max_bytes: call.limits.download_bytes,
             deadline: call.limits.deadline,
-            used: false,
         }
     }
 
-    fn used(state: &CallDownload) -> bool {
-        state.used
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut CallDownload,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, HasSelf<CallDownload>>(linker, get)
     }
+}
+
+/// A URL prefix: `http` or `https`, a host, no credentials, query or
+/// fragment, a path ending in `/` (so that `https://a.example/` never
+/// matches `https://a.example.evil/`); normalised as URLs are compared.
+fn normalize_url_prefix(text: &str) -> Result<String, String> {
+    let url = Url::parse(text).map_err(|error| format!("{text:?}: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{text:?}: only http and https URLs with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?}: no credentials, query or fragment in a prefix"));
+    }
+    if !url.path().ends_with('/') {
+        return Err(format!("{text:?}: a prefix ends with '/'"));
+    }
+    Ok(url.to_string())
 }
 
 impl wit::Host for CallDownload {
     async fn fetch(&mut self, url: String, max_bytes: u64) -> Result<Vec<u8>, Error> {
-        self.used = true;
         let grant = self
             .grant
             .clone()
@@ -242,5 +267,28 @@ mod tests {
                 .check("https://updates.example.com/agent/%2e%2E%zz%4", "c")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn prefixes_are_normalised_and_must_end_in_a_slash() {
+        let policy = crate::capability::Policy::parse(
+            "[component.d]\ndownload = [\"HTTPS://Updates.Example.com:443/agent/\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            policy.component("d").grants.download.unwrap().prefixes,
+            ["https://updates.example.com/agent/"]
+        );
+        for bad in [
+            "https://example.com/agent",
+            "ftp://example.com/",
+            "https://user@example.com/",
+            "https://e.com/?x=1",
+            "/x/",
+        ] {
+            let text = format!("[component.d]\ndownload = [{bad:?}]\n");
+            assert!(crate::capability::Policy::parse(&text, "t").is_err(), "{bad}");
+        }
     }
 }

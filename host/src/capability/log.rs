@@ -9,19 +9,16 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallInfo, Capability, Services};
-use crate::policy::ComponentPolicy;
-use crate::runtime::CallContext;
-use crate::runtime::bindings::guestward::command::log::{self as wit, Level};
+use super::{CallInfo, Capability, NoConfig};
+use crate::policy::{PolicyError, SectionErrors};
+use crate::wit::log::{self as wit, Level};
 
 /// Longest line kept, in characters.
 const MAX_LINE: usize = 1024;
 
+/// The `log` capability: nothing to configure, always granted.
+#[derive(Debug, Default)]
 pub struct Log;
-
-/// The `log` grant: always given.
-#[derive(Debug)]
-pub struct LogGrant;
 
 /// One call's logger.
 #[derive(Debug)]
@@ -31,41 +28,44 @@ pub struct CallLog {
     request_id: String,
     remaining: u32,
     dropped: u32,
-    used: bool,
 }
 
 impl Capability for Log {
-    const INTERFACE: &'static str = "guestward:command/log";
-    type Grant = LogGrant;
+    const NAME: &'static str = "log";
+    const POLICY_KEY: Option<&'static str> = None;
+    const ALWAYS_GRANTED: bool = true;
+    type Config = NoConfig;
+    type Grant = ();
     type CallState = CallLog;
 
-    fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<CallLog>>(linker, |context| &mut context.capabilities.log)
+    fn grant(_config: NoConfig, _errors: &SectionErrors<'_>) -> Result<Option<()>, PolicyError> {
+        Ok(Some(()))
     }
 
-    fn grant(_policy: &ComponentPolicy) -> Option<LogGrant> {
-        Some(LogGrant)
+    fn describe(_grant: &()) -> Vec<String> {
+        Vec::new()
     }
 
-    fn call_state(_grant: Option<&Arc<LogGrant>>, _services: &Services, call: &CallInfo<'_>) -> CallLog {
+    fn call_state(&self, _grant: Option<&Arc<()>>, call: &CallInfo<'_>) -> CallLog {
         CallLog {
             component: call.component.to_owned(),
             command: call.command.to_owned(),
             request_id: call.request_id.to_owned(),
             remaining: call.limits.log_lines,
             dropped: 0,
-            used: false,
         }
     }
 
-    fn used(state: &CallLog) -> bool {
-        state.used
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut CallLog,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, HasSelf<CallLog>>(linker, get)
     }
 }
 
 impl wit::Host for CallLog {
     fn log(&mut self, level: Level, message: String) {
-        self.used = true;
         if self.remaining == 0 {
             self.dropped = self.dropped.saturating_add(1);
             return;

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker};
 use zeroize::Zeroizing;
 
-use super::{CallInfo, Capability, Services};
-use crate::policy::ComponentPolicy;
-use crate::runtime::CallContext;
-use crate::runtime::bindings::guestward::command::state::{self as wit, Error};
+use super::{CallInfo, Capability, NoConfig};
+use crate::policy::{PolicyError, SectionErrors};
+use crate::wit::state::{self as wit, Error};
 
 /// Keys one component may hold.
 pub const MAX_KEYS: usize = 64;
@@ -24,12 +23,6 @@ pub const MAX_KEYS: usize = 64;
 pub const MAX_KEY_BYTES: usize = 256;
 /// Bytes in one value.
 pub const MAX_VALUE_BYTES: usize = 64 << 10;
-
-pub struct State;
-
-/// The `state` grant: always given.
-#[derive(Debug)]
-pub struct StateGrant;
 
 struct Entry {
     value: Zeroizing<Vec<u8>>,
@@ -92,13 +85,14 @@ impl ComponentState {
     }
 }
 
-/// Every component's state, keyed by component name.
+/// The `state` capability: every component's entries, keyed by component
+/// name, kept for the life of the daemon. Always granted.
 #[derive(Debug, Clone, Default)]
-pub struct StateStore {
+pub struct State {
     components: Arc<Mutex<HashMap<String, Arc<Mutex<ComponentState>>>>>,
 }
 
-impl StateStore {
+impl State {
     fn for_component(&self, component: &str) -> Arc<Mutex<ComponentState>> {
         let mut components = self.components.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         components.entry(component.to_owned()).or_default().clone()
@@ -109,38 +103,41 @@ impl StateStore {
 #[derive(Debug)]
 pub struct CallState {
     state: Arc<Mutex<ComponentState>>,
-    used: bool,
 }
 
 impl CallState {
     fn with<R>(&mut self, f: impl FnOnce(&mut ComponentState) -> R) -> R {
-        self.used = true;
         f(&mut self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
 
 impl Capability for State {
-    const INTERFACE: &'static str = "guestward:command/state";
-    type Grant = StateGrant;
+    const NAME: &'static str = "state";
+    const POLICY_KEY: Option<&'static str> = None;
+    const ALWAYS_GRANTED: bool = true;
+    type Config = NoConfig;
+    type Grant = ();
     type CallState = CallState;
 
-    fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<CallState>>(linker, |context| &mut context.capabilities.state)
+    fn grant(_config: NoConfig, _errors: &SectionErrors<'_>) -> Result<Option<()>, PolicyError> {
+        Ok(Some(()))
     }
 
-    fn grant(_policy: &ComponentPolicy) -> Option<StateGrant> {
-        Some(StateGrant)
+    fn describe(_grant: &()) -> Vec<String> {
+        Vec::new()
     }
 
-    fn call_state(_grant: Option<&Arc<StateGrant>>, services: &Services, call: &CallInfo<'_>) -> CallState {
+    fn call_state(&self, _grant: Option<&Arc<()>>, call: &CallInfo<'_>) -> CallState {
         CallState {
-            state: services.states.for_component(call.component),
-            used: false,
+            state: self.for_component(call.component),
         }
     }
 
-    fn used(state: &CallState) -> bool {
-        state.used
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut CallState,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, HasSelf<CallState>>(linker, get)
     }
 }
 
@@ -203,14 +200,12 @@ mod tests {
 
     #[test]
     fn components_do_not_see_each_other() {
-        let store = StateStore::default();
+        let store = State::default();
         let mut a = CallState {
             state: store.for_component("a"),
-            used: false,
         };
         let mut b = CallState {
             state: store.for_component("b"),
-            used: false,
         };
         a.with(|state| state.set("key", b"a", None, Instant::now())).unwrap();
         assert!(b.with(|state| state.get("key", Instant::now())).is_none());

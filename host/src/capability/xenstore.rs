@@ -3,18 +3,31 @@
 
 use std::sync::Arc;
 
+use toml::Spanned;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallInfo, Capability, Services};
-use crate::policy::ComponentPolicy;
-use crate::runtime::CallContext;
-use crate::runtime::bindings::guestward::command::xenstore::{self as wit, Error};
+use super::{CallInfo, Capability, nothing_granted};
+use crate::policy::{PolicyError, SectionErrors};
+use crate::wit::xenstore::{self as wit, Error};
 use crate::xenstore::{self as xs, Errno, XsClient};
 
-pub struct Xenstore;
+/// The `xenstore` capability: this domain's keys, through the agent's
+/// connection when it has one.
+#[derive(Debug)]
+pub struct Xenstore {
+    client: Option<XsClient>,
+}
+
+impl Xenstore {
+    /// Keys read through `client` (`None`: no XenStore, every read is
+    /// `unavailable`).
+    pub fn new(client: Option<XsClient>) -> Self {
+        Self { client }
+    }
+}
 
 /// The key prefixes a component may read.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct XenstoreGrant {
     prefixes: Vec<String>,
 }
@@ -43,41 +56,57 @@ pub struct CallXenstore {
     grant: Option<Arc<XenstoreGrant>>,
     client: Option<XsClient>,
     component: String,
-    used: bool,
 }
 
 impl Capability for Xenstore {
-    const INTERFACE: &'static str = "guestward:command/xenstore";
+    const NAME: &'static str = "xenstore";
+    /// Key prefixes relative to the domain (`vm-data/networking`).
+    type Config = Vec<Spanned<String>>;
     type Grant = XenstoreGrant;
     type CallState = CallXenstore;
 
-    fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<CallXenstore>>(linker, |context| &mut context.capabilities.xenstore)
+    fn grant(prefixes: Vec<Spanned<String>>, errors: &SectionErrors<'_>) -> Result<Option<XenstoreGrant>, PolicyError> {
+        let prefixes = prefixes
+            .iter()
+            .map(|prefix| {
+                normalize_key_prefix(prefix.get_ref()).map_err(|message| errors.at(prefix.span().start, message))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(XenstoreGrant { prefixes }))
     }
 
-    fn grant(policy: &ComponentPolicy) -> Option<XenstoreGrant> {
-        (!policy.xenstore.is_empty()).then(|| XenstoreGrant {
-            prefixes: policy.xenstore.clone(),
-        })
+    fn describe(grant: &XenstoreGrant) -> Vec<String> {
+        nothing_granted(grant.prefixes.clone(), "key")
     }
 
-    fn call_state(grant: Option<&Arc<XenstoreGrant>>, services: &Services, call: &CallInfo<'_>) -> CallXenstore {
+    fn call_state(&self, grant: Option<&Arc<XenstoreGrant>>, call: &CallInfo<'_>) -> CallXenstore {
         CallXenstore {
             grant: grant.cloned(),
-            client: services.xenstore.clone(),
+            client: self.client.clone(),
             component: call.component.to_owned(),
-            used: false,
         }
     }
 
-    fn used(state: &CallXenstore) -> bool {
-        state.used
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut CallXenstore,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, HasSelf<CallXenstore>>(linker, get)
     }
+}
+
+/// A relative XenStore key prefix (`vm-data/networking`), without a trailing `/`.
+fn normalize_key_prefix(text: &str) -> Result<String, String> {
+    let prefix = text.trim_end_matches('/');
+    if prefix.starts_with('/') {
+        return Err(format!("{text:?}: use a key relative to the domain (vm-data/…)"));
+    }
+    xs::path::validate(prefix).map_err(|error| error.to_string())?;
+    Ok(prefix.to_owned())
 }
 
 impl CallXenstore {
     fn client_for(&mut self, key: &str) -> Result<&XsClient, Error> {
-        self.used = true;
         let grant = self
             .grant
             .as_ref()
@@ -142,5 +171,20 @@ mod tests {
             grant.check("vm-data//hostname", "c"),
             Err(Error::InvalidKey(_))
         ));
+    }
+
+    #[test]
+    fn prefixes_are_normalised_and_must_be_relative() {
+        let policy = crate::capability::Policy::parse(
+            "[component.c]\nxenstore = [\"vm-data/networking/\", \"vm-data/hostname\"]\n",
+            "p.toml",
+        )
+        .unwrap();
+        let grant = policy.component("c").grants.xenstore.unwrap();
+        assert_eq!(grant.prefixes, ["vm-data/networking", "vm-data/hostname"]);
+        let error = crate::capability::Policy::parse("[component.c]\nxenstore = [\"/local/domain/0\"]\n", "p.toml")
+            .unwrap_err();
+        assert_eq!(error.line, 2);
+        assert!(error.message.starts_with("component.c.xenstore:"), "{error}");
     }
 }

@@ -1,5 +1,5 @@
 //! `guestward keygen`, `sign` and `verify`: the signing side of
-//! [`trust`](crate::trust).
+//! [`trust`](guestward::trust).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,8 +10,8 @@ use anyhow::Context;
 use zeroize::Zeroizing;
 
 use super::print_line;
-use crate::runtime::component::{component_name, sha256_hex};
-use crate::trust::{self, TrustStore};
+use guestward::runtime::component::{component_name, sha256_hex};
+use guestward::trust::{self, TrustStore};
 
 /// Write `NAME.key` (private, 0600) and `NAME.pub` in `dir`; never overwrite.
 pub fn keygen(name: &str, dir: &Path) -> anyhow::Result<ExitCode> {

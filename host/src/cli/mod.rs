@@ -8,17 +8,18 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::capability::Services;
-use crate::config::{self, ConfigFile};
-use crate::daemon::{self, DaemonSettings};
-use crate::exchange::socket;
-use crate::exchange::xenstore::ExchangeOptions;
-use crate::policy::Policy;
-use crate::protocol::{Reply, nova};
-use crate::root::Root;
-use crate::runtime::{Runtime, RuntimeOptions};
-use crate::trust::{self, TrustStore};
-use crate::xenstore::{Endpoint, XsClient};
+use std::sync::Arc;
+
+use guestward::capability::{Capabilities, Policy};
+use guestward::config::{self, ConfigFile};
+use guestward::daemon::{self, DaemonSettings};
+use guestward::exchange::socket;
+use guestward::exchange::xenstore::ExchangeOptions;
+use guestward::protocol::{Reply, nova};
+use guestward::root::Root;
+use guestward::runtime::{ComponentBytes, Runtime, RuntimeOptions};
+use guestward::trust::{self, TrustStore};
+use guestward::xenstore::{Endpoint, XsClient};
 
 /// Guestward: a guest agent whose every command runs in a WebAssembly sandbox.
 #[derive(Debug, Parser)]
@@ -283,7 +284,7 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
                 .open(path)
                 .with_context(|| format!("cannot open the audit log {}", path.display()))?;
             let only_audit = tracing_subscriber::filter::Targets::new()
-                .with_target(crate::runtime::AUDIT_TARGET, tracing::Level::INFO);
+                .with_target(guestward::runtime::AUDIT_TARGET, tracing::Level::INFO);
             Some(
                 tracing_subscriber::fmt::layer()
                     .json()
@@ -430,16 +431,17 @@ fn compile(commands: &Path, cache: &Path, policy: &Policy) -> anyhow::Result<Exi
         cache_dir: Some(cache.to_owned()),
         ..RuntimeOptions::for_policy(policy)
     };
-    let runtime = Runtime::new(&options, Services::new(Root::host()?, None))?;
-    let components = crate::runtime::wasm_files(commands);
+    let runtime = Runtime::new(&options, Capabilities::new(Arc::new(Root::host()?), None, None))?;
+    let components = Runtime::read_dir(commands)?;
     anyhow::ensure!(!components.is_empty(), "no components in {}", commands.display());
     let mut failed = 0;
-    for path in &components {
-        match runtime.compile_into_cache(path) {
-            Ok(()) => print_line(&format!("compiled {}", path.display())),
+    for component in &components {
+        let path = component.path.display();
+        match runtime.compile_into_cache(component) {
+            Ok(()) => print_line(&format!("compiled {path}")),
             Err(error) => {
                 failed += 1;
-                print_line(&format!("cannot compile {}: {error:#}", path.display()));
+                print_line(&format!("cannot compile {path}: {error:#}"));
             }
         }
     }
@@ -493,7 +495,8 @@ async fn runtime_for(policy: &Policy, machine: Machine, xenstore: Option<PathBuf
         Some(path) => Some(XsClient::connect(Endpoint::at(&path)).await?),
         None => None,
     };
-    Runtime::new(&RuntimeOptions::for_policy(policy), Services::new(root, xenstore))
+    let capabilities = Capabilities::new(Arc::new(root), xenstore, None);
+    Runtime::new(&RuntimeOptions::for_policy(policy), capabilities)
 }
 
 async fn run_one(
@@ -506,8 +509,9 @@ async fn run_one(
 ) -> anyhow::Result<ExitCode> {
     let policy = load_policy(policy.as_deref())?;
     let runtime = runtime_for(&policy, machine, xenstore).await?;
-    let component = runtime.load(path, &policy).await?;
-    runtime.services().agent.set_commands(component.info.names.clone());
+    let bytes = ComponentBytes::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let component = runtime.load_bytes(&bytes, &policy).await?;
+    runtime.capabilities().agent.set_commands(component.info.names.clone());
     let request = request_json(name, value);
     let reply = match nova::parse(request.as_bytes()) {
         Ok(request) if component.info.names.contains(&request.name) => {
@@ -525,8 +529,9 @@ async fn run_one(
 async fn inspect(path: &Path, policy: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let policy = load_policy(policy.as_deref())?;
     let runtime = runtime_for(&Policy::parse("", "inspect")?, Machine::default(), None).await?;
+    let bytes = ComponentBytes::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let inspection = runtime
-        .inspect(path, &policy)
+        .inspect(&bytes, &policy)
         .await
         .with_context(|| format!("cannot inspect {}", path.display()))?;
     print_line(inspection.to_string().trim_end());

@@ -5,11 +5,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::print_line;
-use crate::capability::Services;
-use crate::policy::Policy;
-use crate::root::Root;
-use crate::runtime::{Registry, Runtime, RuntimeOptions};
-use crate::trust::TrustStore;
+use std::sync::Arc;
+
+use guestward::capability::{Capabilities, Policy};
+use guestward::root::Root;
+use guestward::runtime::{Registry, Runtime, RuntimeOptions};
+use guestward::trust::TrustStore;
 
 pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow::Result<ExitCode> {
     print_line(&format!("policy {}: valid", policy.origin()));
@@ -26,23 +27,25 @@ pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow
         trust: Some(trust),
         ..RuntimeOptions::for_policy(&policy)
     };
-    let runtime = Runtime::new(&options, Services::new(Root::host()?, None))?;
-    let mut paths: Vec<_> = std::fs::read_dir(commands)?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
-        .collect();
-    paths.sort();
+    let runtime = Runtime::new(&options, Capabilities::new(Arc::new(Root::host()?), None, None))?;
     let mut refused = false;
     let mut loaded = Vec::new();
-    for path in paths {
-        match runtime.load(&path, &policy).await {
+    for bytes in Runtime::read_dir(commands)? {
+        match runtime.load_bytes(&bytes, &policy).await {
             Ok(component) => {
-                print_line(&format!("\ncomponent {} ({})", component.name, path.display()));
+                print_line(&format!("\ncomponent {} ({})", component.name, bytes.path.display()));
                 print_line(&format!("  answers   {}", component.info.names.join(", ")));
                 if let Some(provenance) = &component.provenance {
                     print_line(&format!("  trusted   {provenance}"));
                 }
                 print_line(&policy.component(&component.name).to_string());
+                let comparison = component.grants.compare(&component.info.asked);
+                for line in &comparison.more {
+                    print_line(&format!("  more      than it asks: {line}"));
+                }
+                for line in &comparison.less {
+                    print_line(&format!("  less      than it asks: {line}"));
+                }
                 loaded.push(component);
             }
             Err(error) => {

@@ -131,10 +131,10 @@ async fn serve_connection(stream: UnixStream, dispatcher: Arc<Dispatcher>, count
             }
         }
         let id = format!("local-{}", counter.fetch_add(1, Ordering::Relaxed) + 1);
-        let reply = dispatcher
-            .submit(line.trim_ascii(), &id)
+        let reply = super::submit_nova(&dispatcher, line.trim_ascii(), &id)
+            .reply()
             .await
-            .unwrap_or_else(|_| crate::protocol::Reply::error("internal error: the request was dropped"));
+            .unwrap_or_else(|| crate::protocol::Reply::error("internal error: the request was dropped"));
         let mut answer = nova::encode(&reply);
         answer.push('\n');
         if writer.write_all(answer.as_bytes()).await.is_err() {

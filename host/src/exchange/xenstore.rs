@@ -30,7 +30,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use self::commit::{Committed, Outcome, Ready};
 use crate::dispatch::Dispatcher;
@@ -228,7 +228,7 @@ impl Exchange {
                     continue;
                 }
             };
-            let reply = self.dispatcher.submit(&raw, &id);
+            let reply = super::submit_nova(&self.dispatcher, &raw, &id);
             self.in_flight.insert(id.clone());
             tokio::spawn(hand_over(id, reply, self.ready.clone()));
         }
@@ -244,11 +244,11 @@ impl Exchange {
 
 /// Wait for the reply and hand the encoded answer to the committer. A
 /// request its lane abandoned (shutdown) is reported without an answer.
-async fn hand_over(id: String, reply: oneshot::Receiver<Reply>, ready: mpsc::UnboundedSender<Ready>) {
-    let answer = match reply.await {
-        Ok(reply) => Some(fit_for_xenstore(&format!("{ANSWERS}/{id}"), &reply)),
-        Err(_) => None,
-    };
+async fn hand_over(id: String, reply: super::Pending, ready: mpsc::UnboundedSender<Ready>) {
+    let answer = reply
+        .reply()
+        .await
+        .map(|reply| fit_for_xenstore(&format!("{ANSWERS}/{id}"), &reply));
     let _ = ready.send(Ready::new(id, answer));
 }
 

@@ -6,17 +6,21 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::CallContext;
-use super::bindings::CommandPre;
-use crate::capability::Grants;
+use crate::capability::{ComponentPolicy, Grants};
 use crate::policy::Limits;
-use crate::trust::{Provenance, TrustError};
+use crate::trust::Provenance;
+use crate::wit::CommandPre;
 
 /// What a component said about itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ComponentInfo {
     pub names: Vec<String>,
     pub version: String,
     pub summary: String,
+    /// The policy entry it asks for, as it wrote it (TOML).
+    pub asks: String,
+    /// The same, checked as a policy entry.
+    pub asked: Grants,
 }
 
 /// A component ready to be called.
@@ -47,23 +51,50 @@ impl std::fmt::Debug for LoadedComponent {
     }
 }
 
-/// Why a component was not loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not a valid component: {reason}")]
-    Invalid { path: PathBuf, reason: String },
-    #[error("{path}: imports {import}, which {reason}")]
-    Refused {
-        path: PathBuf,
-        import: String,
-        reason: String,
-    },
-    #[error("{path}: info() failed: {reason}")]
-    Info { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Untrusted(#[from] TrustError),
+/// A component's bytes, read once and hashed once, with where they are.
+#[derive(Debug, Clone)]
+pub struct ComponentBytes {
+    /// Where the component is, as errors name it; its stem is its name.
+    pub path: PathBuf,
+    pub wasm: Vec<u8>,
+    /// SHA-256 of `wasm`, hex.
+    pub sha256: String,
+    /// Where its signature comes from.
+    pub signature: SignatureSource,
+}
+
+/// Where a component's signature is.
+#[derive(Debug, Clone)]
+pub enum SignatureSource {
+    /// The `<path>.sig` sidecar, if any (and the operator's unsigned
+    /// directories apply).
+    Sidecar,
+    /// Handed over with the component (an update); none means unsigned,
+    /// which only a pinned built-in may be.
+    Given(Option<String>),
+}
+
+impl ComponentBytes {
+    /// Read the component at `path`.
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        let wasm = std::fs::read(path)?;
+        Ok(Self::new(path.to_owned(), wasm, SignatureSource::Sidecar))
+    }
+
+    pub fn new(path: PathBuf, wasm: Vec<u8>, signature: SignatureSource) -> Self {
+        let sha256 = sha256_hex(&wasm);
+        Self {
+            path,
+            wasm,
+            sha256,
+            signature,
+        }
+    }
+
+    /// The component's name: the file stem.
+    pub fn name(&self) -> String {
+        component_name(&self.path)
+    }
 }
 
 /// What `guestward inspect` shows.
@@ -77,6 +108,8 @@ pub struct Inspection {
     pub refusal: Option<String>,
     /// Where the policy came from.
     pub policy: String,
+    /// The policy's entry for it.
+    pub entry: ComponentPolicy,
 }
 
 impl std::fmt::Display for Inspection {
@@ -98,9 +131,8 @@ impl std::fmt::Display for Inspection {
         let needs: Vec<&str> = self
             .imports
             .iter()
-            .filter_map(|import| import.strip_prefix("guestward:command/"))
-            .map(|interface| interface.split('@').next().unwrap_or(interface))
-            .filter(|interface| GRANTED_BY_POLICY.contains(interface))
+            .filter_map(|import| interface_name(import))
+            .filter(|interface| Grants::default().allows(interface).is_err())
             .collect();
         if needs.is_empty() {
             writeln!(f, "needs      nothing beyond the always-granted interfaces")?;
@@ -108,22 +140,42 @@ impl std::fmt::Display for Inspection {
             writeln!(f, "needs      policy grants for: {}", needs.join(", "))?;
         }
         match &self.refusal {
-            None => writeln!(f, "policy     {}: would load", self.policy),
-            Some(reason) => writeln!(f, "policy     {}: would refuse: {reason}", self.policy),
+            None => writeln!(f, "policy     {}: would load", self.policy)?,
+            Some(reason) => writeln!(f, "policy     {}: would refuse: {reason}", self.policy)?,
         }
+        if let Ok(info) = &self.info {
+            let comparison = self.entry.grants.compare(&info.asked);
+            for line in &comparison.more {
+                writeln!(f, "           grants more than asked: {line}")?;
+            }
+            for line in &comparison.less {
+                writeln!(f, "           grants less than asked: {line}")?;
+            }
+            writeln!(f, "\n# The policy entry it asks for:\n[component.{}]", self.name)?;
+            let asks = info.asks.trim();
+            if !asks.is_empty() {
+                writeln!(f, "{asks}")?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// Host interfaces that a policy entry must grant (the others always are).
-const GRANTED_BY_POLICY: &[&str] = &["files", "xenstore", "system", "download", "update"];
+/// The interface of a `guestward:command` import, without package or
+/// version (`files` for `guestward:command/files@1.0.0`).
+pub fn interface_name(import: &str) -> Option<&str> {
+    let interface = import.strip_prefix("guestward:command/")?;
+    Some(interface.split('@').next().unwrap_or(interface))
+}
 
 fn import_kind(import: &str) -> &'static str {
-    match import.strip_prefix("guestward:command/") {
-        Some(interface) if GRANTED_BY_POLICY.iter().any(|granted| interface.starts_with(granted)) => {
-            "granted by policy"
-        }
-        Some(interface) if interface.starts_with("types@") => "type definitions",
-        Some(_) => "always granted",
+    match interface_name(import) {
+        Some("types") => "type definitions",
+        Some(interface) => match Grants::default().allows(interface) {
+            Ok(()) => "always granted",
+            Err(crate::capability::Unavailable::NotGranted(_)) => "granted by policy",
+            Err(crate::capability::Unavailable::Unknown) => "unknown",
+        },
         None if import.starts_with("wasi:") => "WASI",
         None => "unknown",
     }
@@ -139,112 +191,4 @@ pub fn component_name(path: &Path) -> String {
 /// SHA-256 of the component bytes, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-/// The interface holding only the types of the exports.
-const TYPES_INTERFACE: &str = "guestward:command/types";
-
-/// WASI interfaces a command may import. None of them reaches outside the
-/// sandbox as the host configures WASI (no preopened directories, no
-/// environment, no arguments, no network, stdout and stderr captured):
-/// they give clocks, randomness and the plumbing Rust's std expects.
-const WASI_ALLOWED: &[&str] = &[
-    "wasi:cli/environment",
-    "wasi:cli/exit",
-    "wasi:cli/stdin",
-    "wasi:cli/stdout",
-    "wasi:cli/stderr",
-    "wasi:cli/terminal-input",
-    "wasi:cli/terminal-output",
-    "wasi:cli/terminal-stdin",
-    "wasi:cli/terminal-stdout",
-    "wasi:cli/terminal-stderr",
-    "wasi:clocks/monotonic-clock",
-    "wasi:clocks/wall-clock",
-    "wasi:filesystem/types",
-    "wasi:filesystem/preopens",
-    "wasi:io/error",
-    "wasi:io/poll",
-    "wasi:io/streams",
-    "wasi:random/random",
-    "wasi:random/insecure",
-    "wasi:random/insecure-seed",
-];
-
-/// Check one import against the component's grants: `Err(reason)` refuses
-/// the component.
-pub fn check_import(import: &str, grants: &Grants) -> Result<(), String> {
-    let (interface, version) = import.split_once('@').unwrap_or((import, ""));
-    if interface.starts_with("guestward:command/") {
-        if !version.starts_with("1.") {
-            return Err("this host does not offer (it serves guestward:command@1.x)".to_owned());
-        }
-        if interface == TYPES_INTERFACE {
-            return Ok(()); // type definitions only
-        }
-        return match grants.allows(interface) {
-            Some(true) => Ok(()),
-            Some(false) => Err(format!("its policy does not grant{}", policy_hint(interface))),
-            None => Err("this host does not offer".to_owned()),
-        };
-    }
-    if WASI_ALLOWED.contains(&interface) {
-        return Ok(());
-    }
-    if interface.starts_with("wasi:") {
-        return Err("commands may not use (network, HTTP and other WASI interfaces are never granted)".to_owned());
-    }
-    Err("this host does not offer".to_owned())
-}
-
-fn policy_hint(interface: &str) -> String {
-    match interface.rsplit('/').next() {
-        Some(key @ ("files" | "xenstore")) => format!(" (its policy entry has no `{key}` grant)"),
-        Some("system") => " (its policy entry has neither `programs` nor `hostname = true`)".to_owned(),
-        Some("download") => " (its policy entry has no `download` grant)".to_owned(),
-        Some("update") => " (its policy entry has no `update = true`)".to_owned(),
-        _ => String::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::Policy;
-
-    fn grants_for(text: &str) -> Grants {
-        Grants::from_policy(&Policy::parse(text, "test").unwrap().component("c"))
-    }
-
-    #[test]
-    fn always_granted_interfaces_pass() {
-        let grants = grants_for("");
-        for import in [
-            "guestward:command/types@1.0.0",
-            "guestward:command/log@1.0.0",
-            "guestward:command/state@1.0.0",
-            "guestward:command/agent@1.2.0",
-        ] {
-            assert_eq!(check_import(import, &grants), Ok(()), "{import}");
-        }
-        assert_eq!(check_import("wasi:random/random@0.2.6", &grants), Ok(()));
-    }
-
-    #[test]
-    fn ungranted_interfaces_are_refused_with_a_reason() {
-        let grants = grants_for("");
-        let reason = check_import("guestward:command/files@1.0.0", &grants).unwrap_err();
-        assert!(reason.contains("`files` grant"), "{reason}");
-        assert!(check_import("wasi:sockets/tcp@0.2.6", &grants).is_err());
-        assert!(check_import("guestward:command/files@2.0.0", &grants).is_err());
-        assert!(check_import("evil:thing/x", &grants).is_err());
-    }
-
-    #[test]
-    fn granted_interfaces_pass() {
-        let grants =
-            grants_for("[component.c]\nfiles = [{ path = \"/etc\", access = \"read\" }]\nxenstore = [\"vm-data\"]\n");
-        assert_eq!(check_import("guestward:command/files@1.0.0", &grants), Ok(()));
-        assert_eq!(check_import("guestward:command/xenstore@1.0.0", &grants), Ok(()));
-    }
 }

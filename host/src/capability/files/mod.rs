@@ -7,6 +7,7 @@
 //! Operations block on the file system, so each runs on tokio's blocking
 //! pool rather than on the thread driving the component.
 
+pub mod grant;
 pub mod ops;
 pub mod resolve;
 
@@ -16,44 +17,61 @@ use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 
-use super::{CallInfo, Capability, Services};
-use crate::policy::ComponentPolicy;
-use crate::runtime::CallContext;
-use crate::runtime::bindings::guestward::command::files::{
-    self as wit, DirEntry, Error, FileLock, FileMetadata, Owner, ReplaceOptions,
-};
-pub use ops::{FilesAccess, FilesGrant};
+use super::{CallInfo, Capability, nothing_granted};
+use crate::policy::{PolicyError, SectionErrors};
+use crate::root::Root;
+use crate::wit::files::{self as wit, DirEntry, Error, FileLock, FileMetadata, Owner, ReplaceOptions};
+pub use grant::{Access, Chown, FilesConfig, FilesGrant, PathRule};
+pub use ops::FilesAccess;
 
-pub struct Files;
+/// The `files` capability: paths inside the agent's root.
+#[derive(Debug)]
+pub struct Files {
+    root: Arc<Root>,
+}
+
+impl Files {
+    /// Files resolved inside `root` (the machine, or `--root DIR`).
+    pub fn new(root: Arc<Root>) -> Self {
+        Self { root }
+    }
+}
 
 impl Capability for Files {
-    const INTERFACE: &'static str = "guestward:command/files";
+    const NAME: &'static str = "files";
+    type Config = FilesConfig;
     type Grant = FilesGrant;
     type CallState = CallFiles;
 
-    fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<CallFiles>>(linker, |context| &mut context.capabilities.files)
+    fn grant(config: FilesConfig, errors: &SectionErrors<'_>) -> Result<Option<FilesGrant>, PolicyError> {
+        FilesGrant::from_config(config, errors).map(Some)
     }
 
-    fn grant(policy: &ComponentPolicy) -> Option<FilesGrant> {
-        policy.files.clone().map(|rules| FilesGrant { rules })
+    fn describe(grant: &FilesGrant) -> Vec<String> {
+        nothing_granted(grant.rules.iter().map(PathRule::describe).collect(), "path")
     }
 
-    fn call_state(grant: Option<&Arc<FilesGrant>>, services: &Services, call: &CallInfo<'_>) -> CallFiles {
+    fn compare(asked: &FilesGrant, granted: &FilesGrant) -> (Vec<String>, Vec<String>) {
+        granted.compare(asked)
+    }
+
+    fn call_state(&self, grant: Option<&Arc<FilesGrant>>, call: &CallInfo<'_>) -> CallFiles {
         CallFiles {
             access: grant.map(|grant| FilesAccess {
-                root: services.root.clone(),
+                root: self.root.clone(),
                 grant: grant.clone(),
                 component: call.component.into(),
             }),
             locks: ResourceTable::new(),
             held_locks: 0,
-            used: false,
         }
     }
 
-    fn used(state: &CallFiles) -> bool {
-        state.used
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut CallFiles,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, HasSelf<CallFiles>>(linker, get)
     }
 }
 
@@ -80,7 +98,6 @@ pub struct CallFiles {
     access: Option<FilesAccess>,
     locks: ResourceTable,
     held_locks: usize,
-    used: bool,
 }
 
 impl CallFiles {
@@ -91,7 +108,6 @@ impl CallFiles {
         &mut self,
         operation: impl FnOnce(&FilesAccess) -> Result<T, Error> + Send + 'static,
     ) -> impl Future<Output = Result<T, Error>> + Send + 'static {
-        self.used = true;
         let access = self.access.clone();
         async move {
             let access = access.ok_or_else(|| Error::NotGranted("this component has no files grant".to_owned()))?;
@@ -142,7 +158,6 @@ impl wit::Host for CallFiles {
 
     async fn lock(&mut self, path: String, timeout_ms: u32) -> Result<Resource<FileLock>, Error> {
         if self.held_locks >= MAX_LOCKS_PER_CALL {
-            self.used = true;
             return Err(Error::Io(format!(
                 "{path}: this call already holds {MAX_LOCKS_PER_CALL} locks, the most one call may hold"
             )));

@@ -22,10 +22,12 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
+#[cfg(test)]
+use super::grant::PathRule;
+use super::grant::{Access, Chown, FilesGrant};
 use super::resolve::{Resolved, Walk, WalkError, WalkFailure, resolve};
-use crate::policy::{Access, Chown, PathRule};
 use crate::root::Root;
-use crate::runtime::bindings::guestward::command::files::{DirEntry, Error, FileKind, FileMetadata, ReplaceOptions};
+use crate::wit::files::{DirEntry, Error, FileKind, FileMetadata, ReplaceOptions};
 
 /// The largest file `read` returns.
 pub const MAX_READ_BYTES: u64 = 16 << 20;
@@ -41,42 +43,6 @@ const MAX_PASSWD_BYTES: u64 = 4 << 20;
 
 /// Names temporary files uniquely within this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// The path prefixes a component may read or write.
-#[derive(Debug)]
-pub struct FilesGrant {
-    pub rules: Vec<PathRule>,
-}
-
-impl FilesGrant {
-    fn allows(&self, real: &Path, access: Access) -> bool {
-        self.rules
-            .iter()
-            .any(|rule| real.starts_with(&rule.path) && rule.access >= access)
-    }
-
-    fn writable_rules<'a>(&'a self, real: &'a Path) -> impl Iterator<Item = &'a PathRule> {
-        self.rules
-            .iter()
-            .filter(move |rule| real.starts_with(&rule.path) && rule.access == Access::ReadWrite)
-    }
-
-    fn allows_setuid(&self, real: &Path) -> bool {
-        self.writable_rules(real).any(|rule| rule.setuid)
-    }
-
-    /// The widest owner change the rules covering `real` allow.
-    fn chown(&self, real: &Path) -> Chown {
-        let chowns: Vec<Chown> = self.writable_rules(real).map(|rule| rule.chown).collect();
-        if chowns.contains(&Chown::Any) {
-            Chown::Any
-        } else if chowns.contains(&Chown::HomeAccount) {
-            Chown::HomeAccount
-        } else {
-            Chown::Nobody
-        }
-    }
-}
 
 /// A user and group id pair.
 type Ids = (u32, u32);
@@ -651,7 +617,7 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
     use super::*;
-    use crate::runtime::bindings::guestward::command::files::Owner;
+    use crate::wit::files::Owner;
 
     /// A root directory with `/etc/app` writable, `/etc/ro` read-only, and
     /// `/secret` granted to nobody.

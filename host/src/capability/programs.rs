@@ -1,7 +1,5 @@
-//! `system`: privileged operations, each granted separately: running
-//! allow-listed programs (`pwd_mkdb`, `ifup`, `netplan`, …), setting the
-//! hostname (`hostname = true`), and listing the network interfaces (with
-//! the interface: it only reads).
+//! `programs`: running allow-listed programs (`pwd_mkdb`, `ifup`,
+//! `netplan`, ...), granted by `programs = [[...], ...]`.
 //!
 //! A program runs only if its whole argument list matches one of the
 //! component's patterns (`*` stands for any one argument), with an empty
@@ -20,15 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use toml::Spanned;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallInfo, Capability, Services};
-use crate::policy::ComponentPolicy;
+use super::{CallInfo, Capability, nothing_granted};
+use crate::policy::{PolicyError, SectionErrors};
 use crate::root::Root;
-use crate::runtime::CallContext;
-use crate::runtime::bindings::guestward::command::system::{
-    self as wit, Argument, Error, NetworkInterface, ProgramOutput,
-};
+use crate::wit::programs::{self as wit, Argument, Error, ProgramOutput, RunOptions};
 
 /// Bytes of stdout and of stderr kept from one run.
 const MAX_OUTPUT: u64 = 1 << 20;
@@ -37,122 +33,113 @@ const MAX_OUTPUT: u64 = 1 << 20;
 /// left running is killed (and again after that, before giving up).
 const PIPE_GRACE: Duration = Duration::from_millis(200);
 
-pub struct System;
-
-/// What a component may do.
+/// The `programs` capability: runs programs on the agent's root (or records
+/// them under `--root`).
 #[derive(Debug)]
-pub struct SystemGrant {
-    programs: Vec<Vec<String>>,
-    hostname: bool,
+pub struct Programs {
+    root: Arc<Root>,
 }
 
-impl SystemGrant {
+impl Programs {
+    /// Programs run on (or, for a `--root` directory, recorded in) `root`.
+    pub fn new(root: Arc<Root>) -> Self {
+        Self { root }
+    }
+}
+
+/// The argument lists a component may run, program first.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProgramsGrant {
+    patterns: Vec<Vec<String>>,
+}
+
+impl ProgramsGrant {
     /// True when `argv` matches a pattern: same length, each argument equal
     /// or matched by `*`.
     fn allows(&self, argv: &[String]) -> bool {
-        self.programs.iter().any(|pattern| {
+        self.patterns.iter().any(|pattern| {
             pattern.len() == argv.len() && pattern.iter().zip(argv).all(|(want, got)| want == "*" || want == got)
         })
     }
 }
 
-/// One call's system access.
+/// One call's program runs.
 #[derive(Debug)]
-pub struct CallSystem {
-    grant: Option<Arc<SystemGrant>>,
+pub struct CallPrograms {
+    grant: Option<Arc<ProgramsGrant>>,
     root: Arc<Root>,
     component: String,
-    used: bool,
 }
 
-impl Capability for System {
-    const INTERFACE: &'static str = "guestward:command/system";
-    type Grant = SystemGrant;
-    type CallState = CallSystem;
+impl Capability for Programs {
+    const NAME: &'static str = "programs";
+    /// Argument lists, program (an absolute path) first.
+    type Config = Vec<Spanned<Vec<String>>>;
+    type Grant = ProgramsGrant;
+    type CallState = CallPrograms;
 
-    fn add_to_linker(linker: &mut Linker<CallContext>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<CallSystem>>(linker, |context| &mut context.capabilities.system)
+    fn grant(
+        patterns: Vec<Spanned<Vec<String>>>,
+        errors: &SectionErrors<'_>,
+    ) -> Result<Option<ProgramsGrant>, PolicyError> {
+        let patterns = patterns
+            .into_iter()
+            .map(|pattern| {
+                check_pattern(pattern.get_ref())
+                    .map_err(|message| errors.at(pattern.span().start, message))
+                    .map(|()| pattern.into_inner())
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(ProgramsGrant { patterns }))
     }
 
-    fn grant(policy: &ComponentPolicy) -> Option<SystemGrant> {
-        let granted = policy.programs.is_some() || policy.hostname;
-        granted.then(|| SystemGrant {
-            programs: policy.programs.clone().unwrap_or_default(),
-            hostname: policy.hostname,
-        })
+    fn describe(grant: &ProgramsGrant) -> Vec<String> {
+        nothing_granted(
+            grant.patterns.iter().map(|pattern| pattern.join(" ")).collect(),
+            "program",
+        )
     }
 
-    fn call_state(grant: Option<&Arc<SystemGrant>>, services: &Services, call: &CallInfo<'_>) -> CallSystem {
-        CallSystem {
+    fn call_state(&self, grant: Option<&Arc<ProgramsGrant>>, call: &CallInfo<'_>) -> CallPrograms {
+        CallPrograms {
             grant: grant.cloned(),
-            root: services.root.clone(),
+            root: self.root.clone(),
             component: call.component.to_owned(),
-            used: false,
         }
     }
 
-    fn used(state: &CallSystem) -> bool {
-        state.used
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut CallPrograms,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, HasSelf<CallPrograms>>(linker, get)
     }
 }
 
-impl wit::Host for CallSystem {
-    async fn run(&mut self, program: String, args: Vec<Argument>, stdin: Vec<u8>) -> Result<ProgramOutput, Error> {
-        self.run_program(program, args, stdin, None).await
+/// A program pattern: a program given by absolute path, then arguments.
+fn check_pattern(pattern: &[String]) -> Result<(), String> {
+    match pattern.first() {
+        None => Err("an empty program pattern".to_owned()),
+        Some(program) if !program.starts_with('/') => Err(format!("{program:?}: programs are given by absolute path")),
+        Some(program) if program == "*" || program.contains("..") => Err(format!("{program:?}: not a program path")),
+        Some(_) => Ok(()),
     }
+}
 
-    async fn run_with_timeout(
+impl wit::Host for CallPrograms {
+    async fn run(
         &mut self,
         program: String,
         args: Vec<Argument>,
         stdin: Vec<u8>,
-        timeout_ms: u32,
+        options: RunOptions,
     ) -> Result<ProgramOutput, Error> {
-        let timeout = Duration::from_millis(u64::from(timeout_ms));
-        self.run_program(program, args, stdin, Some(timeout)).await
-    }
-
-    async fn interfaces(&mut self) -> Result<Vec<NetworkInterface>, Error> {
-        self.used = true;
-        if self.grant.is_none() {
-            return Err(Error::NotGranted(format!(
-                "component {} may not use system",
-                self.component
-            )));
-        }
-        let interfaces = self
-            .root
-            .network_interfaces()
-            .map_err(|error| Error::Failed(format!("cannot list the network interfaces: {error}")))?;
-        Ok(interfaces
-            .into_iter()
-            .map(|nic| NetworkInterface {
-                name: nic.name,
-                mac: nic.mac,
-                up: nic.up,
-            })
-            .collect())
-    }
-
-    async fn set_hostname(&mut self, name: String) -> Result<(), Error> {
-        self.used = true;
-        if !self.grant.as_ref().is_some_and(|grant| grant.hostname) {
-            return Err(Error::NotGranted(format!(
-                "component {} may not set the hostname",
-                self.component
-            )));
-        }
-        if name.is_empty() || name.len() > 64 || name.bytes().any(|b| b.is_ascii_control() || b == b'/' || b == b' ') {
-            return Err(Error::Failed(format!("{name:?} is not a valid hostname")));
-        }
-        tracing::info!(component = self.component, hostname = name, "setting the hostname");
-        self.root
-            .set_hostname(&name)
-            .map_err(|error| Error::Failed(format!("Couldn't set hostname: {error}")))
+        let timeout = options.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+        self.run_program(program, args, stdin, timeout).await
     }
 }
 
-impl CallSystem {
+impl CallPrograms {
     /// Check the grant, then run (or, under `--root`, record) the program.
     async fn run_program(
         &mut self,
@@ -161,7 +148,6 @@ impl CallSystem {
         stdin: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<ProgramOutput, Error> {
-        self.used = true;
         // What is recorded: secret arguments redacted.
         let shown: Vec<String> = std::iter::once(program.clone())
             .chain(args.iter().map(|arg| match arg {
@@ -190,7 +176,7 @@ impl CallSystem {
             Some(limit) => tokio::time::timeout(limit, run(&argv, stdin))
                 .await
                 .unwrap_or_else(|_| {
-                    Err(Error::Failed(format!(
+                    Err(Error::TimedOut(format!(
                         "{} did not finish within {} ms and was killed",
                         argv[0],
                         limit.as_millis()
@@ -309,14 +295,27 @@ async fn capped(stream: Option<impl AsyncRead + Unpin>, kept: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn grant(patterns: &[&[&str]]) -> SystemGrant {
-        SystemGrant {
-            programs: patterns
+    fn grant(patterns: &[&[&str]]) -> ProgramsGrant {
+        ProgramsGrant {
+            patterns: patterns
                 .iter()
                 .map(|p| p.iter().map(|s| s.to_string()).collect())
                 .collect(),
-            hostname: false,
         }
+    }
+
+    #[test]
+    fn patterns_are_read_and_programs_need_absolute_paths() {
+        let policy = crate::capability::Policy::parse(
+            "[component.p]\nprograms = [[\"/usr/sbin/pwd_mkdb\", \"-p\", \"/etc/master.passwd\"], [\"/sbin/ifup\", \"*\"]]\n",
+            "test",
+        )
+        .unwrap();
+        let grant = policy.component("p").grants.programs.unwrap();
+        assert_eq!(grant.patterns[1], ["/sbin/ifup", "*"]);
+        let error = crate::capability::Policy::parse("[component.p]\nprograms = [[\"ifup\"]]\n", "p.toml").unwrap_err();
+        assert_eq!(error.line, 2, "{error}");
+        assert!(error.message.contains("absolute path"), "{error}");
     }
 
     fn argv(args: &[&str]) -> Vec<String> {
@@ -382,24 +381,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_killed_program_takes_its_background_children_with_it() {
-        let mut call = CallSystem {
+        let mut call = CallPrograms {
             grant: Some(Arc::new(grant(&[&["/bin/sh", "-c", "*"]]))),
             root: Arc::new(Root::host().unwrap()),
             component: "test".into(),
-            used: false,
         };
         let pid_file = tempfile::NamedTempFile::new().unwrap();
         let script = format!("sleep 300 & echo $! > {}; wait", pid_file.path().display());
-        let error = wit::Host::run_with_timeout(
+        let error = wit::Host::run(
             &mut call,
             "/bin/sh".into(),
             vec![Argument::Plain("-c".into()), Argument::Plain(script)],
             Vec::new(),
-            300,
+            RunOptions { timeout_ms: Some(300) },
         )
         .await
         .unwrap_err();
-        assert!(matches!(error, Error::Failed(_)), "{error:?}");
+        assert!(matches!(error, Error::TimedOut(_)), "{error:?}");
         let pid = std::fs::read_to_string(pid_file.path()).unwrap().trim().to_owned();
         assert!(
             gone_soon(&pid).await,
@@ -409,33 +407,34 @@ mod tests {
 
     #[tokio::test]
     async fn a_program_past_its_timeout_is_killed_and_reported() {
-        let mut call = CallSystem {
+        let mut call = CallPrograms {
             grant: Some(Arc::new(grant(&[&["/bin/sleep", "*"]]))),
             root: Arc::new(Root::host().unwrap()),
             component: "test".into(),
-            used: false,
         };
         let started = std::time::Instant::now();
-        let error = wit::Host::run_with_timeout(
+        let error = wit::Host::run(
             &mut call,
             "/bin/sleep".into(),
             vec![Argument::Plain("30".into())],
             Vec::new(),
-            100,
+            RunOptions { timeout_ms: Some(100) },
         )
         .await
         .unwrap_err();
         assert!(
-            matches!(&error, Error::Failed(text) if text == "/bin/sleep did not finish within 100 ms and was killed"),
+            matches!(&error, Error::TimedOut(text) if text == "/bin/sleep did not finish within 100 ms and was killed"),
             "{error:?}"
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
-        let output = wit::Host::run_with_timeout(
+        let output = wit::Host::run(
             &mut call,
             "/bin/sleep".into(),
             vec![Argument::Plain("0".into())],
             Vec::new(),
-            10_000,
+            RunOptions {
+                timeout_ms: Some(10_000),
+            },
         )
         .await
         .unwrap();

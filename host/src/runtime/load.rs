@@ -1,0 +1,367 @@
+//! One way in for every component, whoever loads it (`serve`, an update,
+//! `inspect`, `policy check`): its bytes are hashed once, checked against
+//! the trust store, compiled (or taken from the cache), its imports checked
+//! against its grants, pre-instantiated, and asked what it answers.
+
+use std::path::{Path, PathBuf};
+
+use super::component::{ComponentBytes, ComponentInfo, Inspection, LoadedComponent, SignatureSource, interface_name};
+use super::{EPOCH_TICK, Runtime, call};
+use crate::capability::{ComponentPolicy, Grants, Policy, Unavailable};
+use crate::trust::TrustError;
+use crate::wit::CommandPre;
+
+/// Why a component was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a valid component: {source:#}")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{path}: imports {import}, which {reason}")]
+    Refused {
+        path: PathBuf,
+        import: String,
+        reason: String,
+    },
+    #[error("{path}: info() failed: {reason}")]
+    Info { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Untrusted(#[from] TrustError),
+}
+
+impl LoadError {
+    fn invalid(path: &Path, error: wasmtime::Error) -> Self {
+        Self::Invalid {
+            path: path.to_owned(),
+            source: error.into(),
+        }
+    }
+}
+
+/// A compiled component before any policy decision.
+struct Examined {
+    component: LoadedComponent,
+    /// The first import the policy refuses, and why.
+    refusal: Option<(String, String)>,
+}
+
+impl Runtime {
+    /// Read every `.wasm` of `dir`, in name order (each read and hashed
+    /// once, for both the cache check and the load).
+    pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<ComponentBytes>> {
+        std::fs::read_dir(dir)
+            .map_err(|error| anyhow::anyhow!("cannot read commands directory {}: {error}", dir.display()))?;
+        let mut read = Vec::new();
+        for path in wasm_files(dir) {
+            match ComponentBytes::read(&path) {
+                Ok(bytes) => read.push(bytes),
+                Err(source) => tracing::error!(error = %LoadError::Read { path, source }, "refused command component"),
+            }
+        }
+        Ok(read)
+    }
+
+    /// True when some of `components` has no artifact in the cache yet (a
+    /// first boot): the daemon then compiles in a child process.
+    pub fn cache_is_cold(&self, components: &[ComponentBytes]) -> bool {
+        self.cache.is_on() && components.iter().any(|bytes| !self.cache.has_artifact(&bytes.sha256))
+    }
+
+    /// Compile `bytes` into the cache unless a valid artifact is there
+    /// already (`guestward compile`). Nothing is run.
+    pub fn compile_into_cache(&self, bytes: &ComponentBytes) -> anyhow::Result<()> {
+        anyhow::ensure!(self.cache.is_on(), "no usable cache directory");
+        self.cache.load_or_compile(&self.engine, &bytes.wasm, &bytes.sha256)?;
+        Ok(())
+    }
+
+    /// Load each of `components`; those that cannot be loaded are refused
+    /// with an error log line and skipped.
+    pub async fn load_all(&self, components: Vec<ComponentBytes>, policy: &Policy) -> Vec<LoadedComponent> {
+        let mut loaded = Vec::new();
+        for bytes in components {
+            match self.load_bytes(&bytes, policy).await {
+                Ok(component) => {
+                    tracing::info!(
+                        component = component.name,
+                        names = ?component.info.names,
+                        version = component.info.version,
+                        sha256 = component.sha256,
+                        provenance = component.provenance.as_ref().map(ToString::to_string),
+                        "loaded command component"
+                    );
+                    loaded.push(component);
+                }
+                Err(error) => tracing::error!(%error, "refused command component"),
+            }
+        }
+        loaded
+    }
+
+    /// Load one component for calls: trusted, compiled, every import
+    /// granted by its policy entry, and its `info` answered.
+    pub async fn load_bytes(&self, bytes: &ComponentBytes, policy: &Policy) -> Result<LoadedComponent, LoadError> {
+        let provenance = match &self.trust {
+            None => None,
+            Some(trust) => Some(match &bytes.signature {
+                SignatureSource::Sidecar => trust.check(&bytes.path, &bytes.sha256)?,
+                SignatureSource::Given(signature) => {
+                    trust.check_given(&bytes.path, &bytes.sha256, signature.as_deref())?
+                }
+            }),
+        };
+        let examined = self.examine(bytes, &policy.component(&bytes.name()))?;
+        if let Some((import, reason)) = examined.refusal {
+            return Err(LoadError::Refused {
+                path: bytes.path.clone(),
+                import,
+                reason,
+            });
+        }
+        let mut component = examined.component;
+        component.provenance = provenance;
+        component.info = self.info(&component).await.map_err(|reason| LoadError::Info {
+            path: bytes.path.clone(),
+            reason,
+        })?;
+        Ok(component)
+    }
+
+    /// What a component answers, imports and asks for, and whether
+    /// `policy` would let it load, without loading it for calls and without
+    /// a trust check.
+    pub async fn inspect(&self, bytes: &ComponentBytes, policy: &Policy) -> Result<Inspection, LoadError> {
+        let entry = policy.component(&bytes.name());
+        let examined = self.examine(bytes, &entry)?;
+        let component = examined.component;
+        Ok(Inspection {
+            name: component.name.clone(),
+            sha256: component.sha256.clone(),
+            info: self.info(&component).await,
+            imports: component.imports.clone(),
+            refusal: examined
+                .refusal
+                .map(|(import, reason)| format!("imports {import}, which {reason}")),
+            policy: policy.origin().to_owned(),
+            entry,
+        })
+    }
+
+    /// Compile (or take from the cache), list and check the imports, and
+    /// pre-instantiate.
+    fn examine(&self, bytes: &ComponentBytes, entry: &ComponentPolicy) -> Result<Examined, LoadError> {
+        let compiled = self
+            .cache
+            .load_or_compile(&self.engine, &bytes.wasm, &bytes.sha256)
+            .map_err(|error| LoadError::invalid(&bytes.path, error))?;
+        let imports: Vec<String> = compiled
+            .component_type()
+            .imports(&self.engine)
+            .map(|(import, _)| import.to_owned())
+            .collect();
+        let refusal = imports.iter().find_map(|import| {
+            check_import(import, &entry.grants)
+                .err()
+                .map(|reason| (import.clone(), reason))
+        });
+        let pre = self
+            .linker
+            .instantiate_pre(&compiled)
+            .and_then(CommandPre::new)
+            .map_err(|error| LoadError::invalid(&bytes.path, error))?;
+        let component = LoadedComponent {
+            name: bytes.name(),
+            path: bytes.path.clone(),
+            sha256: bytes.sha256.clone(),
+            provenance: None,
+            info: ComponentInfo::default(),
+            imports,
+            grants: entry.grants.clone(),
+            limits: entry.limits,
+            pre,
+        };
+        Ok(Examined { component, refusal })
+    }
+
+    /// Ask a component for its names, version, summary and asks. `info()`
+    /// runs with no grants at all: loading a component (at start, for
+    /// `policy check`, when staging an update) must never let its code act
+    /// on the machine.
+    async fn info(&self, component: &LoadedComponent) -> Result<ComponentInfo, String> {
+        let mut store = self.new_store(component, &Grants::default(), "", "");
+        let outcome = tokio::time::timeout(component.limits.deadline + EPOCH_TICK * 10, async {
+            let instance = component.pre.instantiate_async(&mut store).await?;
+            instance.call_info(&mut store).await
+        })
+        .await;
+        let info = match outcome {
+            Ok(Ok(info)) => info,
+            Ok(Err(error)) => return Err(call::failure_text(&error, store.data(), &component.limits)),
+            Err(_) => return Err("did not answer within its deadline".to_owned()),
+        };
+        if info.names.is_empty() {
+            return Err("it answers no command names".to_owned());
+        }
+        if let Some(bad) = info.names.iter().find(|name| !valid_command_name(name)) {
+            return Err(format!("{bad:?} is not a valid command name"));
+        }
+        let asked = parse_asks(&component.name, &info.asks)?;
+        Ok(ComponentInfo {
+            names: info.names,
+            version: info.version,
+            summary: info.summary,
+            asks: info.asks,
+            asked,
+        })
+    }
+}
+
+/// The grants a component asks for, checked as a policy entry would be.
+fn parse_asks(name: &str, asks: &str) -> Result<Grants, String> {
+    let text = format!("[component.{name}]\n{asks}");
+    let asked = Policy::parse(&text, "its asks").map_err(|mut error| {
+        // Count lines of the asks, not of the entry made around them.
+        error.line = error.line.saturating_sub(1).max(1);
+        format!("it asks for an invalid policy entry: {error}")
+    })?;
+    Ok(asked.component(name).grants)
+}
+
+/// The `.wasm` files of `dir`, in name order.
+pub fn wasm_files(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wasm") && path.is_file())
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn valid_command_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// WASI interfaces a command may import. None of them reaches outside the
+/// sandbox as the host configures WASI (no preopened directories, no
+/// environment, no arguments, no network, stdout and stderr captured):
+/// they give clocks, randomness and the plumbing Rust's std expects.
+const WASI_ALLOWED: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+];
+
+/// Check one import against the component's grants: `Err(reason)` refuses
+/// the component.
+pub fn check_import(import: &str, grants: &Grants) -> Result<(), String> {
+    let (interface, version) = import.split_once('@').unwrap_or((import, ""));
+    if let Some(name) = interface_name(import) {
+        if !version.starts_with("1.") {
+            return Err("this host does not offer (it serves guestward:command@1.x)".to_owned());
+        }
+        if name == "types" {
+            return Ok(()); // type definitions only
+        }
+        return match grants.allows(name) {
+            Ok(()) => Ok(()),
+            Err(Unavailable::NotGranted(how)) => Err(format!("its policy does not grant ({how})")),
+            Err(Unavailable::Unknown) => Err("this host does not offer".to_owned()),
+        };
+    }
+    if WASI_ALLOWED.contains(&interface) {
+        return Ok(());
+    }
+    if interface.starts_with("wasi:") {
+        return Err("commands may not use (network, HTTP and other WASI interfaces are never granted)".to_owned());
+    }
+    Err("this host does not offer".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants_for(text: &str) -> Grants {
+        Policy::parse(text, "test").unwrap().component("c").grants
+    }
+
+    #[test]
+    fn always_granted_interfaces_pass() {
+        let grants = grants_for("");
+        for import in [
+            "guestward:command/types@1.0.0",
+            "guestward:command/log@1.0.0",
+            "guestward:command/state@1.0.0",
+            "guestward:command/agent@1.2.0",
+        ] {
+            assert_eq!(check_import(import, &grants), Ok(()), "{import}");
+        }
+        assert_eq!(check_import("wasi:random/random@0.2.6", &grants), Ok(()));
+    }
+
+    #[test]
+    fn ungranted_interfaces_are_refused_with_a_reason() {
+        let grants = grants_for("");
+        let reason = check_import("guestward:command/files@1.0.0", &grants).unwrap_err();
+        assert!(reason.contains("`files` grant"), "{reason}");
+        let reason = check_import("guestward:command/network@1.0.0", &grants).unwrap_err();
+        assert!(reason.contains("`network = true`"), "{reason}");
+        assert!(check_import("wasi:sockets/tcp@0.2.6", &grants).is_err());
+        assert!(check_import("guestward:command/files@2.0.0", &grants).is_err());
+        assert!(check_import("guestward:command/system@1.0.0", &grants).is_err());
+        assert!(check_import("evil:thing/x", &grants).is_err());
+    }
+
+    #[test]
+    fn granted_interfaces_pass() {
+        let grants =
+            grants_for("[component.c]\nfiles = [{ path = \"/etc\", access = \"read\" }]\nxenstore = [\"vm-data\"]\n");
+        assert_eq!(check_import("guestward:command/files@1.0.0", &grants), Ok(()));
+        assert_eq!(check_import("guestward:command/xenstore@1.0.0", &grants), Ok(()));
+    }
+
+    #[test]
+    fn command_names_are_plain() {
+        assert!(valid_command_name("file_inject"));
+        assert!(valid_command_name("version"));
+        assert!(!valid_command_name("a b"));
+        assert!(!valid_command_name(""));
+    }
+
+    #[test]
+    fn asks_are_checked_as_a_policy_entry_and_errors_count_their_own_lines() {
+        let asked = parse_asks("c", "network = true\nprograms = [[\"/sbin/ifup\", \"*\"]]\n").unwrap();
+        assert_eq!(asked.allows("network"), Ok(()));
+        assert!(parse_asks("c", "").unwrap().allows("files").is_err());
+        let error = parse_asks("c", "network = true\nprograms = [[\"ifup\"]]\n").unwrap_err();
+        assert!(error.contains("its asks:2: component.c.programs"), "{error}");
+    }
+}
