@@ -36,9 +36,16 @@ pub enum Refusal {
 pub struct Dispatcher {
     runtime: Arc<Runtime>,
     registry: RwLock<Arc<Registry>>,
-    lanes: Mutex<HashMap<String, mpsc::Sender<Job>>>,
+    /// One lane per loaded component, by component name.
+    lanes: Mutex<HashMap<String, Lane>>,
     /// Set at shutdown: lanes start no new job.
     stopping: Arc<AtomicBool>,
+}
+
+/// A component's queue, and the component its task calls.
+struct Lane {
+    component: Arc<LoadedComponent>,
+    jobs: mpsc::Sender<Job>,
 }
 
 struct Job {
@@ -79,13 +86,13 @@ impl Dispatcher {
         if let Ok(mut current) = self.registry.write() {
             *current = registry.clone();
         }
-        let mut lanes = self.lock_lanes();
-        lanes.retain(|key, _| {
+        let loaded = |lane: &Lane| {
             registry
                 .components()
                 .iter()
-                .any(|component| lane_key(component) == *key)
-        });
+                .any(|component| Arc::ptr_eq(component, &lane.component))
+        };
+        self.lock_lanes().retain(|_, lane| loaded(lane));
     }
 
     /// Lanes open now (one per component that has had a request since it
@@ -134,15 +141,20 @@ impl Dispatcher {
         }
     }
 
-    fn lock_lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Job>>> {
+    fn lock_lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lane>> {
         self.lanes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The lane of `component`. A component replaced by an update (even by
+    /// the same bytes) gets a new lane: the old one finishes what it has
+    /// queued and ends, dropping the last use of the old compiled code.
     fn lane(&self, component: &Arc<LoadedComponent>) -> mpsc::Sender<Job> {
-        let key = lane_key(component);
         let mut lanes = self.lock_lanes();
-        if let Some(lane) = lanes.get(&key).filter(|lane| !lane.is_closed()) {
-            return lane.clone();
+        if let Some(lane) = lanes
+            .get(&component.name)
+            .filter(|lane| Arc::ptr_eq(&lane.component, component) && !lane.jobs.is_closed())
+        {
+            return lane.jobs.clone();
         }
         let (sender, jobs) = mpsc::channel(LANE_DEPTH);
         tokio::spawn(run_lane(
@@ -151,15 +163,13 @@ impl Dispatcher {
             jobs,
             self.stopping.clone(),
         ));
-        lanes.insert(key, sender.clone());
+        let lane = Lane {
+            component: component.clone(),
+            jobs: sender.clone(),
+        };
+        lanes.insert(component.name.clone(), lane);
         sender
     }
-}
-
-/// A lane per component version: a replaced component's queued requests
-/// finish on it while new ones go to its successor.
-fn lane_key(component: &LoadedComponent) -> String {
-    format!("{}@{}", component.name, component.sha256)
 }
 
 async fn run_lane(

@@ -7,10 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use guestward::capability::Services;
-use guestward::policy::Policy;
+use guestward::capability::{Capabilities, Policy};
 use guestward::root::Root;
-use guestward::runtime::{Runtime, RuntimeOptions};
+use guestward::runtime::{ComponentBytes, Runtime, RuntimeOptions};
 use guestward_tests::artifacts;
 use guestward_tests::bench::Samples;
 
@@ -37,10 +36,11 @@ async fn measure() -> anyhow::Result<()> {
     std::fs::create_dir_all(root.path().join("tmp"))?;
     let sandbox = Runtime::new(
         &RuntimeOptions::for_policy(&policy),
-        Services::new(Root::open(root.path())?, None),
+        Capabilities::new(std::sync::Arc::new(Root::open(root.path())?), None, None),
     )?;
     for &(component, command, value, calls) in CALLS {
-        let loaded = sandbox.load(&artifacts::component(component), &policy).await?;
+        let bytes = ComponentBytes::read(&artifacts::component(component))?;
+        let loaded = sandbox.load_bytes(&bytes, &policy).await?;
         for _ in 0..calls / 10 {
             sandbox.call(&loaded, command, value, "bench").await;
         }

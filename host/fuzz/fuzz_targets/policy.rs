@@ -2,7 +2,7 @@
 //! gives a policy or an error naming a line inside the file.
 #![no_main]
 
-use guestward::policy::Policy;
+use guestward::capability::Policy;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -127,4 +127,47 @@ mod tests {
         call.deadline = Instant::now() - Duration::from_secs(1);
         assert_eq!(wit::Host::remaining_ms(&mut call), 0);
     }
+
+    /// The capability alone, linked into a Store whose data is not the
+    /// runtime's: what "generic over the Store's data" buys.
+    #[test]
+    fn the_capability_links_alone_into_any_store_data() {
+        struct TestData {
+            agent: CallAgent,
+        }
+        const COMPONENT: &str = r#"
+            (component
+              (import "guestward:command/agent@1.0.0" (instance $agent
+                (export "remaining-ms" (func (result u32)))))
+              (core func $remaining (canon lower (func $agent "remaining-ms")))
+              (core module $m
+                (import "host" "remaining-ms" (func $r (result i32)))
+                (func (export "remaining") (result i32) call $r))
+              (core instance $i (instantiate $m
+                (with "host" (instance (export "remaining-ms" (func $remaining))))))
+              (func (export "remaining") (result u32) (canon lift (core func $i "remaining"))))
+        "#;
+        let engine = wasmtime::Engine::default();
+        let mut linker = Linker::<TestData>::new(&engine);
+        Agent::add_to_linker(&mut linker, |data| &mut data.agent).unwrap();
+        let limits = crate::policy::Limits::default();
+        let call = CallInfo {
+            component: "test",
+            command: "",
+            request_id: "",
+            limits: &limits,
+            deadline: Instant::now() + Duration::from_secs(5),
+        };
+        let data = TestData {
+            agent: Agent::default().call_state(None, &call),
+        };
+        let mut store = wasmtime::Store::new(&engine, data);
+        let component = wasmtime::component::Component::new(&engine, wat::parse_str(COMPONENT).unwrap()).unwrap();
+        let instance = linker.instantiate(&mut store, &component).unwrap();
+        let remaining = instance
+            .get_typed_func::<(), (u32,)>(&mut store, "remaining")
+            .unwrap();
+        let (left,) = remaining.call(&mut store, ()).unwrap();
+        assert!((4000..=5000).contains(&left), "{left}");
+    }
 }

@@ -390,7 +390,7 @@ mod tests {
             "[component.c]\nfiles = [{ path = \"/etc/shadow\", access = \"read-write\" }, { path = \"/etc\", access = \"read\" }]\nnetwork = true\n",
         );
         let comparison = granted.compare(&asked);
-        assert_eq!(comparison.more, ["files read /etc", "network (the interface)"]);
+        assert_eq!(comparison.more, ["files read /etc", "network may list the network interfaces"]);
         assert_eq!(comparison.less, ["hostname may set the hostname"]);
         assert_eq!(asked.compare(&asked), Comparison::default());
     }
