@@ -24,6 +24,8 @@
 //! the host interfaces are served by an in-memory [`testing`] host, so command
 //! logic is unit-testable with plain `cargo test`.
 
+#![warn(missing_docs)]
+
 pub mod legacy;
 mod reply;
 mod request;
@@ -34,7 +36,7 @@ pub use request::Request;
 /// Generated bindings of the `guestward:command` WIT package. Command authors
 /// use the modules below instead; the export macro needs this path.
 #[doc(hidden)]
-#[allow(unsafe_code, clippy::all, rust_2018_idioms)]
+#[allow(unsafe_code, missing_docs, clippy::all, rust_2018_idioms)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "command",
@@ -57,6 +59,20 @@ pub trait Command {
     const NAMES: &'static [&'static str];
     /// One line describing the component.
     const SUMMARY: &'static str;
+    /// The grants the component asks for: the body of its
+    /// `[component.<name>]` policy entry, in the policy file's TOML syntax
+    /// (`files = [{ path = "/etc/hostname", access = "read-write" }]`,
+    /// `programs = [["/sbin/ifup", "*"]]`, `xenstore = ["vm-data/networking"]`,
+    /// `download = ["https://example.com/"]`, `hostname = true`,
+    /// `network = true`, `update = true`). Empty: nothing beyond `log`,
+    /// `state` and `agent`, which every component has. Keep it in a
+    /// `policy.toml` next to `Cargo.toml` and write
+    /// `const ASKS: &'static str = include_str!("../policy.toml");`.
+    ///
+    /// Only the operator's policy grants anything: `guestward inspect`
+    /// prints this as a ready policy entry, and `guestward policy check`
+    /// says where a policy grants more or less.
+    const ASKS: &'static str = "";
 
     /// Answer one request.
     fn handle(request: Request<'_>) -> Reply;
@@ -79,6 +95,7 @@ macro_rules! export_command {
                             .collect(),
                         version: ::std::string::ToString::to_string(env!("CARGO_PKG_VERSION")),
                         summary: ::std::string::ToString::to_string(<$command as $crate::Command>::SUMMARY),
+                        asks: ::std::string::ToString::to_string(<$command as $crate::Command>::ASKS),
                     }
                 }
 
@@ -201,12 +218,57 @@ host_interface!(
     }
 );
 host_interface!(
-    /// Privileged operations the policy grants one by one: running
-    /// allow-listed programs, setting the hostname; and the network
-    /// interfaces.
-    system {
-        types: [Argument, Error, NetworkInterface, ProgramOutput],
-        functions: [run, run_with_timeout, interfaces, set_hostname],
+    /// Running programs whose argument lists the policy grants (`programs =
+    /// [[...], ...]`), each with an optional timeout.
+    programs {
+        types: [Argument, Error, ProgramOutput, RunOptions],
+        functions: [run],
+        extra: {
+            impl Error {
+                /// The host's explanation (it names the program).
+                pub fn text(&self) -> &str {
+                    match self {
+                        Self::NotGranted(text) | Self::Failed(text) | Self::TimedOut(text) => text,
+                    }
+                }
+            }
+
+            /// No timeout of its own: the call's deadline is the only bound.
+            impl Default for RunOptions {
+                fn default() -> Self {
+                    Self { timeout_ms: None }
+                }
+            }
+
+            /// Plain (loggable) arguments.
+            pub fn plain(args: &[&str]) -> Vec<Argument> {
+                args.iter().map(|arg| Argument::Plain((*arg).to_owned())).collect()
+            }
+        }
+    }
+);
+host_interface!(
+    /// The running system's hostname (`hostname = true`).
+    hostname {
+        types: [Error],
+        functions: [set],
+        extra: {
+            impl Error {
+                /// The host's explanation.
+                pub fn text(&self) -> &str {
+                    match self {
+                        Self::NotGranted(text) | Self::InvalidName(text) | Self::Failed(text) => text,
+                    }
+                }
+            }
+        }
+    }
+);
+host_interface!(
+    /// The machine's network interfaces, read-only (`network = true`).
+    network {
+        types: [Error, NetworkInterface],
+        functions: [interfaces],
         extra: {
             impl Error {
                 /// The host's explanation.
@@ -215,11 +277,6 @@ host_interface!(
                         Self::NotGranted(text) | Self::Failed(text) => text,
                     }
                 }
-            }
-
-            /// Plain (loggable) arguments.
-            pub fn plain(args: &[&str]) -> Vec<Argument> {
-                args.iter().map(|arg| Argument::Plain((*arg).to_owned())).collect()
             }
         }
     }
@@ -242,6 +299,22 @@ host_interface!(
     }
 );
 host_interface!(
-    /// Handing signed components to the daemon to install (`agentupdate`).
-    update { types: [ComponentFile], functions: [install] }
+    /// Handing signed components to the daemon to install (`agentupdate`,
+    /// `update = true`).
+    update {
+        types: [ComponentFile, Error],
+        functions: [install],
+        extra: {
+            impl Error {
+                /// The host's explanation (it names the refused component).
+                pub fn text(&self) -> &str {
+                    match self {
+                        Self::NotGranted(text) | Self::Refused(text) | Self::Unavailable(text) | Self::Failed(text) => {
+                            text
+                        }
+                    }
+                }
+            }
+        }
+    }
 );

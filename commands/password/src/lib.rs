@@ -19,7 +19,7 @@ pub mod dh;
 pub mod hash;
 pub mod shadow;
 
-use guestward_sdk::{Command, Reply, Request, agent, export_command, files, log, state, system};
+use guestward_sdk::{Command, Reply, Request, agent, export_command, files, log, programs, state};
 use zeroize::Zeroizing;
 
 /// The key is forgotten after this long without use: Nova sends `password`
@@ -160,8 +160,13 @@ fn replace(path: &str, contents: &[u8]) -> Result<(), String> {
 }
 
 fn rebuild_freebsd_databases() -> Result<(), String> {
-    let output =
-        system::run(PWD_MKDB, &system::plain(&["-p", MASTER_PASSWD]), &[]).map_err(|error| error.text().to_owned())?;
+    let output = programs::run(
+        PWD_MKDB,
+        &programs::plain(&["-p", MASTER_PASSWD]),
+        &[],
+        programs::RunOptions::default(),
+    )
+    .map_err(|error| error.text().to_owned())?;
     match output.exit_code {
         Some(0) => Ok(()),
         Some(code) => Err(format!(

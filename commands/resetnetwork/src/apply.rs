@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use guestward_sdk::{agent, files, log, system};
+use guestward_sdk::{agent, files, hostname, log, programs};
 
 use crate::plan::{Check, Plan, Step, Write};
 
@@ -85,7 +85,7 @@ pub fn apply(plan: &Plan, hostname: &str) -> Result<(), String> {
         }
     }
     let previous_hostname = running_hostname();
-    system::set_hostname(hostname).map_err(|error| format!("Couldn't set hostname: {}", error.text()))?;
+    hostname::set(hostname).map_err(|error| format!("Couldn't set hostname: {}", error.text()))?;
     for (index, change) in changes.iter().enumerate() {
         if let Err(error) = change.apply() {
             restore(&changes[..index]);
@@ -133,7 +133,7 @@ fn restore_hostname(previous: Option<&str>, set: &str) {
     let Some(previous) = previous.filter(|previous| *previous != set) else {
         return;
     };
-    if let Err(error) = system::set_hostname(previous) {
+    if let Err(error) = hostname::set(previous) {
         log::log(
             log::Level::Error,
             &format!("could not set the hostname back to {previous}: {}", error.text()),
@@ -297,7 +297,10 @@ fn run(step: &Step, stdin: &[u8], time: Option<Duration>) -> Result<(), Failed> 
     let shown = step.argv.join(" ");
     let time = time.ok_or_else(|| format!("{shown}: not started, out of time"))?;
     let timeout_ms = u32::try_from(time.as_millis()).unwrap_or(u32::MAX);
-    let output = system::run_with_timeout(program, &system::plain(&args), stdin, timeout_ms)
+    let options = programs::RunOptions {
+        timeout_ms: Some(timeout_ms),
+    };
+    let output = programs::run(program, &programs::plain(&args), stdin, options)
         .map_err(|error| format!("{shown}: {}", error.text()))?;
     let detail = || {
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -144,7 +144,7 @@ mod tests {
             }
             host.interfaces = config::tests::vector_nics()
                 .into_iter()
-                .map(|nic| guestward_sdk::system::NetworkInterface {
+                .map(|nic| guestward_sdk::network::NetworkInterface {
                     name: nic.name,
                     mac: nic.mac,
                     up: nic.up,
