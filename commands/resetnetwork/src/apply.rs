@@ -399,6 +399,53 @@ mod tests {
         });
     }
 
+    /// A program killed at its timeout is reported as the daemon words it,
+    /// after the command line, as when it came back as a plain failure.
+    #[test]
+    fn a_program_past_its_timeout_is_reported_and_rolled_back() {
+        machine(&[("/etc/network/interfaces", "old\n")]);
+        testing::with_host(|host| host.hanging.insert("/sbin/ifup".into()));
+        let error = apply(&plan(), "new-host").unwrap_err();
+        let timeout = testing::with_host(|host| {
+            assert_eq!(host.files["/etc/network/interfaces"], b"old\n");
+            host.run_timeouts
+                .iter()
+                .find(|(program, _)| program == "/sbin/ifup")
+                .map(|(_, ms)| *ms)
+        });
+        let timeout = timeout.expect("ifup ran with a timeout");
+        assert_eq!(
+            error,
+            format!(
+                "Couldn't restart network: /sbin/ifup eth0: /sbin/ifup did not finish within {timeout} ms \
+                 and was killed; the previous configuration was restored"
+            )
+        );
+    }
+
+    #[test]
+    fn a_refused_hostname_changes_no_file_and_says_why() {
+        machine(&[("/etc/network/interfaces", "old\n")]);
+        testing::with_host(|host| {
+            host.hostname_error = Some(hostname::Error::NotGranted(
+                "component resetnetwork may not set the hostname".into(),
+            ))
+        });
+        let error = apply(&plan(), "new-host").unwrap_err();
+        assert_eq!(
+            error,
+            "Couldn't set hostname: component resetnetwork may not set the hostname"
+        );
+        testing::with_host(|host| assert_eq!(host.files["/etc/network/interfaces"], b"old\n"));
+        testing::with_host(|host| {
+            host.hostname_error = Some(hostname::Error::InvalidName("\"a b\" is not a valid hostname".into()))
+        });
+        assert_eq!(
+            apply(&plan(), "a b").unwrap_err(),
+            "Couldn't set hostname: \"a b\" is not a valid hostname"
+        );
+    }
+
     #[test]
     fn a_rollback_sets_the_running_hostname_back() {
         machine(&[
