@@ -32,6 +32,7 @@ pub struct AgentUpdate;
 impl Command for AgentUpdate {
     const NAMES: &'static [&'static str] = &["agentupdate"];
     const SUMMARY: &'static str = "Update the agent's commands from a signed bundle at a URL";
+    const ASKS: &'static str = include_str!("../policy.toml");
 
     fn handle(request: Request<'_>) -> Reply {
         match update(request) {

@@ -20,6 +20,7 @@ pub struct KmsActivate;
 impl Command for KmsActivate {
     const NAMES: &'static [&'static str] = &["kmsactivate"];
     const SUMMARY: &'static str = "Register a RHEL guest with RHN through an activation key";
+    const ASKS: &'static str = include_str!("../policy.toml");
 
     fn handle(request: Request<'_>) -> Reply {
         match activate(request.raw_value()) {

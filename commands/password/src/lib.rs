@@ -43,6 +43,7 @@ pub struct Password;
 impl Command for Password {
     const NAMES: &'static [&'static str] = &["keyinit", "password"];
     const SUMMARY: &'static str = "Set a password through Nova's Diffie-Hellman key exchange";
+    const ASKS: &'static str = include_str!("../policy.toml");
 
     fn handle(request: Request<'_>) -> Reply {
         let result = match request.name() {

@@ -34,6 +34,7 @@ pub struct ResetNetwork;
 impl Command for ResetNetwork {
     const NAMES: &'static [&'static str] = &["resetnetwork"];
     const SUMMARY: &'static str = "Configure the network from the hypervisor's data in XenStore";
+    const ASKS: &'static str = include_str!("../policy.toml");
 
     fn handle(_request: Request<'_>) -> Reply {
         match reset() {
