@@ -119,6 +119,7 @@ macro_rules! host_interface {
         $(#[$doc:meta])* $module:ident {
             types: [$($ty:ident),*],
             functions: [$($function:ident),*]
+            $(, error_cases: [$($case:ident),*])?
             $(, extra: { $($extra:item)* })?
         }
     ) => {
@@ -129,6 +130,17 @@ macro_rules! host_interface {
             pub use crate::bindings::guestward::command::$module::{$($function),*};
             #[cfg(not(target_arch = "wasm32"))]
             pub use crate::testing::$module::{$($function),*};
+            $(
+                impl Error {
+                    /// The host's explanation, whatever the case (it names
+                    /// the path, key, program or URL concerned).
+                    pub fn text(&self) -> &str {
+                        match self {
+                            $(Self::$case(text))|* => text,
+                        }
+                    }
+                }
+            )?
             $($($extra)*)?
         }
     };
@@ -140,7 +152,7 @@ host_interface!(
 );
 host_interface!(
     /// A small key-value store in host memory, kept between calls (always granted).
-    state { types: [Error], functions: [get, set, delete] }
+    state { types: [Error], functions: [get, set, delete], error_cases: [TooLarge] }
 );
 host_interface!(
     /// Facts about the agent: its version, its loaded commands, the
@@ -153,23 +165,8 @@ host_interface!(
     files {
         types: [Error, FileKind, FileMetadata, DirEntry, Owner, ReplaceOptions],
         functions: [read, list_dir, metadata, read_link, replace, remove, create_dir, rename, set_permissions],
+        error_cases: [NotGranted, InvalidPath, NotFound, AlreadyExists, NotADirectory, IsADirectory, TooLarge, Io],
         extra: {
-            impl Error {
-                /// The host's explanation (it names the path).
-                pub fn text(&self) -> &str {
-                    match self {
-                        Self::NotGranted(text)
-                        | Self::InvalidPath(text)
-                        | Self::NotFound(text)
-                        | Self::AlreadyExists(text)
-                        | Self::NotADirectory(text)
-                        | Self::IsADirectory(text)
-                        | Self::TooLarge(text)
-                        | Self::Io(text) => text,
-                    }
-                }
-            }
-
             /// An exclusive lock on a file (see [`lock`]), released when dropped.
             #[must_use = "the lock is released as soon as it is dropped"]
             #[derive(Debug)]
@@ -201,20 +198,7 @@ host_interface!(
     xenstore {
         types: [Error],
         functions: [read, directory],
-        extra: {
-            impl Error {
-                /// The host's explanation (it names the key).
-                pub fn text(&self) -> &str {
-                    match self {
-                        Self::NotGranted(text)
-                        | Self::InvalidKey(text)
-                        | Self::NotFound(text)
-                        | Self::PermissionDenied(text)
-                        | Self::Unavailable(text) => text,
-                    }
-                }
-            }
-        }
+        error_cases: [NotGranted, InvalidKey, NotFound, PermissionDenied, Unavailable]
     }
 );
 host_interface!(
@@ -223,16 +207,8 @@ host_interface!(
     programs {
         types: [Argument, Error, ProgramOutput, RunOptions],
         functions: [run],
+        error_cases: [NotGranted, Failed, TimedOut],
         extra: {
-            impl Error {
-                /// The host's explanation (it names the program).
-                pub fn text(&self) -> &str {
-                    match self {
-                        Self::NotGranted(text) | Self::Failed(text) | Self::TimedOut(text) => text,
-                    }
-                }
-            }
-
             /// No timeout of its own: the call's deadline is the only bound.
             impl Default for RunOptions {
                 fn default() -> Self {
@@ -252,16 +228,7 @@ host_interface!(
     hostname {
         types: [Error],
         functions: [set],
-        extra: {
-            impl Error {
-                /// The host's explanation.
-                pub fn text(&self) -> &str {
-                    match self {
-                        Self::NotGranted(text) | Self::InvalidName(text) | Self::Failed(text) => text,
-                    }
-                }
-            }
-        }
+        error_cases: [NotGranted, InvalidName, Failed]
     }
 );
 host_interface!(
@@ -269,16 +236,7 @@ host_interface!(
     network {
         types: [Error, NetworkInterface],
         functions: [interfaces],
-        extra: {
-            impl Error {
-                /// The host's explanation.
-                pub fn text(&self) -> &str {
-                    match self {
-                        Self::NotGranted(text) | Self::Failed(text) => text,
-                    }
-                }
-            }
-        }
+        error_cases: [NotGranted, Failed]
     }
 );
 host_interface!(
@@ -286,16 +244,7 @@ host_interface!(
     download {
         types: [Error],
         functions: [fetch],
-        extra: {
-            impl Error {
-                /// The host's explanation (it names the URL).
-                pub fn text(&self) -> &str {
-                    match self {
-                        Self::NotGranted(text) | Self::TooLarge(text) | Self::Failed(text) => text,
-                    }
-                }
-            }
-        }
+        error_cases: [NotGranted, TooLarge, Failed]
     }
 );
 host_interface!(
@@ -304,17 +253,6 @@ host_interface!(
     update {
         types: [ComponentFile, Error],
         functions: [install],
-        extra: {
-            impl Error {
-                /// The host's explanation (it names the refused component).
-                pub fn text(&self) -> &str {
-                    match self {
-                        Self::NotGranted(text) | Self::Refused(text) | Self::Unavailable(text) | Self::Failed(text) => {
-                            text
-                        }
-                    }
-                }
-            }
-        }
+        error_cases: [NotGranted, Refused, Unavailable, Failed]
     }
 );
