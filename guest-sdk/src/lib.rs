@@ -78,6 +78,18 @@ pub trait Command {
     fn handle(request: Request<'_>) -> Reply;
 }
 
+/// What `info` answers for `C`, whose crate's version is `version`. Used by
+/// [`export_command!`].
+#[doc(hidden)]
+pub fn info<C: Command>(version: &str) -> Info {
+    Info {
+        names: C::NAMES.iter().map(|name| (*name).to_owned()).collect(),
+        version: version.to_owned(),
+        summary: C::SUMMARY.to_owned(),
+        asks: C::ASKS.to_owned(),
+    }
+}
+
 /// Export a [`Command`] implementation as the component's `info` and
 /// `handle`. The component's version is the calling crate's version.
 #[macro_export]
@@ -88,15 +100,7 @@ macro_rules! export_command {
 
             impl $crate::bindings::Guest for GuestwardExport {
                 fn info() -> $crate::Info {
-                    $crate::Info {
-                        names: <$command as $crate::Command>::NAMES
-                            .iter()
-                            .map(|name| ::std::string::ToString::to_string(name))
-                            .collect(),
-                        version: ::std::string::ToString::to_string(env!("CARGO_PKG_VERSION")),
-                        summary: ::std::string::ToString::to_string(<$command as $crate::Command>::SUMMARY),
-                        asks: ::std::string::ToString::to_string(<$command as $crate::Command>::ASKS),
-                    }
+                    $crate::info::<$command>(env!("CARGO_PKG_VERSION"))
                 }
 
                 fn handle(name: String, value: String) -> $crate::Reply {
@@ -256,3 +260,45 @@ host_interface!(
         error_cases: [NotGranted, Refused, Unavailable, Failed]
     }
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Asking;
+
+    impl Command for Asking {
+        const NAMES: &'static [&'static str] = &["ask", "asked"];
+        const SUMMARY: &'static str = "Asks for the hostname";
+        const ASKS: &'static str = "hostname = true\n";
+
+        fn handle(_request: Request<'_>) -> Reply {
+            Reply::ok("")
+        }
+    }
+
+    struct Modest;
+
+    impl Command for Modest {
+        const NAMES: &'static [&'static str] = &["modest"];
+        const SUMMARY: &'static str = "Asks for nothing";
+
+        fn handle(_request: Request<'_>) -> Reply {
+            Reply::ok("")
+        }
+    }
+
+    #[test]
+    fn info_carries_the_names_version_summary_and_asks() {
+        let asking = info::<Asking>("1.2.3");
+        assert_eq!(asking.names, ["ask", "asked"]);
+        assert_eq!(asking.version, "1.2.3");
+        assert_eq!(asking.summary, "Asks for the hostname");
+        assert_eq!(asking.asks, "hostname = true\n");
+        assert_eq!(
+            info::<Modest>("1").asks,
+            "",
+            "a component asks for nothing unless it says so"
+        );
+    }
+}
