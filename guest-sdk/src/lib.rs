@@ -10,6 +10,10 @@
 //! impl Command for Version {
 //!     const NAMES: &'static [&'static str] = &["version"];
 //!     const SUMMARY: &'static str = "Report the agent's version";
+//!     // The grants it asks for, in policy syntax: nothing beyond the
+//!     // always-granted log, state and agent. A command that needs more
+//!     // keeps them in a policy.toml: include_str!("../policy.toml").
+//!     const ASKS: &'static str = "";
 //!
 //!     fn handle(_request: Request<'_>) -> Reply {
 //!         Reply::ok(agent::version())
