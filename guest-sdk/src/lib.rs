@@ -10,6 +10,10 @@
 //! impl Command for Version {
 //!     const NAMES: &'static [&'static str] = &["version"];
 //!     const SUMMARY: &'static str = "Report the agent's version";
+//!     // The grants it asks for, in policy syntax: nothing beyond the
+//!     // always-granted log, state and agent. A command that needs more
+//!     // keeps them in a policy.toml: include_str!("../policy.toml").
+//!     const ASKS: &'static str = "";
 //!
 //!     fn handle(_request: Request<'_>) -> Reply {
 //!         Reply::ok(agent::version())
@@ -24,6 +28,8 @@
 //! the host interfaces are served by an in-memory [`testing`] host, so command
 //! logic is unit-testable with plain `cargo test`.
 
+#![warn(missing_docs)]
+
 pub mod legacy;
 mod reply;
 mod request;
@@ -34,7 +40,7 @@ pub use request::Request;
 /// Generated bindings of the `guestward:command` WIT package. Command authors
 /// use the modules below instead; the export macro needs this path.
 #[doc(hidden)]
-#[allow(unsafe_code, clippy::all, rust_2018_idioms)]
+#[allow(unsafe_code, missing_docs, clippy::all, rust_2018_idioms)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "command",
@@ -57,9 +63,35 @@ pub trait Command {
     const NAMES: &'static [&'static str];
     /// One line describing the component.
     const SUMMARY: &'static str;
+    /// The grants the component asks for: the body of its
+    /// `[component.<name>]` policy entry, in the policy file's TOML syntax
+    /// (`files = [{ path = "/etc/hostname", access = "read-write" }]`,
+    /// `programs = [["/sbin/ifup", "*"]]`, `xenstore = ["vm-data/networking"]`,
+    /// `download = ["https://example.com/"]`, `hostname = true`,
+    /// `network = true`, `update = true`). Empty: nothing beyond `log`,
+    /// `state` and `agent`, which every component has. Keep it in a
+    /// `policy.toml` next to `Cargo.toml` and write
+    /// `const ASKS: &'static str = include_str!("../policy.toml");`.
+    ///
+    /// Only the operator's policy grants anything: `guestward inspect`
+    /// prints this as a ready policy entry, and `guestward policy check`
+    /// says where a policy grants more or less.
+    const ASKS: &'static str = "";
 
     /// Answer one request.
     fn handle(request: Request<'_>) -> Reply;
+}
+
+/// What `info` answers for `C`, whose crate's version is `version`. Used by
+/// [`export_command!`].
+#[doc(hidden)]
+pub fn info<C: Command>(version: &str) -> Info {
+    Info {
+        names: C::NAMES.iter().map(|name| (*name).to_owned()).collect(),
+        version: version.to_owned(),
+        summary: C::SUMMARY.to_owned(),
+        asks: C::ASKS.to_owned(),
+    }
 }
 
 /// Export a [`Command`] implementation as the component's `info` and
@@ -72,14 +104,7 @@ macro_rules! export_command {
 
             impl $crate::bindings::Guest for GuestwardExport {
                 fn info() -> $crate::Info {
-                    $crate::Info {
-                        names: <$command as $crate::Command>::NAMES
-                            .iter()
-                            .map(|name| ::std::string::ToString::to_string(name))
-                            .collect(),
-                        version: ::std::string::ToString::to_string(env!("CARGO_PKG_VERSION")),
-                        summary: ::std::string::ToString::to_string(<$command as $crate::Command>::SUMMARY),
-                    }
+                    $crate::info::<$command>(env!("CARGO_PKG_VERSION"))
                 }
 
                 fn handle(name: String, value: String) -> $crate::Reply {
@@ -102,6 +127,7 @@ macro_rules! host_interface {
         $(#[$doc:meta])* $module:ident {
             types: [$($ty:ident),*],
             functions: [$($function:ident),*]
+            $(, error_cases: [$($case:ident),*])?
             $(, extra: { $($extra:item)* })?
         }
     ) => {
@@ -112,6 +138,17 @@ macro_rules! host_interface {
             pub use crate::bindings::guestward::command::$module::{$($function),*};
             #[cfg(not(target_arch = "wasm32"))]
             pub use crate::testing::$module::{$($function),*};
+            $(
+                impl Error {
+                    /// The host's explanation, whatever the case (it names
+                    /// the path, key, program or URL concerned).
+                    pub fn text(&self) -> &str {
+                        match self {
+                            $(Self::$case(text))|* => text,
+                        }
+                    }
+                }
+            )?
             $($($extra)*)?
         }
     };
@@ -123,7 +160,7 @@ host_interface!(
 );
 host_interface!(
     /// A small key-value store in host memory, kept between calls (always granted).
-    state { types: [Error], functions: [get, set, delete] }
+    state { types: [Error], functions: [get, set, delete], error_cases: [TooLarge] }
 );
 host_interface!(
     /// Facts about the agent: its version, its loaded commands, the
@@ -136,23 +173,8 @@ host_interface!(
     files {
         types: [Error, FileKind, FileMetadata, DirEntry, Owner, ReplaceOptions],
         functions: [read, list_dir, metadata, read_link, replace, remove, create_dir, rename, set_permissions],
+        error_cases: [NotGranted, InvalidPath, NotFound, AlreadyExists, NotADirectory, IsADirectory, TooLarge, Io],
         extra: {
-            impl Error {
-                /// The host's explanation (it names the path).
-                pub fn text(&self) -> &str {
-                    match self {
-                        Self::NotGranted(text)
-                        | Self::InvalidPath(text)
-                        | Self::NotFound(text)
-                        | Self::AlreadyExists(text)
-                        | Self::NotADirectory(text)
-                        | Self::IsADirectory(text)
-                        | Self::TooLarge(text)
-                        | Self::Io(text) => text,
-                    }
-                }
-            }
-
             /// An exclusive lock on a file (see [`lock`]), released when dropped.
             #[must_use = "the lock is released as soon as it is dropped"]
             #[derive(Debug)]
@@ -184,36 +206,21 @@ host_interface!(
     xenstore {
         types: [Error],
         functions: [read, directory],
-        extra: {
-            impl Error {
-                /// The host's explanation (it names the key).
-                pub fn text(&self) -> &str {
-                    match self {
-                        Self::NotGranted(text)
-                        | Self::InvalidKey(text)
-                        | Self::NotFound(text)
-                        | Self::PermissionDenied(text)
-                        | Self::Unavailable(text) => text,
-                    }
-                }
-            }
-        }
+        error_cases: [NotGranted, InvalidKey, NotFound, PermissionDenied, Unavailable]
     }
 );
 host_interface!(
-    /// Privileged operations the policy grants one by one: running
-    /// allow-listed programs, setting the hostname; and the network
-    /// interfaces.
-    system {
-        types: [Argument, Error, NetworkInterface, ProgramOutput],
-        functions: [run, run_with_timeout, interfaces, set_hostname],
+    /// Running programs whose argument lists the policy grants (`programs =
+    /// [[...], ...]`), each with an optional timeout.
+    programs {
+        types: [Argument, Error, ProgramOutput, RunOptions],
+        functions: [run],
+        error_cases: [NotGranted, Failed, TimedOut],
         extra: {
-            impl Error {
-                /// The host's explanation.
-                pub fn text(&self) -> &str {
-                    match self {
-                        Self::NotGranted(text) | Self::Failed(text) => text,
-                    }
+            /// No timeout of its own: the call's deadline is the only bound.
+            impl Default for RunOptions {
+                fn default() -> Self {
+                    Self { timeout_ms: None }
                 }
             }
 
@@ -225,23 +232,77 @@ host_interface!(
     }
 );
 host_interface!(
+    /// The running system's hostname (`hostname = true`).
+    hostname {
+        types: [Error],
+        functions: [set],
+        error_cases: [NotGranted, InvalidName, Failed]
+    }
+);
+host_interface!(
+    /// The machine's network interfaces, read-only (`network = true`).
+    network {
+        types: [Error, NetworkInterface],
+        functions: [interfaces],
+        error_cases: [NotGranted, Failed]
+    }
+);
+host_interface!(
     /// Fetching over HTTP(S) from the URL prefixes the policy grants.
     download {
         types: [Error],
         functions: [fetch],
-        extra: {
-            impl Error {
-                /// The host's explanation (it names the URL).
-                pub fn text(&self) -> &str {
-                    match self {
-                        Self::NotGranted(text) | Self::TooLarge(text) | Self::Failed(text) => text,
-                    }
-                }
-            }
-        }
+        error_cases: [NotGranted, TooLarge, Failed]
     }
 );
 host_interface!(
-    /// Handing signed components to the daemon to install (`agentupdate`).
-    update { types: [ComponentFile], functions: [install] }
+    /// Handing signed components to the daemon to install (`agentupdate`,
+    /// `update = true`).
+    update {
+        types: [ComponentFile, Error],
+        functions: [install],
+        error_cases: [NotGranted, Refused, Unavailable, Failed]
+    }
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Asking;
+
+    impl Command for Asking {
+        const NAMES: &'static [&'static str] = &["ask", "asked"];
+        const SUMMARY: &'static str = "Asks for the hostname";
+        const ASKS: &'static str = "hostname = true\n";
+
+        fn handle(_request: Request<'_>) -> Reply {
+            Reply::ok("")
+        }
+    }
+
+    struct Modest;
+
+    impl Command for Modest {
+        const NAMES: &'static [&'static str] = &["modest"];
+        const SUMMARY: &'static str = "Asks for nothing";
+
+        fn handle(_request: Request<'_>) -> Reply {
+            Reply::ok("")
+        }
+    }
+
+    #[test]
+    fn info_carries_the_names_version_summary_and_asks() {
+        let asking = info::<Asking>("1.2.3");
+        assert_eq!(asking.names, ["ask", "asked"]);
+        assert_eq!(asking.version, "1.2.3");
+        assert_eq!(asking.summary, "Asks for the hostname");
+        assert_eq!(asking.asks, "hostname = true\n");
+        assert_eq!(
+            info::<Modest>("1").asks,
+            "",
+            "a component asks for nothing unless it says so"
+        );
+    }
+}

@@ -47,7 +47,7 @@ pub fn install(components: Vec<Component<'_>>) -> Result<(), String> {
             signature: component.signature.map(|sig| sig.contents.clone()).unwrap_or_default(),
         })
         .collect();
-    let commands = update::install(&files).map_err(|error| format!("Update refused: {error}"))?;
+    let commands = update::install(&files).map_err(|error| format!("Update refused: {}", error.text()))?;
     log::log(
         log::Level::Info,
         &format!("update installed; commands now: {}", commands.join(",")),

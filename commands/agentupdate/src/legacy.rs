@@ -13,7 +13,7 @@
 //! through `/bin/sh` (so its mode bits do not matter) with an empty
 //! environment, and its exit code, not the raw wait status, is reported.
 
-use guestward_sdk::{agent, files, log, system};
+use guestward_sdk::{agent, files, log, programs};
 
 use crate::archive::{Kind, Member, depth, file_name};
 
@@ -98,8 +98,13 @@ fn extract(members: &[Member], top: &str) -> Result<(), String> {
 }
 
 fn run_installer() -> Result<(), String> {
-    let output = system::run(SHELL, &system::plain(&[INSTALLER]), &[])
-        .map_err(|error| format!("Agent installer script failed: {}", error.text()))?;
+    let output = programs::run(
+        SHELL,
+        &programs::plain(&[INSTALLER]),
+        &[],
+        programs::RunOptions::default(),
+    )
+    .map_err(|error| format!("Agent installer script failed: {}", error.text()))?;
     match (output.exit_code, output.signal) {
         (Some(0), _) => Ok(()),
         (Some(code), _) => Err(format!("Agent installer script failed: {code}")),

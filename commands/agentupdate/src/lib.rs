@@ -32,6 +32,7 @@ pub struct AgentUpdate;
 impl Command for AgentUpdate {
     const NAMES: &'static [&'static str] = &["agentupdate"];
     const SUMMARY: &'static str = "Update the agent's commands from a signed bundle at a URL";
+    const ASKS: &'static str = include_str!("../policy.toml");
 
     fn handle(request: Request<'_>) -> Reply {
         match update(request) {
@@ -82,7 +83,7 @@ impl<'a> Payload<'a> {
 
 #[cfg(test)]
 mod tests {
-    use guestward_sdk::testing;
+    use guestward_sdk::{testing, update};
     use md5::Digest as _;
 
     use super::*;
@@ -115,6 +116,39 @@ mod tests {
             assert_eq!(host.installed["probe.wasm"], b"\0asm");
             assert!(host.runs.is_empty(), "a bundle's installer.sh is never run");
         });
+    }
+
+    /// Whichever way the daemon refuses, the reply is its text after
+    /// "Update refused: ", as when `install` returned a plain string.
+    #[test]
+    fn a_refused_install_replies_with_the_daemons_text() {
+        testing::reset();
+        let bundle = gzip(&tarball(&[("probe.wasm", b"\0asm"), ("probe.wasm.sig", b"sig")]));
+        for (error, text) in [
+            (
+                update::Error::Refused("probe.wasm: not signed by a trusted key".into()),
+                "probe.wasm: not signed by a trusted key",
+            ),
+            (
+                update::Error::NotGranted("this component may not install components".into()),
+                "this component may not install components",
+            ),
+            (
+                update::Error::Unavailable("this agent installs no components (not a daemon)".into()),
+                "this agent installs no components (not a daemon)",
+            ),
+            (
+                update::Error::Failed("the installer has stopped".into()),
+                "the installer has stopped",
+            ),
+        ] {
+            testing::with_host(|host| host.install_error = Some(error));
+            assert_eq!(
+                update_with(bundle.clone()),
+                ("500".into(), format!("Update refused: {text}"))
+            );
+        }
+        assert!(testing::with_host(|host| host.installed.is_empty()));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub struct InjectFile;
 impl Command for InjectFile {
     const NAMES: &'static [&'static str] = &["injectfile", "file_inject"];
     const SUMMARY: &'static str = "Write a file sent by the hypervisor (SSH keys, personality files)";
+    const ASKS: &'static str = include_str!("../policy.toml");
 
     fn handle(request: Request<'_>) -> Reply {
         let parsed = match request.name() {

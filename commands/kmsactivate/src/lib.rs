@@ -8,7 +8,7 @@
 //! One deliberate difference: a failed `rhnreg_ks` reports its exit code,
 //! not the raw wait status (exit 1 was "256").
 
-use guestward_sdk::{Command, Reply, Request, export_command, files, log, system};
+use guestward_sdk::{Command, Reply, Request, export_command, files, log, programs};
 use serde_json::Value;
 
 const UP2DATE: &str = "/etc/sysconfig/rhn/up2date";
@@ -20,6 +20,7 @@ pub struct KmsActivate;
 impl Command for KmsActivate {
     const NAMES: &'static [&'static str] = &["kmsactivate"];
     const SUMMARY: &'static str = "Register a RHEL guest with RHN through an activation key";
+    const ASKS: &'static str = include_str!("../policy.toml");
 
     fn handle(request: Request<'_>) -> Reply {
         match activate(request.raw_value()) {
@@ -54,14 +55,14 @@ fn activate(value: &str) -> Result<(), String> {
         Err(error) => return Err(format!("{SYSTEM_ID}: {}", error.text())),
     }
     let args = [
-        system::Argument::Plain("--activationkey".into()),
-        system::Argument::Secret(key),
-        system::Argument::Plain("--profile".into()),
-        system::Argument::Plain(profile),
-        system::Argument::Plain("--force".into()),
+        programs::Argument::Plain("--activationkey".into()),
+        programs::Argument::Secret(key),
+        programs::Argument::Plain("--profile".into()),
+        programs::Argument::Plain(profile),
+        programs::Argument::Plain("--force".into()),
     ];
-    let output =
-        system::run(RHNREG_KS, &args, &[]).map_err(|error| format!("Couldn't activate with RHN: {}", error.text()))?;
+    let output = programs::run(RHNREG_KS, &args, &[], programs::RunOptions::default())
+        .map_err(|error| format!("Couldn't activate with RHN: {}", error.text()))?;
     match output.exit_code {
         Some(0) => {
             log::log(log::Level::Info, "registered with RHN");

@@ -19,7 +19,7 @@ pub mod dh;
 pub mod hash;
 pub mod shadow;
 
-use guestward_sdk::{Command, Reply, Request, agent, export_command, files, log, state, system};
+use guestward_sdk::{Command, Reply, Request, agent, export_command, files, log, programs, state};
 use zeroize::Zeroizing;
 
 /// The key is forgotten after this long without use: Nova sends `password`
@@ -43,6 +43,7 @@ pub struct Password;
 impl Command for Password {
     const NAMES: &'static [&'static str] = &["keyinit", "password"];
     const SUMMARY: &'static str = "Set a password through Nova's Diffie-Hellman key exchange";
+    const ASKS: &'static str = include_str!("../policy.toml");
 
     fn handle(request: Request<'_>) -> Reply {
         let result = match request.name() {
@@ -160,8 +161,13 @@ fn replace(path: &str, contents: &[u8]) -> Result<(), String> {
 }
 
 fn rebuild_freebsd_databases() -> Result<(), String> {
-    let output =
-        system::run(PWD_MKDB, &system::plain(&["-p", MASTER_PASSWD]), &[]).map_err(|error| error.text().to_owned())?;
+    let output = programs::run(
+        PWD_MKDB,
+        &programs::plain(&["-p", MASTER_PASSWD]),
+        &[],
+        programs::RunOptions::default(),
+    )
+    .map_err(|error| error.text().to_owned())?;
     match output.exit_code {
         Some(0) => Ok(()),
         Some(code) => Err(format!(

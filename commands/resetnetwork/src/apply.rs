@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use guestward_sdk::{agent, files, log, system};
+use guestward_sdk::{agent, files, hostname, log, programs};
 
 use crate::plan::{Check, Plan, Step, Write};
 
@@ -85,7 +85,7 @@ pub fn apply(plan: &Plan, hostname: &str) -> Result<(), String> {
         }
     }
     let previous_hostname = running_hostname();
-    system::set_hostname(hostname).map_err(|error| format!("Couldn't set hostname: {}", error.text()))?;
+    hostname::set(hostname).map_err(|error| format!("Couldn't set hostname: {}", error.text()))?;
     for (index, change) in changes.iter().enumerate() {
         if let Err(error) = change.apply() {
             restore(&changes[..index]);
@@ -133,7 +133,7 @@ fn restore_hostname(previous: Option<&str>, set: &str) {
     let Some(previous) = previous.filter(|previous| *previous != set) else {
         return;
     };
-    if let Err(error) = system::set_hostname(previous) {
+    if let Err(error) = hostname::set(previous) {
         log::log(
             log::Level::Error,
             &format!("could not set the hostname back to {previous}: {}", error.text()),
@@ -297,7 +297,10 @@ fn run(step: &Step, stdin: &[u8], time: Option<Duration>) -> Result<(), Failed> 
     let shown = step.argv.join(" ");
     let time = time.ok_or_else(|| format!("{shown}: not started, out of time"))?;
     let timeout_ms = u32::try_from(time.as_millis()).unwrap_or(u32::MAX);
-    let output = system::run_with_timeout(program, &system::plain(&args), stdin, timeout_ms)
+    let options = programs::RunOptions {
+        timeout_ms: Some(timeout_ms),
+    };
+    let output = programs::run(program, &programs::plain(&args), stdin, options)
         .map_err(|error| format!("{shown}: {}", error.text()))?;
     let detail = || {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -394,6 +397,53 @@ mod tests {
             assert!(before <= 2100 && apply <= 2100, "{timeouts:?}");
             assert!(restore > apply && restore <= 2700, "{timeouts:?}");
         });
+    }
+
+    /// A program killed at its timeout is reported as the daemon words it,
+    /// after the command line, as when it came back as a plain failure.
+    #[test]
+    fn a_program_past_its_timeout_is_reported_and_rolled_back() {
+        machine(&[("/etc/network/interfaces", "old\n")]);
+        testing::with_host(|host| host.hanging.insert("/sbin/ifup".into()));
+        let error = apply(&plan(), "new-host").unwrap_err();
+        let timeout = testing::with_host(|host| {
+            assert_eq!(host.files["/etc/network/interfaces"], b"old\n");
+            host.run_timeouts
+                .iter()
+                .find(|(program, _)| program == "/sbin/ifup")
+                .map(|(_, ms)| *ms)
+        });
+        let timeout = timeout.expect("ifup ran with a timeout");
+        assert_eq!(
+            error,
+            format!(
+                "Couldn't restart network: /sbin/ifup eth0: /sbin/ifup did not finish within {timeout} ms \
+                 and was killed; the previous configuration was restored"
+            )
+        );
+    }
+
+    #[test]
+    fn a_refused_hostname_changes_no_file_and_says_why() {
+        machine(&[("/etc/network/interfaces", "old\n")]);
+        testing::with_host(|host| {
+            host.hostname_error = Some(hostname::Error::NotGranted(
+                "component resetnetwork may not set the hostname".into(),
+            ))
+        });
+        let error = apply(&plan(), "new-host").unwrap_err();
+        assert_eq!(
+            error,
+            "Couldn't set hostname: component resetnetwork may not set the hostname"
+        );
+        testing::with_host(|host| assert_eq!(host.files["/etc/network/interfaces"], b"old\n"));
+        testing::with_host(|host| {
+            host.hostname_error = Some(hostname::Error::InvalidName("\"a b\" is not a valid hostname".into()))
+        });
+        assert_eq!(
+            apply(&plan(), "a b").unwrap_err(),
+            "Couldn't set hostname: \"a b\" is not a valid hostname"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::Value;
 
-/// One local network interface, as the `system` interface lists it.
+/// One local network interface, as the `network` interface lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalNic {
     pub name: String,

@@ -1,7 +1,7 @@
 //! What `resetnetwork` reads: the hypervisor's data in XenStore and the
 //! machine's network interfaces.
 
-use guestward_sdk::{system, xenstore};
+use guestward_sdk::{network, xenstore};
 use serde_json::Value;
 
 use crate::config::LocalNic;
@@ -36,7 +36,7 @@ pub fn entries() -> Result<Vec<Value>, String> {
 
 /// The machine's interfaces.
 pub fn local_nics() -> Result<Vec<LocalNic>, String> {
-    let interfaces = system::interfaces().map_err(|error| error.text().to_owned())?;
+    let interfaces = network::interfaces().map_err(|error| error.text().to_owned())?;
     Ok(interfaces
         .into_iter()
         .map(|nic| LocalNic {

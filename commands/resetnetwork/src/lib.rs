@@ -34,6 +34,7 @@ pub struct ResetNetwork;
 impl Command for ResetNetwork {
     const NAMES: &'static [&'static str] = &["resetnetwork"];
     const SUMMARY: &'static str = "Configure the network from the hypervisor's data in XenStore";
+    const ASKS: &'static str = include_str!("../policy.toml");
 
     fn handle(_request: Request<'_>) -> Reply {
         match reset() {
@@ -144,7 +145,7 @@ mod tests {
             }
             host.interfaces = config::tests::vector_nics()
                 .into_iter()
-                .map(|nic| guestward_sdk::system::NetworkInterface {
+                .map(|nic| guestward_sdk::network::NetworkInterface {
                     name: nic.name,
                     mac: nic.mac,
                     up: nic.up,

@@ -28,6 +28,7 @@ impl Guest for Impostor {
             names: vec!["keyinit".to_owned(), "password".to_owned()],
             version: env!("CARGO_PKG_VERSION").to_owned(),
             summary: "Hostile test component posing as password".to_owned(),
+            asks: String::new(),
         }
     }
 

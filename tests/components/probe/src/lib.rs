@@ -6,7 +6,7 @@
 //! Each command takes a JSON value; file and XenStore errors come back as
 //! `500` with the error's debug text, so that tests can tell them apart.
 
-use guestward_sdk::{Command, Reply, Request, agent, download, export_command, files, log, state, system, xenstore};
+use guestward_sdk::{Command, Reply, Request, agent, download, export_command, files, log, programs, state, xenstore};
 use serde_json::Value;
 
 pub struct Probe;
@@ -221,7 +221,8 @@ fn hold_lock(value: &Value) -> Reply {
     }
 }
 
-/// Run `argv` with `stdin`; reply with the exit code and output.
+/// Run `argv` with `stdin` (and `timeout-ms`, if given); reply with the
+/// exit code and output.
 fn run(value: &Value) -> Reply {
     let argv: Vec<String> = value["argv"]
         .as_array()
@@ -233,7 +234,7 @@ fn run(value: &Value) -> Reply {
     let stdin = value["stdin"].as_str().unwrap_or_default();
     // Arguments after "--secret" are passed as secrets.
     let mut secret = false;
-    let args: Vec<system::Argument> = args
+    let args: Vec<programs::Argument> = args
         .iter()
         .filter_map(|arg| {
             if arg == "--secret" {
@@ -241,13 +242,16 @@ fn run(value: &Value) -> Reply {
                 return None;
             }
             Some(if secret {
-                system::Argument::Secret(arg.clone())
+                programs::Argument::Secret(arg.clone())
             } else {
-                system::Argument::Plain(arg.clone())
+                programs::Argument::Plain(arg.clone())
             })
         })
         .collect();
-    match system::run(program, &args, stdin.as_bytes()) {
+    let options = programs::RunOptions {
+        timeout_ms: value["timeout-ms"].as_u64().map(|ms| ms.try_into().unwrap_or(u32::MAX)),
+    };
+    match programs::run(program, &args, stdin.as_bytes(), options) {
         Ok(output) => Reply::ok(format!(
             "exit={:?} stdout={}",
             output.exit_code,
