@@ -6,18 +6,20 @@
 //!
 //! ```text
 //! exchange  (XenStore data/host/<id>, or the local socket)   bytes in
-//!   → protocol::nova::parse                                   request {name, value}
+//!   → protocol::nova::parse (the exchange's own protocol)    request {name, value}
 //!   → dispatch (runtime::registry routes name → component)   one lane per component
 //!   → runtime (fresh Store, grants, deadline, memory cap)    the component runs
-//!       → capability::* (log, state, agent, files, xenstore)  host interfaces, checked
+//!       → capability::* (log, state, agent, files, xenstore,  host interfaces, each
+//!         programs, hostname, network, download, update)      checked against its grant
 //!   → protocol::nova::encode                                  reply bytes
 //! exchange  (data/guest/<id>, or the socket)                 bytes out
 //! ```
 //!
-//! `policy` turns the operator's file into per-component grants, `trust`
-//! decides which components run at all (pinned built-ins, signatures), `root`
-//! is the machine (or `--root` directory) commands act on, and `xenstore` is
-//! our own XenStore client.
+//! The layering, bottom up (each module uses only those before it): `wit`
+//! (the generated bindings), `root`, `trust`, `xenstore` (our own client),
+//! `protocol`, `config`, then `policy` → `capability` → `runtime` →
+//! `dispatch` → `exchange` and `install` → `daemon`; the command line is
+//! the binary's (`main.rs`, `cli/`).
 
 pub mod capability;
 pub mod config;

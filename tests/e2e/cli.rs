@@ -388,3 +388,62 @@ fn the_daemon_cannot_dump_core_and_its_proc_files_are_roots() {
     );
     assert_eq!(owner.ok(), Some(0), "the daemon is dumpable");
 }
+
+#[test]
+fn inspect_prints_the_policy_entry_a_component_asks_for() {
+    let password = artifacts::component("password");
+    let output = guestward(&["inspect", password.to_str().unwrap()]);
+    let text = stdout(&output);
+    let stub = text
+        .split_once("# The policy entry it asks for:\n")
+        .map(|(_, stub)| stub)
+        .unwrap_or_else(|| panic!("no policy stub: {text}"));
+    assert!(stub.starts_with("[component.password]\n"), "{stub}");
+    assert!(
+        stub.contains(r#"{ path = "/etc/shadow", access = "read-write" }"#),
+        "{stub}"
+    );
+    // The stub is a policy the daemon takes as it is.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stub.toml");
+    std::fs::write(&file, stub).unwrap();
+    let output = guestward(&[
+        "inspect",
+        password.to_str().unwrap(),
+        "--policy",
+        file.to_str().unwrap(),
+    ]);
+    let text = stdout(&output);
+    assert!(text.contains("stub.toml: would load"), "{text}");
+    assert!(!text.contains("than asked"), "{text}");
+}
+
+#[test]
+fn policy_check_says_where_the_policy_grants_more_or_less_than_asked() {
+    let (_dir, commands, keys) = signed_commands(&[]);
+    for name in ["password", "resetnetwork"] {
+        std::fs::copy(artifacts::component(name), commands.join(format!("{name}.wasm"))).unwrap();
+    }
+    // The built-in policy grants each built-in exactly what it asks.
+    let output = policy_check(guestward::policy::DEFAULT_POLICY, &commands, &keys);
+    let text = stdout(&output);
+    assert!(text.contains("component resetnetwork"), "{text}");
+    assert!(!text.contains("than it asks"), "{text}");
+    // Narrowed, and widened: each difference is named.
+    let policy = guestward::policy::DEFAULT_POLICY
+        .replace(r#"    { path = "/etc/shadow", access = "read-write" },"#, "")
+        .replace(
+            "[component.resetnetwork]\n",
+            "[component.resetnetwork]\nupdate = true\n",
+        );
+    let output = policy_check(&policy, &commands, &keys);
+    let text = stdout(&output);
+    assert!(
+        text.contains("less      than it asks: files read-write /etc/shadow"),
+        "{text}"
+    );
+    assert!(
+        text.contains("more      than it asks: update may install components"),
+        "{text}"
+    );
+}

@@ -4,6 +4,8 @@
 
 mod agentupdate;
 mod cli;
+mod compat;
+mod dispatch;
 mod download;
 mod exchange;
 mod files;

@@ -70,7 +70,7 @@ impl Capability for Agent {
         settings
             .0
             .iter()
-            .map(|(name, value)| format!("setting {name} = {value}"))
+            .map(|(name, value)| format!("{name} = {value}"))
             .collect()
     }
 
@@ -164,9 +164,7 @@ mod tests {
         let mut store = wasmtime::Store::new(&engine, data);
         let component = wasmtime::component::Component::new(&engine, wat::parse_str(COMPONENT).unwrap()).unwrap();
         let instance = linker.instantiate(&mut store, &component).unwrap();
-        let remaining = instance
-            .get_typed_func::<(), (u32,)>(&mut store, "remaining")
-            .unwrap();
+        let remaining = instance.get_typed_func::<(), (u32,)>(&mut store, "remaining").unwrap();
         let (left,) = remaining.call(&mut store, ()).unwrap();
         assert!((4000..=5000).contains(&left), "{left}");
     }

@@ -132,17 +132,28 @@ fn grant_from<C: Capability>(sections: &mut Sections<'_>) -> Result<Option<Arc<C
     Ok(C::grant(config, &errors)?.map(Arc::new))
 }
 
+/// The policy key a capability's lines are named by (`settings` for
+/// `agent`).
+fn key_of<C: Capability>() -> &'static str {
+    C::POLICY_KEY.unwrap_or(C::NAME)
+}
+
 /// The `policy check` lines of one capability's grant.
 fn describe_grant<C: Capability>(grant: Option<&Arc<C::Grant>>, lines: &mut Vec<String>) {
     let Some(grant) = grant else { return };
     for line in C::describe(grant) {
-        lines.push(format!("{:<9} {line}", C::NAME));
+        lines.push(format!("{:<9} {line}", key_of::<C>()));
     }
 }
 
 /// One capability's part of [`Grants::compare`].
 fn compare_grants<C: Capability>(asked: Option<&Arc<C::Grant>>, granted: Option<&Arc<C::Grant>>) -> Comparison {
-    let prefixed = |lines: Vec<String>| lines.into_iter().map(|line| format!("{} {line}", C::NAME)).collect();
+    let prefixed = |lines: Vec<String>| {
+        lines
+            .into_iter()
+            .map(|line| format!("{} {line}", key_of::<C>()))
+            .collect()
+    };
     let everything = |grant: &C::Grant| {
         let lines = C::describe(grant);
         if lines.is_empty() {
@@ -390,7 +401,10 @@ mod tests {
             "[component.c]\nfiles = [{ path = \"/etc/shadow\", access = \"read-write\" }, { path = \"/etc\", access = \"read\" }]\nnetwork = true\n",
         );
         let comparison = granted.compare(&asked);
-        assert_eq!(comparison.more, ["files read /etc", "network may list the network interfaces"]);
+        assert_eq!(
+            comparison.more,
+            ["files read /etc", "network may list the network interfaces"]
+        );
         assert_eq!(comparison.less, ["hostname may set the hostname"]);
         assert_eq!(asked.compare(&asked), Comparison::default());
     }

@@ -1,8 +1,8 @@
 //! `update`: installing command components while the daemon runs, for
 //! `agentupdate`. Granted by `update = true`. The component only hands the
-//! files over: verifying and installing them is the daemon's installer
-//! (`crate::install`), which serves the [`InstallRequest`]s defined here, so
-//! a component cannot vouch for what it installs.
+//! files over: verifying and installing them is the daemon's installer (the
+//! `install` module, above this one), which serves the [`InstallRequest`]s
+//! defined here, so a component cannot vouch for what it installs.
 
 use std::sync::Arc;
 

@@ -39,12 +39,17 @@ pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow
                     print_line(&format!("  trusted   {provenance}"));
                 }
                 print_line(&policy.component(&component.name).to_string());
-                let comparison = component.grants.compare(&component.info.asked);
-                for line in &comparison.more {
-                    print_line(&format!("  more      than it asks: {line}"));
-                }
-                for line in &comparison.less {
-                    print_line(&format!("  less      than it asks: {line}"));
+                match &component.info.asked {
+                    Ok(asked) => {
+                        let comparison = component.grants.compare(asked);
+                        for line in &comparison.more {
+                            print_line(&format!("  more      than it asks: {line}"));
+                        }
+                        for line in &comparison.less {
+                            print_line(&format!("  less      than it asks: {line}"));
+                        }
+                    }
+                    Err(reason) => print_line(&format!("  asks      {reason}")),
                 }
                 loaded.push(component);
             }

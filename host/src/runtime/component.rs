@@ -12,15 +12,17 @@ use crate::trust::Provenance;
 use crate::wit::CommandPre;
 
 /// What a component said about itself.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ComponentInfo {
     pub names: Vec<String>,
     pub version: String,
     pub summary: String,
     /// The policy entry it asks for, as it wrote it (TOML).
     pub asks: String,
-    /// The same, checked as a policy entry.
-    pub asked: Grants,
+    /// The same, checked as a policy entry; an error says why it is not a
+    /// valid one. (Asks grant nothing, so a bad one refuses nothing: it is
+    /// reported.)
+    pub asked: Result<Grants, String>,
 }
 
 /// A component ready to be called.
@@ -132,7 +134,12 @@ impl std::fmt::Display for Inspection {
             .imports
             .iter()
             .filter_map(|import| interface_name(import))
-            .filter(|interface| Grants::default().allows(interface).is_err())
+            .filter(|interface| {
+                matches!(
+                    Grants::default().allows(interface),
+                    Err(crate::capability::Unavailable::NotGranted(_))
+                )
+            })
             .collect();
         if needs.is_empty() {
             writeln!(f, "needs      nothing beyond the always-granted interfaces")?;
@@ -144,12 +151,17 @@ impl std::fmt::Display for Inspection {
             Some(reason) => writeln!(f, "policy     {}: would refuse: {reason}", self.policy)?,
         }
         if let Ok(info) = &self.info {
-            let comparison = self.entry.grants.compare(&info.asked);
-            for line in &comparison.more {
-                writeln!(f, "           grants more than asked: {line}")?;
-            }
-            for line in &comparison.less {
-                writeln!(f, "           grants less than asked: {line}")?;
+            match &info.asked {
+                Ok(asked) => {
+                    let comparison = self.entry.grants.compare(asked);
+                    for line in &comparison.more {
+                        writeln!(f, "           grants more than asked: {line}")?;
+                    }
+                    for line in &comparison.less {
+                        writeln!(f, "           grants less than asked: {line}")?;
+                    }
+                }
+                Err(reason) => writeln!(f, "asks       {reason}")?,
             }
             writeln!(f, "\n# The policy entry it asks for:\n[component.{}]", self.name)?;
             let asks = info.asks.trim();

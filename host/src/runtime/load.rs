@@ -179,7 +179,13 @@ impl Runtime {
             path: bytes.path.clone(),
             sha256: bytes.sha256.clone(),
             provenance: None,
-            info: ComponentInfo::default(),
+            info: ComponentInfo {
+                names: Vec::new(),
+                version: String::new(),
+                summary: String::new(),
+                asks: String::new(),
+                asked: Ok(Grants::default()),
+            },
             imports,
             grants: entry.grants.clone(),
             limits: entry.limits,
@@ -210,7 +216,10 @@ impl Runtime {
         if let Some(bad) = info.names.iter().find(|name| !valid_command_name(name)) {
             return Err(format!("{bad:?} is not a valid command name"));
         }
-        let asked = parse_asks(&component.name, &info.asks)?;
+        let asked = parse_asks(&component.name, &info.asks);
+        if let Err(reason) = &asked {
+            tracing::warn!(component = component.name, "{reason}");
+        }
         Ok(ComponentInfo {
             names: info.names,
             version: info.version,
