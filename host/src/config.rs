@@ -10,6 +10,8 @@ use serde::Deserialize;
 pub const DEFAULT_CONFIG: &str = "/etc/guestward/guestward.toml";
 /// The default operator policy, read when it exists.
 pub const DEFAULT_POLICY: &str = "/etc/guestward/policy.toml";
+/// Drop-ins added on top of the policy, in name order, when it exists.
+pub const DEFAULT_POLICY_DIR: &str = "/etc/guestward/policy.d";
 /// The default local socket.
 pub const DEFAULT_SOCKET: &str = "/run/guestward/guestward.sock";
 /// The default compiled-component cache.
@@ -22,10 +24,15 @@ pub struct ConfigFile {
     /// The xenbus device or xenstored socket. Default: the guest's xenbus
     /// device when there is one.
     pub xenstore: Option<PathBuf>,
-    /// Directory of command components.
+    /// Directory of command components (replaces the built-in commands).
     pub commands: Option<PathBuf>,
+    /// More directories of command components, loaded beside the others.
+    #[serde(default)]
+    pub extra_commands: Vec<PathBuf>,
     /// Operator policy file.
     pub policy: Option<PathBuf>,
+    /// Directory of policy drop-ins (`*.toml`, in name order).
+    pub policy_dir: Option<PathBuf>,
     /// Root directory for files and machine changes (default `/`).
     pub root: Option<PathBuf>,
     /// JSON file describing the network interfaces (with `root`).

@@ -21,8 +21,15 @@ use crate::xenstore::{Endpoint, XsClient};
 #[derive(Debug)]
 pub struct DaemonSettings {
     pub xenstore: Option<Endpoint>,
+    /// The directory of command components (the built-in ones by default).
     pub commands: PathBuf,
+    /// More directories of components, loaded beside `commands`.
+    pub extra_commands: Vec<PathBuf>,
+    /// The effective policy.
     pub policy: Policy,
+    /// Where it was read from (for the compiling child).
+    pub policy_file: Option<PathBuf>,
+    pub policy_dir: PathBuf,
     pub root: PathBuf,
     /// Network interfaces described by a JSON file instead of the
     /// machine's own (for `--root`).
@@ -60,7 +67,10 @@ impl Agent {
         let (installer, install_requests) = mpsc::channel(4);
         let capabilities = Capabilities::new(Arc::new(root), xenstore.clone(), Some(installer));
         let runtime = Arc::new(Runtime::new(&options, capabilities)?);
-        let components = Runtime::read_dir(&settings.commands)?;
+        let mut components = Runtime::read_dir(&settings.commands)?;
+        for dir in &settings.extra_commands {
+            components.extend(Runtime::read_dir(dir)?);
+        }
         if runtime.cache_is_cold(&components) {
             compile_in_child(settings).await;
         }
@@ -96,11 +106,15 @@ async fn compile_in_child(settings: &DaemonSettings) {
         .arg(&settings.commands)
         .arg("--cache")
         .arg(cache)
+        .arg("--policy-dir")
+        .arg(&settings.policy_dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());
-    let origin = std::path::Path::new(settings.policy.origin());
-    if origin.is_file() {
-        child.arg("--policy").arg(origin);
+    for dir in &settings.extra_commands {
+        child.arg("--extra-commands").arg(dir);
+    }
+    if let Some(file) = &settings.policy_file {
+        child.arg("--policy").arg(file);
     }
     match child.status().await {
         Ok(status) if status.success() => tracing::info!("compiled the components into the cache"),

@@ -14,6 +14,7 @@ mod hostile;
 mod injectfile;
 mod kmsactivate;
 mod network_live;
+mod operator;
 mod password;
 mod protocol;
 mod reliability;

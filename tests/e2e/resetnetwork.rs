@@ -648,3 +648,48 @@ fn every_family_gets_its_own_format_through_the_daemon() {
         );
     }
 }
+
+/// `guestward run --xenstore-data`: the real component in the real sandbox
+/// with the hypervisor's keys from a file, no xenstored and no daemon.
+#[test]
+fn run_with_xenstore_data_configures_a_root_without_a_xenstored() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    write_files(
+        &root,
+        &[
+            ("/etc/os-release", "ID=debian\n"),
+            ("/etc/hosts", "127.0.0.1\tlocalhost\n"),
+        ],
+    );
+    std::fs::create_dir_all(root.join("etc/network")).unwrap();
+    let data = serde_json::json!({
+        "vm-data/hostname": "test-server",
+        "vm-data/networking/BC764E205EB2": PUBLIC,
+        "vm-data/networking/BC764E205EFB": PRIVATE,
+    });
+    let data_file = dir.path().join("xenstore.json");
+    std::fs::write(&data_file, data.to_string()).unwrap();
+    let nics = dir.path().join("nics.json");
+    std::fs::write(&nics, NICS).unwrap();
+    let output = std::process::Command::new(guestward_tests::artifacts::guestward_bin())
+        .arg("run")
+        .arg(guestward_tests::artifacts::component("resetnetwork"))
+        .arg("resetnetwork")
+        .arg("--root")
+        .arg(&root)
+        .arg("--interfaces")
+        .arg(&nics)
+        .arg("--xenstore-data")
+        .arg(&data_file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        answer("", "0"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(read(&root, "/etc/network/interfaces"), INTERFACES_86);
+    assert_eq!(read(&root, "/etc/hostname"), "test-server\n");
+}

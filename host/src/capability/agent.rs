@@ -157,6 +157,7 @@ mod tests {
             request_id: "",
             limits: &limits,
             deadline: Instant::now() + Duration::from_secs(5),
+            refusals: &Default::default(),
         };
         let data = TestData {
             agent: Agent::default().call_state(None, &call),

@@ -18,7 +18,7 @@ use ureq::tls::{RootCerts, TlsConfig};
 use url::Url;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallInfo, Capability, nothing_granted};
+use super::{CallInfo, Capability, Refusals, nothing_granted};
 use crate::policy::{PolicyError, SectionErrors};
 use crate::wit::download::{self as wit, Error};
 
@@ -79,6 +79,7 @@ pub struct CallDownload {
     component: String,
     max_bytes: u64,
     deadline: Duration,
+    refusals: Refusals,
 }
 
 impl Capability for Download {
@@ -108,6 +109,7 @@ impl Capability for Download {
             component: call.component.to_owned(),
             max_bytes: call.limits.download_bytes,
             deadline: call.limits.deadline,
+            refusals: call.refusals.clone(),
         }
     }
 
@@ -138,17 +140,21 @@ fn normalize_url_prefix(text: &str) -> Result<String, String> {
 
 impl wit::Host for CallDownload {
     async fn fetch(&mut self, url: String, max_bytes: u64) -> Result<Vec<u8>, Error> {
-        let grant = self
-            .grant
-            .clone()
-            .ok_or_else(|| Error::NotGranted(format!("component {} has no download grant", self.component)))?;
+        let Some(grant) = self.grant.clone() else {
+            self.refusals.note(Download::NAME);
+            return Err(Error::NotGranted(format!(
+                "component {} has no download grant",
+                self.component
+            )));
+        };
         let component = self.component.clone();
         let limit = max_bytes.min(self.max_bytes);
         let deadline = self.deadline;
         tracing::info!(component, "downloading");
-        tokio::task::spawn_blocking(move || fetch(&grant, &component, &url, limit, deadline))
+        let outcome = tokio::task::spawn_blocking(move || fetch(&grant, &component, &url, limit, deadline))
             .await
-            .unwrap_or_else(|error| Err(Error::Failed(format!("download failed: {error}"))))
+            .unwrap_or_else(|error| Err(Error::Failed(format!("download failed: {error}"))));
+        self.refusals.watch(Download::NAME, outcome)
     }
 }
 

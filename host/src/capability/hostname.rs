@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallInfo, Capability};
+use super::{CallInfo, Capability, Refusals};
 use crate::policy::{PolicyError, SectionErrors};
 use crate::root::Root;
 use crate::wit::hostname::{self as wit, Error};
@@ -36,6 +36,7 @@ pub struct CallHostname {
     granted: bool,
     root: Arc<Root>,
     component: String,
+    refusals: Refusals,
 }
 
 impl Capability for Hostname {
@@ -62,6 +63,7 @@ impl Capability for Hostname {
             granted: grant.is_some(),
             root: self.root.clone(),
             component: call.component.to_owned(),
+            refusals: call.refusals.clone(),
         }
     }
 
@@ -84,6 +86,7 @@ fn valid_hostname(name: &str) -> bool {
 impl wit::Host for CallHostname {
     async fn set(&mut self, name: String) -> Result<(), Error> {
         if !self.granted {
+            self.refusals.note(Hostname::NAME);
             return Err(Error::NotGranted(format!(
                 "component {} may not set the hostname",
                 self.component
@@ -117,8 +120,10 @@ mod tests {
             granted: false,
             root: Arc::new(Root::host().unwrap()),
             component: "c".into(),
+            refusals: Refusals::default(),
         };
         let error = wit::Host::set(&mut call, "x".into()).await.unwrap_err();
         assert!(matches!(error, Error::NotGranted(_)), "{error:?}");
+        assert_eq!(call.refusals.list(), ["hostname"]);
     }
 }

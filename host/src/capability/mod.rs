@@ -27,7 +27,7 @@ pub mod state;
 pub mod update;
 pub mod xenstore;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
@@ -57,7 +57,62 @@ pub struct CallInfo<'a> {
     pub limits: &'a policy::Limits,
     /// When the sandbox stops the call.
     pub deadline: Instant,
+    /// Where the call's capabilities note what they refused.
+    pub refusals: &'a Refusals,
 }
+
+/// The interfaces that refused a call something its grants do not cover,
+/// for the audit record and a warning: shared by one call's capabilities.
+#[derive(Debug, Clone, Default)]
+pub struct Refusals(Arc<Mutex<Vec<&'static str>>>);
+
+impl Refusals {
+    /// `interface` refused something.
+    pub fn note(&self, interface: &'static str) {
+        let mut refused = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !refused.contains(&interface) {
+            refused.push(interface);
+        }
+    }
+
+    /// `result`, noting a `not-granted` error of `interface`.
+    pub fn watch<T, E: IsRefusal>(&self, interface: &'static str, result: Result<T, E>) -> Result<T, E> {
+        if result.as_ref().is_err_and(IsRefusal::is_refusal) {
+            self.note(interface);
+        }
+        result
+    }
+
+    /// The interfaces that refused something, in first-refusal order.
+    pub fn list(&self) -> Vec<&'static str> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+/// An interface's error that means "not granted".
+pub trait IsRefusal {
+    fn is_refusal(&self) -> bool;
+}
+
+macro_rules! not_granted_is_a_refusal {
+    ($($error:ty),* $(,)?) => {
+        $(impl IsRefusal for $error {
+            fn is_refusal(&self) -> bool {
+                matches!(self, Self::NotGranted(_))
+            }
+        })*
+    };
+}
+
+not_granted_is_a_refusal!(
+    crate::wit::files::Error,
+    crate::wit::xenstore::Error,
+    crate::wit::programs::Error,
+    crate::wit::hostname::Error,
+    crate::wit::network::Error,
+    crate::wit::download::Error,
+    crate::wit::update::Error,
+);
 
 /// One host interface.
 pub trait Capability: Send + Sync + 'static {

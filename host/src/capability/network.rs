@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallInfo, Capability};
+use super::{CallInfo, Capability, Refusals};
 use crate::policy::{PolicyError, SectionErrors};
 use crate::root::Root;
 use crate::wit::network::{self as wit, Error, NetworkInterface};
@@ -34,6 +34,7 @@ pub struct CallNetwork {
     granted: bool,
     root: Arc<Root>,
     component: String,
+    refusals: Refusals,
 }
 
 impl Capability for Network {
@@ -60,6 +61,7 @@ impl Capability for Network {
             granted: grant.is_some(),
             root: self.root.clone(),
             component: call.component.to_owned(),
+            refusals: call.refusals.clone(),
         }
     }
 
@@ -74,6 +76,7 @@ impl Capability for Network {
 impl wit::Host for CallNetwork {
     async fn interfaces(&mut self) -> Result<Vec<NetworkInterface>, Error> {
         if !self.granted {
+            self.refusals.note(Network::NAME);
             return Err(Error::NotGranted(format!(
                 "component {} may not list the network interfaces",
                 self.component

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use toml::Spanned;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallInfo, Capability, nothing_granted};
+use super::{CallInfo, Capability, Refusals, nothing_granted};
 use crate::policy::{PolicyError, SectionErrors};
 use crate::root::Root;
 use crate::wit::programs::{self as wit, Argument, Error, ProgramOutput, RunOptions};
@@ -69,6 +69,7 @@ pub struct CallPrograms {
     grant: Option<Arc<ProgramsGrant>>,
     root: Arc<Root>,
     component: String,
+    refusals: Refusals,
 }
 
 impl Capability for Programs {
@@ -105,6 +106,7 @@ impl Capability for Programs {
             grant: grant.cloned(),
             root: self.root.clone(),
             component: call.component.to_owned(),
+            refusals: call.refusals.clone(),
         }
     }
 
@@ -135,7 +137,8 @@ impl wit::Host for CallPrograms {
         options: RunOptions,
     ) -> Result<ProgramOutput, Error> {
         let timeout = options.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
-        self.run_program(program, args, stdin, timeout).await
+        let outcome = self.run_program(program, args, stdin, timeout).await;
+        self.refusals.watch(Programs::NAME, outcome)
     }
 }
 
@@ -385,6 +388,7 @@ mod tests {
             grant: Some(Arc::new(grant(&[&["/bin/sh", "-c", "*"]]))),
             root: Arc::new(Root::host().unwrap()),
             component: "test".into(),
+            refusals: Refusals::default(),
         };
         let pid_file = tempfile::NamedTempFile::new().unwrap();
         let script = format!("sleep 300 & echo $! > {}; wait", pid_file.path().display());
@@ -411,6 +415,7 @@ mod tests {
             grant: Some(Arc::new(grant(&[&["/bin/sleep", "*"]]))),
             root: Arc::new(Root::host().unwrap()),
             component: "test".into(),
+            refusals: Refusals::default(),
         };
         let started = std::time::Instant::now();
         let error = wit::Host::run(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallInfo, Capability};
+use super::{CallInfo, Capability, Refusals};
 use crate::policy::{PolicyError, SectionErrors};
 use crate::wit::update::{self as wit, ComponentFile as WitComponentFile, Error};
 
@@ -67,6 +67,7 @@ pub struct UpdateGrant;
 pub struct CallUpdate {
     installer: Option<Installer>,
     granted: bool,
+    refusals: Refusals,
 }
 
 impl Capability for Update {
@@ -88,10 +89,11 @@ impl Capability for Update {
         "its policy entry has no `update = true`".to_owned()
     }
 
-    fn call_state(&self, grant: Option<&Arc<UpdateGrant>>, _call: &CallInfo<'_>) -> CallUpdate {
+    fn call_state(&self, grant: Option<&Arc<UpdateGrant>>, call: &CallInfo<'_>) -> CallUpdate {
         CallUpdate {
             installer: self.installer.clone(),
             granted: grant.is_some(),
+            refusals: call.refusals.clone(),
         }
     }
 
@@ -106,6 +108,7 @@ impl Capability for Update {
 impl wit::Host for CallUpdate {
     async fn install(&mut self, components: Vec<WitComponentFile>) -> Result<Vec<String>, Error> {
         if !self.granted {
+            self.refusals.note(Update::NAME);
             return Err(Error::NotGranted(
                 "this component may not install components".to_owned(),
             ));

@@ -1,12 +1,13 @@
 //! `xenstore`: read-only access to this domain's XenStore keys under the
 //! prefixes the policy grants (`vm-data/hostname`, `vm-data/networking`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use toml::Spanned;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallInfo, Capability, nothing_granted};
+use super::{CallInfo, Capability, Refusals, nothing_granted};
 use crate::policy::{PolicyError, SectionErrors};
 use crate::wit::xenstore::{self as wit, Error};
 use crate::xenstore::{self as xs, Errno, XsClient};
@@ -15,15 +16,79 @@ use crate::xenstore::{self as xs, Errno, XsClient};
 /// connection when it has one.
 #[derive(Debug)]
 pub struct Xenstore {
-    client: Option<XsClient>,
+    source: Source,
+}
+
+/// Where keys are read from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// No XenStore: every read is `unavailable`.
+    Nothing,
+    /// The agent's connection.
+    Client(XsClient),
+    /// Keys and values given up front (`guestward run --xenstore-data`,
+    /// the fuzzer), relative to the domain.
+    Data(Arc<BTreeMap<String, String>>),
 }
 
 impl Xenstore {
     /// Keys read through `client` (`None`: no XenStore, every read is
     /// `unavailable`).
     pub fn new(client: Option<XsClient>) -> Self {
-        Self { client }
+        let source = client.map_or(Source::Nothing, Source::Client);
+        Self { source }
     }
+
+    /// Keys read from `data` (key → value, keys relative to the domain):
+    /// a XenStore without a xenstored, for testing a component.
+    pub fn from_data(data: BTreeMap<String, String>) -> Self {
+        Self {
+            source: Source::Data(Arc::new(data)),
+        }
+    }
+}
+
+impl Source {
+    async fn read(&self, key: &str) -> Result<String, Error> {
+        match self {
+            Self::Nothing => Err(unavailable()),
+            Self::Client(client) => {
+                let value = client.read(key).await.map_err(|error| wit_error(key, &error))?;
+                String::from_utf8(value).map_err(|_| Error::Unavailable(format!("{key}: the value is not UTF-8")))
+            }
+            Self::Data(data) => data.get(key).cloned().ok_or_else(|| Error::NotFound(key.to_owned())),
+        }
+    }
+
+    async fn directory(&self, key: &str) -> Result<Vec<String>, Error> {
+        let mut children = match self {
+            Self::Nothing => return Err(unavailable()),
+            Self::Client(client) => client.directory(key).await.map_err(|error| wit_error(key, &error))?,
+            Self::Data(data) => data_children(data, key)?,
+        };
+        children.sort();
+        Ok(children)
+    }
+}
+
+fn unavailable() -> Error {
+    Error::Unavailable("the agent has no XenStore connection".to_owned())
+}
+
+/// The children of `key` in `data`, as xenstored lists them: a key with
+/// descendants has them as children even without a value of its own.
+fn data_children(data: &BTreeMap<String, String>, key: &str) -> Result<Vec<String>, Error> {
+    let prefix = format!("{key}/");
+    let mut children: Vec<String> = data
+        .range(prefix.clone()..)
+        .take_while(|(path, _)| path.starts_with(&prefix))
+        .filter_map(|(path, _)| path[prefix.len()..].split('/').next().map(str::to_owned))
+        .collect();
+    children.dedup();
+    if children.is_empty() && !data.contains_key(key) {
+        return Err(Error::NotFound(key.to_owned()));
+    }
+    Ok(children)
 }
 
 /// The key prefixes a component may read.
@@ -54,8 +119,9 @@ impl XenstoreGrant {
 #[derive(Debug)]
 pub struct CallXenstore {
     grant: Option<Arc<XenstoreGrant>>,
-    client: Option<XsClient>,
+    source: Source,
     component: String,
+    refusals: Refusals,
 }
 
 impl Capability for Xenstore {
@@ -82,8 +148,9 @@ impl Capability for Xenstore {
     fn call_state(&self, grant: Option<&Arc<XenstoreGrant>>, call: &CallInfo<'_>) -> CallXenstore {
         CallXenstore {
             grant: grant.cloned(),
-            client: self.client.clone(),
+            source: self.source.clone(),
             component: call.component.to_owned(),
+            refusals: call.refusals.clone(),
         }
     }
 
@@ -106,15 +173,16 @@ fn normalize_key_prefix(text: &str) -> Result<String, String> {
 }
 
 impl CallXenstore {
-    fn client_for(&mut self, key: &str) -> Result<&XsClient, Error> {
-        let grant = self
-            .grant
-            .as_ref()
-            .ok_or_else(|| Error::NotGranted(format!("component {} has no XenStore grant", self.component)))?;
-        grant.check(key, &self.component)?;
-        self.client
-            .as_ref()
-            .ok_or_else(|| Error::Unavailable("the agent has no XenStore connection".to_owned()))
+    /// Check `key` against the grant (noting a refusal).
+    fn check(&self, key: &str) -> Result<(), Error> {
+        let checked = match &self.grant {
+            None => Err(Error::NotGranted(format!(
+                "component {} has no XenStore grant",
+                self.component
+            ))),
+            Some(grant) => grant.check(key, &self.component),
+        };
+        self.refusals.watch(Xenstore::NAME, checked)
     }
 }
 
@@ -128,22 +196,13 @@ fn wit_error(key: &str, error: &xs::Error) -> Error {
 
 impl wit::Host for CallXenstore {
     async fn read(&mut self, key: String) -> Result<String, Error> {
-        let value = self
-            .client_for(&key)?
-            .read(&key)
-            .await
-            .map_err(|error| wit_error(&key, &error))?;
-        String::from_utf8(value).map_err(|_| Error::Unavailable(format!("{key}: the value is not UTF-8")))
+        self.check(&key)?;
+        self.source.read(&key).await
     }
 
     async fn directory(&mut self, key: String) -> Result<Vec<String>, Error> {
-        let mut children = self
-            .client_for(&key)?
-            .directory(&key)
-            .await
-            .map_err(|error| wit_error(&key, &error))?;
-        children.sort();
-        Ok(children)
+        self.check(&key)?;
+        self.source.directory(&key).await
     }
 }
 
@@ -186,5 +245,30 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.line, 2);
         assert!(error.message.starts_with("component.c.xenstore:"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn data_is_served_as_xenstored_would() {
+        let data: BTreeMap<String, String> = [
+            ("vm-data/hostname", "web"),
+            ("vm-data/networking/BC764E205EB2", "{}"),
+            ("vm-data/networking/BC764E205EB3", "{}"),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+        let source = Xenstore::from_data(data).source;
+        assert_eq!(source.read("vm-data/hostname").await.unwrap(), "web");
+        assert!(matches!(source.read("vm-data/nope").await, Err(Error::NotFound(_))));
+        assert_eq!(
+            source.directory("vm-data/networking").await.unwrap(),
+            ["BC764E205EB2", "BC764E205EB3"]
+        );
+        assert_eq!(source.directory("vm-data").await.unwrap(), ["hostname", "networking"]);
+        assert!(source.directory("vm-data/hostname").await.unwrap().is_empty());
+        assert!(matches!(
+            source.directory("vm-data/nope").await,
+            Err(Error::NotFound(_))
+        ));
     }
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use std::sync::Arc;
 
+use guestward::capability::xenstore::Xenstore;
 use guestward::capability::{Capabilities, Policy};
 use guestward::config::{self, ConfigFile};
 use guestward::daemon::{self, DaemonSettings};
@@ -75,8 +76,13 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
         /// A xenbus device or xenstored socket for the `xenstore` interface.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "xenstore_data")]
         xenstore: Option<PathBuf>,
+        /// XenStore keys for the `xenstore` interface from a JSON file
+        /// (`{"vm-data/hostname": "web", ...}`, keys relative to the
+        /// domain) instead of a xenstored.
+        #[arg(long)]
+        xenstore_data: Option<PathBuf>,
     },
     /// Make a key pair for signing components: NAME.key (private, 0600)
     /// and NAME.pub (for the trusted-keys directory of the machines).
@@ -130,6 +136,12 @@ enum Command {
         /// Directory of command components (default: the built-in commands).
         #[arg(long)]
         commands: Option<PathBuf>,
+        /// Another directory of command components (repeatable).
+        #[arg(long)]
+        extra_commands: Vec<PathBuf>,
+        /// Directory of policy drop-ins added on top of the policy.
+        #[arg(long, default_value = config::DEFAULT_POLICY_DIR)]
+        policy_dir: PathBuf,
         /// Compiled-component cache (default /var/cache/guestward).
         #[arg(long, default_value = config::DEFAULT_CACHE)]
         cache: PathBuf,
@@ -154,6 +166,9 @@ enum PolicyAction {
     /// would be granted, or why it would be refused.
     Check {
         file: Option<PathBuf>,
+        /// Directory of policy drop-ins added on top of FILE.
+        #[arg(long, default_value = config::DEFAULT_POLICY_DIR)]
+        policy_dir: PathBuf,
         /// Directory of command components (default: the built-in commands).
         #[arg(long)]
         commands: Option<PathBuf>,
@@ -163,6 +178,15 @@ enum PolicyAction {
         /// Accept v1 signatures, which do not name the component.
         #[arg(long)]
         accept_v1_signatures: bool,
+    },
+    /// Print the effective policy: FILE (default: the operator policy, else
+    /// the built-in one) with the drop-ins of the policy directory on top,
+    /// each entry with the file it comes from.
+    Show {
+        file: Option<PathBuf>,
+        /// Directory of policy drop-ins added on top of FILE.
+        #[arg(long, default_value = config::DEFAULT_POLICY_DIR)]
+        policy_dir: PathBuf,
     },
 }
 
@@ -175,13 +199,22 @@ struct ServeArgs {
     /// device when there is one; otherwise only the local socket is served).
     #[arg(long)]
     xenstore: Option<PathBuf>,
-    /// Directory of command components (default: the built-in commands).
+    /// Directory of command components (default: the built-in commands;
+    /// this replaces them).
     #[arg(long)]
     commands: Option<PathBuf>,
+    /// Another directory of command components, loaded beside the built-in
+    /// ones (repeatable).
+    #[arg(long)]
+    extra_commands: Vec<PathBuf>,
     /// Operator policy (default: /etc/guestward/policy.toml if it exists,
     /// else the built-in policy).
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Directory of policy drop-ins added on top of the policy (default
+    /// /etc/guestward/policy.d).
+    #[arg(long)]
+    policy_dir: Option<PathBuf>,
     /// Act on DIR as if it were `/`: every file resolves inside it.
     #[arg(long)]
     root: Option<PathBuf>,
@@ -245,8 +278,26 @@ pub(crate) fn print_line(text: &str) {
 }
 
 fn fail(error: &anyhow::Error) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "guestward: error: {error:#}");
+    let _ = writeln!(std::io::stderr(), "guestward: error: {}", error_chain(error));
     ExitCode::from(2)
+}
+
+/// An error and its causes on one line, without repeating a cause whose
+/// text a message before it already includes (an OS error is often both
+/// a typed error's source and part of its message).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }
 
 /// Logs to stderr (text or JSON); with `serve --audit-log FILE`, the audit
@@ -258,6 +309,8 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
 
     let default = match cli.command {
         Command::Serve(_) => "info",
+        // An author running a command sees its own logs and output.
+        Command::Run { .. } => "warn,guestward::command=info,guestward::component=debug",
         _ => "warn",
     };
     let filter = std::env::var("GUESTWARD_LOG")
@@ -318,18 +371,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             interfaces,
             policy,
             xenstore,
+            xenstore_data,
         } => {
             let machine = Machine { root, interfaces };
+            let xenstore = match (xenstore, xenstore_data) {
+                (_, Some(file)) => XenstoreSource::Data(file),
+                (Some(path), None) => XenstoreSource::Connect(path),
+                (None, None) => XenstoreSource::None,
+            };
             run_one(&component, &name, value.as_deref(), machine, policy, xenstore).await
         }
         Command::Inspect { component, policy } => inspect(&component, policy).await,
         Command::Compile {
             commands,
+            extra_commands,
+            policy_dir,
             cache,
             policy,
         } => {
-            let commands = commands.unwrap_or_else(config::default_commands_dir);
-            compile(&commands, &cache, &load_policy(policy.as_deref())?)
+            let mut dirs = vec![commands.unwrap_or_else(config::default_commands_dir)];
+            dirs.extend(extra_commands);
+            compile(&dirs, &cache, &load_policy(policy.as_deref(), &policy_dir)?)
         }
         Command::Keygen { name, dir } => keys::keygen(&name, &dir),
         Command::Sign { key, name, components } => keys::sign(&key, name.as_deref(), &components),
@@ -339,7 +401,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             accept_v1_signatures,
             components,
         } => {
-            let policy = load_policy(policy.as_deref())?;
+            let policy = load_policy(policy.as_deref(), Path::new(config::DEFAULT_POLICY_DIR))?;
             let trust = trust_store(&trusted_keys, &[], accept_v1_signatures, &policy)?;
             keys::verify(&trust, &components)
         }
@@ -347,15 +409,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             action:
                 PolicyAction::Check {
                     file,
+                    policy_dir,
                     commands,
                     trusted_keys,
                     accept_v1_signatures,
                 },
         } => {
-            let policy = load_policy(file.as_deref())?;
+            let policy = load_policy(file.as_deref(), &policy_dir)?;
             let commands = commands.unwrap_or_else(config::default_commands_dir);
             let trust = trust_store(&trusted_keys, &[], accept_v1_signatures, &policy)?;
             policy_check::check(policy, &commands, trust).await
+        }
+        Command::Policy {
+            action: PolicyAction::Show { file, policy_dir },
+        } => {
+            policy_check::show(&load_policy(file.as_deref(), &policy_dir)?);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -367,11 +436,26 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
         .or(file.xenstore.clone())
         .map(|path| Endpoint::at(&path))
         .or_else(Endpoint::detect);
-    let commands = args
-        .commands
-        .or(file.commands.clone())
-        .unwrap_or_else(config::default_commands_dir);
-    let policy = load_policy(args.policy.or(file.policy.clone()).as_deref())?;
+    let commands = match args.commands.or(file.commands.clone()) {
+        Some(dir) => {
+            // Said out loud: an operator adding commands wants
+            // `extra-commands`, and may not know this drops the built-ins.
+            tracing::info!(
+                commands = %dir.display(),
+                "the commands directory replaces the built-in commands (extra-commands adds to them)"
+            );
+            dir
+        }
+        None => config::default_commands_dir(),
+    };
+    let mut extra_commands = args.extra_commands;
+    extra_commands.extend(file.extra_commands.iter().cloned());
+    let policy_file = args.policy.or(file.policy.clone());
+    let policy_dir = args
+        .policy_dir
+        .or(file.policy_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_POLICY_DIR));
+    let policy = load_policy(policy_file.as_deref(), &policy_dir)?;
     let root = args.root.or(file.root.clone()).unwrap_or_else(|| PathBuf::from("/"));
     let socket = args
         .socket
@@ -395,7 +479,10 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
         trust,
         xenstore,
         commands,
+        extra_commands,
         policy,
+        policy_file,
+        policy_dir,
         root,
         interfaces: args.interfaces.or(file.interfaces.clone()),
         socket: unless(args.no_socket, socket),
@@ -425,15 +512,18 @@ fn trust_store(
     Ok(store)
 }
 
-/// `guestward compile`: every component of `commands` into `cache`.
-fn compile(commands: &Path, cache: &Path, policy: &Policy) -> anyhow::Result<ExitCode> {
+/// `guestward compile`: every component of the `dirs` into `cache`.
+fn compile(dirs: &[PathBuf], cache: &Path, policy: &Policy) -> anyhow::Result<ExitCode> {
     let options = RuntimeOptions {
         cache_dir: Some(cache.to_owned()),
         ..RuntimeOptions::for_policy(policy)
     };
     let runtime = Runtime::new(&options, Capabilities::new(Arc::new(Root::host()?), None, None))?;
-    let components = Runtime::read_dir(commands)?;
-    anyhow::ensure!(!components.is_empty(), "no components in {}", commands.display());
+    let mut components = Vec::new();
+    for dir in dirs {
+        components.extend(Runtime::read_dir(dir)?);
+    }
+    anyhow::ensure!(!components.is_empty(), "no components in {}", dirs[0].display());
     let mut failed = 0;
     for component in &components {
         let path = component.path.display();
@@ -452,13 +542,16 @@ fn compile(commands: &Path, cache: &Path, policy: &Policy) -> anyhow::Result<Exi
     })
 }
 
-/// `path`, else the default operator policy if it exists, else the built-in one.
-fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
-    match path {
-        Some(path) => Policy::load(path),
-        None if Path::new(config::DEFAULT_POLICY).exists() => Policy::load(Path::new(config::DEFAULT_POLICY)),
-        None => Ok(Policy::builtin()),
-    }
+/// `path`, else the default operator policy if it exists, else the
+/// built-in one; then the drop-ins of `dir` on top.
+fn load_policy(path: Option<&Path>, dir: &Path) -> anyhow::Result<Policy> {
+    let mut policy = match path {
+        Some(path) => Policy::load(path)?,
+        None if Path::new(config::DEFAULT_POLICY).exists() => Policy::load(Path::new(config::DEFAULT_POLICY))?,
+        None => Policy::builtin(),
+    };
+    policy.add_layers_from(dir)?;
+    Ok(policy)
 }
 
 /// `{"name": NAME, "value": VALUE}` with VALUE as JSON if it parses.
@@ -488,15 +581,41 @@ struct Machine {
     interfaces: Option<PathBuf>,
 }
 
-async fn runtime_for(policy: &Policy, machine: Machine, xenstore: Option<PathBuf>) -> anyhow::Result<Runtime> {
+/// Where `run` reads XenStore keys.
+#[derive(Debug, Default)]
+enum XenstoreSource {
+    #[default]
+    None,
+    /// A xenbus device or xenstored socket.
+    Connect(PathBuf),
+    /// A JSON file of keys and values.
+    Data(PathBuf),
+}
+
+async fn runtime_for(policy: &Policy, machine: Machine, xenstore: XenstoreSource) -> anyhow::Result<Runtime> {
     let root =
         Root::open(&machine.root.unwrap_or_else(|| PathBuf::from("/")))?.with_interfaces_file(machine.interfaces);
-    let xenstore = match xenstore {
-        Some(path) => Some(XsClient::connect(Endpoint::at(&path)).await?),
-        None => None,
+    let client = match &xenstore {
+        XenstoreSource::Connect(path) => Some(XsClient::connect(Endpoint::at(path)).await?),
+        XenstoreSource::None | XenstoreSource::Data(_) => None,
     };
-    let capabilities = Capabilities::new(Arc::new(root), xenstore, None);
+    let mut capabilities = Capabilities::new(Arc::new(root), client, None);
+    if let XenstoreSource::Data(file) = &xenstore {
+        capabilities.xenstore = Xenstore::from_data(xenstore_data(file)?);
+    }
     Runtime::new(&RuntimeOptions::for_policy(policy), capabilities)
+}
+
+/// A JSON object of XenStore keys (relative to the domain) and string
+/// values.
+fn xenstore_data(file: &Path) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a JSON object of XenStore keys and string values",
+            file.display()
+        )
+    })
 }
 
 async fn run_one(
@@ -505,9 +624,9 @@ async fn run_one(
     value: Option<&str>,
     machine: Machine,
     policy: Option<PathBuf>,
-    xenstore: Option<PathBuf>,
+    xenstore: XenstoreSource,
 ) -> anyhow::Result<ExitCode> {
-    let policy = load_policy(policy.as_deref())?;
+    let policy = load_policy(policy.as_deref(), Path::new(config::DEFAULT_POLICY_DIR))?;
     let runtime = runtime_for(&policy, machine, xenstore).await?;
     let bytes = ComponentBytes::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let component = runtime.load_bytes(&bytes, &policy).await?;
@@ -527,8 +646,8 @@ async fn run_one(
 }
 
 async fn inspect(path: &Path, policy: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let policy = load_policy(policy.as_deref())?;
-    let runtime = runtime_for(&Policy::parse("", "inspect")?, Machine::default(), None).await?;
+    let policy = load_policy(policy.as_deref(), Path::new(config::DEFAULT_POLICY_DIR))?;
+    let runtime = runtime_for(&Policy::parse("", "inspect")?, Machine::default(), XenstoreSource::None).await?;
     let bytes = ComponentBytes::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let inspection = runtime
         .inspect(&bytes, &policy)
@@ -558,6 +677,22 @@ mod tests {
             r#"{"name":"version","value":"agent"}"#
         );
         assert_eq!(request_json("x", Some(r#"{"a":1}"#)), r#"{"name":"x","value":{"a":1}}"#);
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let os = std::io::Error::from_raw_os_error(2);
+        let error = anyhow::Error::new(std::io::Error::new(os.kind(), format!("x.wasm: cannot read: {os}")))
+            .context("cannot inspect x.wasm");
+        assert_eq!(
+            error_chain(&error),
+            "cannot inspect x.wasm: x.wasm: cannot read: No such file or directory (os error 2)"
+        );
+        let error = anyhow::Error::new(os).context("cannot read x.wasm");
+        assert_eq!(
+            error_chain(&error),
+            "cannot read x.wasm: No such file or directory (os error 2)"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `guestward policy check`: is the policy valid, and what would each
-//! component of a commands directory be granted (or why refused)?
+//! component of a commands directory be granted (or why refused)? And
+//! `guestward policy show`: the effective policy, entry by entry.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -74,4 +75,24 @@ pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow
         }
     }
     Ok(if refused { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Print the effective policy: its files, the limits of components without
+/// an entry, then each entry with the file it comes from.
+pub fn show(policy: &Policy) {
+    print_line(&format!("policy    {}", policy.origin()));
+    let limits = policy.default_limits();
+    print_line(&format!(
+        "default   deadline {} ms, memory {} MiB, reply {} bytes, {} log lines, downloads {} MiB",
+        limits.deadline.as_millis(),
+        limits.memory >> 20,
+        limits.reply_bytes,
+        limits.log_lines,
+        limits.download_bytes >> 20
+    ));
+    for name in policy.entry_names() {
+        let origin = policy.entry_origin(name).unwrap_or_default();
+        print_line(&format!("\n[component.{name}]  # from {origin}"));
+        print_line(&policy.component(name).to_string());
+    }
 }

@@ -38,6 +38,8 @@ pub struct Policy<G> {
     origin: String,
     limits: Limits,
     components: BTreeMap<String, ComponentPolicy<G>>,
+    /// Where each entry came from (a drop-in may replace a base entry).
+    origins: BTreeMap<String, String>,
 }
 
 /// What one component is granted.
@@ -223,13 +225,61 @@ impl<G: GrantSet> Policy<G> {
 
     /// Parse policy text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, PolicyError> {
+        Ok(Self::parse_over(text, origin, Limits::default())?.0)
+    }
+
+    /// Add a drop-in (`policy.d/*.toml`) on top of this policy: each of its
+    /// entries replaces this policy's entry of the same name (or adds one),
+    /// and inherits this policy's global limits unless the drop-in sets
+    /// its own `[limits]`, which then also become the global limits.
+    pub fn add_layer(&mut self, text: &str, origin: &str) -> Result<(), PolicyError> {
+        let (layer, sets_limits) = Self::parse_over(text, origin, self.limits)?;
+        if sets_limits {
+            self.limits = layer.limits;
+        }
+        for (name, entry) in layer.components {
+            self.origins.insert(name.clone(), origin.to_owned());
+            self.components.insert(name, entry);
+        }
+        self.origin = format!("{}, then {origin}", self.origin);
+        Ok(())
+    }
+
+    /// Add every `*.toml` of `dir`, in name order, with [`add_layer`]
+    /// (`Self::add_layer`). A missing directory adds nothing.
+    pub fn add_layers_from(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => anyhow::bail!("cannot read {}: {error}", dir.display()),
+        };
+        let mut files: Vec<_> = entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml") && path.is_file())
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|error| anyhow::anyhow!("cannot read policy {}: {error}", file.display()))?;
+            self.add_layer(&text, &file.display().to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Parse with `defaults` as the limits the file's own refine; also say
+    /// whether the file sets global `[limits]`.
+    fn parse_over(text: &str, origin: &str, defaults: Limits) -> Result<(Self, bool), PolicyError> {
         let source = Source { origin, text };
         let document = DeTable::parse(text).map_err(|error| source.toml_error(&error))?;
-        let mut limits = Limits::default();
+        let mut limits = defaults;
+        let mut sets_limits = false;
         let mut entries = None;
         for (key, value) in document.into_inner() {
             match key.get_ref().as_ref() {
-                "limits" => limits = parse_limits(value, Limits::default(), source)?,
+                "limits" => {
+                    limits = parse_limits(value, defaults, source)?;
+                    sets_limits = true;
+                }
                 "component" => entries = Some(value),
                 other => {
                     return Err(source.error_at(key.span().start, format!("unknown key `{other}`")));
@@ -248,11 +298,17 @@ impl<G: GrantSet> Policy<G> {
                 components.insert(name, component);
             }
         }
-        Ok(Self {
+        let origins = components
+            .keys()
+            .map(|name| (name.clone(), origin.to_owned()))
+            .collect();
+        let policy = Self {
             origin: origin.to_owned(),
             limits,
             components,
-        })
+            origins,
+        };
+        Ok((policy, sets_limits))
     }
 
     /// The entry for component `name`; with no entry, nothing beyond the
@@ -267,9 +323,20 @@ impl<G: GrantSet> Policy<G> {
 }
 
 impl<G> Policy<G> {
-    /// Where this policy came from (a path, or "built-in policy").
+    /// Where this policy came from (a path, or "built-in policy", then
+    /// each drop-in).
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// Where the entry for component `name` came from.
+    pub fn entry_origin(&self, name: &str) -> Option<&str> {
+        self.origins.get(name).map(String::as_str)
+    }
+
+    /// The limits of components without an entry.
+    pub fn default_limits(&self) -> Limits {
+        self.limits
     }
 
     /// The components the policy has an entry for.
@@ -508,6 +575,27 @@ mod tests {
         assert_eq!(error.line, 1, "{error}");
         let error = parse("[component.x]\nlimits = { deadline = 3 }\n").unwrap_err();
         assert_eq!(error.line, 2, "{error}");
+    }
+
+    #[test]
+    fn a_drop_in_replaces_entries_adds_others_and_inherits_the_limits() {
+        let mut policy =
+            parse("[limits]\ndeadline-ms = 1000\n[component.a]\nthing = 1\n[component.b]\nthing = 2\n").unwrap();
+        policy
+            .add_layer("[component.b]\nthing = 20\n[component.c]\n", "10-x.toml")
+            .unwrap();
+        assert_eq!(policy.component("a").grants, Things(Some(1)));
+        assert_eq!(policy.component("b").grants, Things(Some(20)));
+        assert_eq!(policy.component("c").grants, Things(None));
+        assert_eq!(policy.component("c").limits.deadline, Duration::from_secs(1));
+        assert_eq!(policy.entry_origin("a"), Some("p.toml"));
+        assert_eq!(policy.entry_origin("b"), Some("10-x.toml"));
+        assert_eq!(policy.origin(), "p.toml, then 10-x.toml");
+        policy.add_layer("[limits]\nmemory-mib = 8\n", "20-y.toml").unwrap();
+        let stranger = policy.component("stranger").limits;
+        assert_eq!((stranger.deadline, stranger.memory), (Duration::from_secs(1), 8 << 20));
+        let error = policy.add_layer("[component.d]\nthing = 0\n", "30-z.toml").unwrap_err();
+        assert_eq!(error.to_string(), "30-z.toml:2: component.d.thing: zero things");
     }
 
     #[test]

@@ -11,38 +11,143 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::limits::CallLimiter;
 use super::{CallContext, EPOCH_TICK, LoadedComponent, Runtime};
-use crate::capability::{CallInfo, Grants};
+use crate::capability::{CallInfo, Grants, Refusals};
 use crate::policy::Limits;
 use crate::protocol::Reply;
 
-/// Bytes of a component's stderr kept per call (for panic messages).
-const STDERR_CAPTURE: usize = 8 << 10;
+/// Bytes of a component's stdout and of its stderr kept per call (stderr
+/// holds panic messages; both are logged at debug level for authors).
+const OUTPUT_CAPTURE: usize = 8 << 10;
+
+/// How a call ended, as the audit record and the warning name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The component replied (any return code) within its limits.
+    Replied,
+    /// Stopped at its deadline.
+    Deadline,
+    /// Stopped at its memory limit.
+    Memory,
+    /// Overflowed its stack.
+    Stack,
+    /// A Rust panic.
+    Panic,
+    /// Any other trap.
+    Crashed,
+    /// Called `exit` instead of replying.
+    Exited,
+    /// The reply was over the reply-size limit.
+    ReplyTooLarge,
+    /// The reply's return code was not a plain code.
+    InvalidCode,
+    /// Failed otherwise (a host error, shutdown).
+    Failed,
+}
+
+impl Outcome {
+    /// The name in the audit record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Replied => "replied",
+            Self::Deadline => "deadline",
+            Self::Memory => "memory",
+            Self::Stack => "stack",
+            Self::Panic => "panic",
+            Self::Crashed => "crashed",
+            Self::Exited => "exited",
+            Self::ReplyTooLarge => "reply-too-large",
+            Self::InvalidCode => "invalid-code",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One call's reply and how it ended.
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    pub reply: Reply,
+    pub outcome: Outcome,
+    /// The interfaces that refused the call something not granted.
+    pub refused: Vec<&'static str>,
+}
+
+impl CallReport {
+    /// A warning for what an operator should look at: a limit hit, a
+    /// panic, a crash, a refused grant.
+    fn warn(&self, component: &LoadedComponent, command: &str, request_id: &str) {
+        if self.outcome != Outcome::Replied {
+            tracing::warn!(
+                request = request_id,
+                command,
+                component = component.name,
+                outcome = self.outcome.name(),
+                "{}",
+                self.reply.message
+            );
+        }
+        if !self.refused.is_empty() {
+            tracing::warn!(
+                request = request_id,
+                command,
+                component = component.name,
+                refused = self.refused.join(","),
+                "the call was refused something its policy entry does not grant"
+            );
+        }
+    }
+}
 
 impl Runtime {
     /// Run one request in a fresh sandbox.
     pub async fn call(&self, component: &LoadedComponent, command: &str, value: &str, request_id: &str) -> Reply {
+        self.call_reported(component, command, value, request_id).await.reply
+    }
+
+    /// Run one request in a fresh sandbox, and say how it ended.
+    pub async fn call_reported(
+        &self,
+        component: &LoadedComponent,
+        command: &str,
+        value: &str,
+        request_id: &str,
+    ) -> CallReport {
         let Ok(_permit) = self.permits.acquire().await else {
-            return Reply::error("the agent is shutting down");
+            return CallReport {
+                reply: Reply::error("the agent is shutting down"),
+                outcome: Outcome::Failed,
+                refused: Vec::new(),
+            };
         };
         let started = Instant::now();
-        let mut store = self.new_store(component, &component.grants, command, request_id);
+        let refusals = Refusals::default();
+        let mut store = self.new_store(component, &component.grants, command, request_id, &refusals);
         // The epoch deadline stops a component that computes; this timeout
         // also stops one blocked in a host call.
-        let outcome = tokio::time::timeout(component.limits.deadline + EPOCH_TICK * 10, async {
+        let ended = tokio::time::timeout(component.limits.deadline + EPOCH_TICK * 10, async {
             let instance = component.pre.instantiate_async(&mut store).await?;
             instance.call_handle(&mut store, command, value).await
         })
         .await;
-        let reply = match outcome {
+        let (outcome, reply) = match ended {
             Ok(Ok(reply)) => checked_reply(command, reply, &component.limits),
-            Ok(Err(error)) => Reply::error(format!(
-                "command '{command}' {}",
-                failure_text(&error, store.data(), &component.limits)
-            )),
-            Err(_) => Reply::error(format!("command '{command}' {}", deadline_text(&component.limits))),
+            Ok(Err(error)) => {
+                let (outcome, text) = failure(&error, store.data(), &component.limits);
+                (outcome, Reply::error(format!("command '{command}' {text}")))
+            }
+            Err(_) => (
+                Outcome::Deadline,
+                Reply::error(format!("command '{command}' {}", deadline_text(&component.limits))),
+            ),
         };
-        audit(component, command, request_id, &store, started, &reply);
-        reply
+        let report = CallReport {
+            reply,
+            outcome,
+            refused: refusals.list(),
+        };
+        log_output(component, command, request_id, store.data());
+        report.warn(component, command, request_id);
+        audit(component, command, request_id, &store, started, &report);
+        report
     }
 
     /// A Store for one call of `component` with `grants` (none while
@@ -53,6 +158,7 @@ impl Runtime {
         grants: &Grants,
         command: &str,
         request_id: &str,
+        refusals: &Refusals,
     ) -> Store<CallContext> {
         let deadline = Instant::now() + component.limits.deadline;
         let call = CallInfo {
@@ -61,15 +167,21 @@ impl Runtime {
             request_id,
             limits: &component.limits,
             deadline,
+            refusals,
         };
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE);
         let context = CallContext {
             // Default WASI: no environment, no arguments, no preopened
             // directories, no network.
-            wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
+            wasi: WasiCtxBuilder::new()
+                .stdout(stdout.clone())
+                .stderr(stderr.clone())
+                .build(),
             table: ResourceTable::new(),
             limiter: CallLimiter::new(component.limits.memory),
             deadline_passed: false,
+            stdout,
             stderr,
             capabilities: self.capabilities.call_states(grants, &call),
             _ticking: self.ticker.call_started(),
@@ -91,14 +203,15 @@ impl Runtime {
 }
 
 /// The audit record of one call: who ran what, with which interfaces, for
-/// how long, and how it ended. Never a value: those may be secrets.
+/// how long, how it ended and what was refused. Never a value: those may
+/// be secrets.
 fn audit(
     component: &LoadedComponent,
     command: &str,
     request_id: &str,
     store: &Store<CallContext>,
     started: Instant,
-    reply: &Reply,
+    report: &CallReport,
 ) {
     tracing::info!(
         target: AUDIT_TARGET,
@@ -108,32 +221,61 @@ fn audit(
         sha256 = component.sha256,
         capabilities = store.data().capabilities.used().join(","),
         elapsed_us = started.elapsed().as_micros() as u64,
-        code = reply.code,
+        code = report.reply.code,
+        outcome = report.outcome.name(),
+        refused = report.refused.join(","),
         "call"
     );
 }
+
+/// What the component wrote to stdout and stderr, for its author: at debug
+/// level, one line each, control characters escaped.
+fn log_output(component: &LoadedComponent, command: &str, request_id: &str, context: &CallContext) {
+    // (No `tracing::enabled!` shortcut here: with per-layer filters, an
+    // `enabled!` not followed by its event leaves filter state behind that
+    // silenced the next audit record.)
+    for (stream, pipe) in [("stdout", &context.stdout), ("stderr", &context.stderr)] {
+        let contents = pipe.contents();
+        if contents.is_empty() {
+            continue;
+        }
+        for line in String::from_utf8_lossy(&contents).lines() {
+            tracing::debug!(
+                target: OUTPUT_TARGET,
+                request = request_id,
+                command,
+                component = component.name,
+                stream,
+                "{}",
+                line.escape_debug()
+            );
+        }
+    }
+}
+
+/// The tracing target of components' stdout and stderr lines.
+pub const OUTPUT_TARGET: &str = "guestward::component";
 
 /// The tracing target of audit records (`--audit-log` writes them to a file).
 pub const AUDIT_TARGET: &str = "guestward::audit";
 
 /// Enforce the reply-size cap and sane return codes.
-fn checked_reply(command: &str, reply: crate::wit::types::Reply, limits: &Limits) -> Reply {
+fn checked_reply(command: &str, reply: crate::wit::types::Reply, limits: &Limits) -> (Outcome, Reply) {
     let size = reply.code.len() + reply.message.len();
     if size > limits.reply_bytes {
-        return Reply::error(format!(
+        let text = format!(
             "command '{command}' replied with {size} bytes, over its limit of {} bytes",
             limits.reply_bytes
-        ));
+        );
+        return (Outcome::ReplyTooLarge, Reply::error(text));
     }
     let code_ok =
         !reply.code.is_empty() && reply.code.len() <= 16 && reply.code.bytes().all(|b| b.is_ascii_alphanumeric());
     if !code_ok {
-        return Reply::error(format!(
-            "command '{command}' returned an invalid return code {:?}",
-            reply.code
-        ));
+        let text = format!("command '{command}' returned an invalid return code {:?}", reply.code);
+        return (Outcome::InvalidCode, Reply::error(text));
     }
-    Reply::new(reply.code, reply.message)
+    (Outcome::Replied, Reply::new(reply.code, reply.message))
 }
 
 fn deadline_text(limits: &Limits) -> String {
@@ -145,21 +287,32 @@ fn deadline_text(limits: &Limits) -> String {
 
 /// Why a call failed, in words for the reply.
 pub(super) fn failure_text(error: &wasmtime::Error, context: &CallContext, limits: &Limits) -> String {
+    failure(error, context, limits).1
+}
+
+/// How a call failed, and why in words for the reply.
+fn failure(error: &wasmtime::Error, context: &CallContext, limits: &Limits) -> (Outcome, String) {
     if context.deadline_passed {
-        return deadline_text(limits);
+        return (Outcome::Deadline, deadline_text(limits));
     }
     if context.limiter.memory_refused() {
-        return format!("exceeded its memory limit of {} MiB", limits.memory >> 20);
+        return (
+            Outcome::Memory,
+            format!("exceeded its memory limit of {} MiB", limits.memory >> 20),
+        );
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        return format!("exited with status {} instead of replying", exit.0);
+        return (
+            Outcome::Exited,
+            format!("exited with status {} instead of replying", exit.0),
+        );
     }
     let panic = panic_message(&context.stderr.contents());
     match (error.downcast_ref::<Trap>(), panic) {
-        (_, Some(message)) => format!("panicked: {message}"),
-        (Some(Trap::StackOverflow), None) => "overflowed its stack".to_owned(),
-        (Some(trap), None) => format!("crashed: {trap}"),
-        (None, None) => format!("failed: {}", error.root_cause()),
+        (_, Some(message)) => (Outcome::Panic, format!("panicked: {message}")),
+        (Some(Trap::StackOverflow), None) => (Outcome::Stack, "overflowed its stack".to_owned()),
+        (Some(trap), None) => (Outcome::Crashed, format!("crashed: {trap}")),
+        (None, None) => (Outcome::Failed, format!("failed: {}", error.root_cause())),
     }
 }
 

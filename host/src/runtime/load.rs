@@ -16,7 +16,13 @@ use crate::wit::CommandPre;
 pub enum LoadError {
     #[error("{path}: cannot read: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not a valid component: {source:#}")]
+    #[error("{path}: not a WebAssembly file (it does not start with \\0asm)")]
+    NotWasm { path: PathBuf },
+    #[error(
+        "{path}: a core WebAssembly module, not a component: build it for wasm32-wasip2 (cargo build --target wasm32-wasip2)"
+    )]
+    CoreModule { path: PathBuf },
+    #[error("{path}: not a valid component: {source}")]
     Invalid {
         path: PathBuf,
         #[source]
@@ -155,6 +161,7 @@ impl Runtime {
     /// Compile (or take from the cache), list and check the imports, and
     /// pre-instantiate.
     fn examine(&self, bytes: &ComponentBytes, entry: &ComponentPolicy) -> Result<Examined, LoadError> {
+        check_format(bytes)?;
         let compiled = self
             .cache
             .load_or_compile(&self.engine, &bytes.wasm, &bytes.sha256)
@@ -199,7 +206,7 @@ impl Runtime {
     /// `policy check`, when staging an update) must never let its code act
     /// on the machine.
     async fn info(&self, component: &LoadedComponent) -> Result<ComponentInfo, String> {
-        let mut store = self.new_store(component, &Grants::default(), "", "");
+        let mut store = self.new_store(component, &Grants::default(), "", "", &Default::default());
         let outcome = tokio::time::timeout(component.limits.deadline + EPOCH_TICK * 10, async {
             let instance = component.pre.instantiate_async(&mut store).await?;
             instance.call_info(&mut store).await
@@ -227,6 +234,17 @@ impl Runtime {
             asks: info.asks,
             asked,
         })
+    }
+}
+
+/// A component, not a core module or another file: the preamble is
+/// `\0asm`, then a version and a layer (1 for components).
+fn check_format(bytes: &ComponentBytes) -> Result<(), LoadError> {
+    let path = bytes.path.clone();
+    match bytes.wasm.get(..8) {
+        Some([0, b'a', b's', b'm', _, _, 0, 0]) => Err(LoadError::CoreModule { path }),
+        Some([0, b'a', b's', b'm', ..]) => Ok(()),
+        _ => Err(LoadError::NotWasm { path }),
     }
 }
 
@@ -355,6 +373,23 @@ mod tests {
             grants_for("[component.c]\nfiles = [{ path = \"/etc\", access = \"read\" }]\nxenstore = [\"vm-data\"]\n");
         assert_eq!(check_import("guestward:command/files@1.0.0", &grants), Ok(()));
         assert_eq!(check_import("guestward:command/xenstore@1.0.0", &grants), Ok(()));
+    }
+
+    #[test]
+    fn a_core_module_or_another_file_is_named_for_what_it_is() {
+        let check = |wasm: &[u8]| {
+            let bytes = ComponentBytes::new("x.wasm".into(), wasm.to_vec(), SignatureSource::Sidecar);
+            check_format(&bytes).map_err(|error| error.to_string())
+        };
+        let core = check(b"\0asm\x01\0\0\0").unwrap_err();
+        assert!(
+            core.contains("core WebAssembly module") && core.contains("wasm32-wasip2"),
+            "{core}"
+        );
+        let text = check(b"#!/bin/sh\n").unwrap_err();
+        assert!(text.contains("not a WebAssembly file"), "{text}");
+        assert!(check(b"\0asm").unwrap_err().contains("not a WebAssembly file"));
+        assert_eq!(check(b"\0asm\x0d\0\x01\0"), Ok(()));
     }
 
     #[test]

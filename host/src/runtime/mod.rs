@@ -31,7 +31,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use self::cache::ArtifactCache;
-pub use self::call::AUDIT_TARGET;
+pub use self::call::{AUDIT_TARGET, CallReport, OUTPUT_TARGET, Outcome};
 pub use self::component::{ComponentBytes, ComponentInfo, Inspection, LoadedComponent, SignatureSource};
 use self::engine::{EPOCH_TICK, EpochTicker, POOL_INSTANCES, Ticking};
 use self::limits::CallLimiter;
@@ -80,6 +80,8 @@ pub struct CallContext {
     table: ResourceTable,
     limiter: CallLimiter,
     deadline_passed: bool,
+    /// The component's stdout, for its author (debug logs).
+    stdout: MemoryOutputPipe,
     /// The component's stderr, where Rust writes panic messages.
     stderr: MemoryOutputPipe,
     /// Each capability's state for this call.

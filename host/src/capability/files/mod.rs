@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 
-use super::{CallInfo, Capability, nothing_granted};
+use super::{CallInfo, Capability, Refusals, nothing_granted};
 use crate::policy::{PolicyError, SectionErrors};
 use crate::root::Root;
 use crate::wit::files::{self as wit, DirEntry, Error, FileLock, FileMetadata, Owner, ReplaceOptions};
@@ -64,6 +64,7 @@ impl Capability for Files {
             }),
             locks: ResourceTable::new(),
             held_locks: 0,
+            refusals: call.refusals.clone(),
         }
     }
 
@@ -98,6 +99,7 @@ pub struct CallFiles {
     access: Option<FilesAccess>,
     locks: ResourceTable,
     held_locks: usize,
+    refusals: Refusals,
 }
 
 impl CallFiles {
@@ -109,12 +111,14 @@ impl CallFiles {
         operation: impl FnOnce(&FilesAccess) -> Result<T, Error> + Send + 'static,
     ) -> impl Future<Output = Result<T, Error>> + Send + 'static {
         let access = self.access.clone();
-        async move {
+        let refusals = self.refusals.clone();
+        let outcome = async move {
             let access = access.ok_or_else(|| Error::NotGranted("this component has no files grant".to_owned()))?;
             tokio::task::spawn_blocking(move || operation(&access))
                 .await
                 .unwrap_or_else(|error| Err(Error::Io(format!("file operation failed: {error}"))))
-        }
+        };
+        async move { refusals.watch(Files::NAME, outcome.await) }
     }
 }
 
