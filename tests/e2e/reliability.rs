@@ -323,7 +323,7 @@ async fn a_component_replaced_on_disk_while_running_does_not_disturb_the_daemon(
 }
 
 /// A private, empty cache directory.
-fn empty_cache() -> tempfile::TempDir {
+pub fn empty_cache() -> tempfile::TempDir {
     let cache = tempfile::tempdir().unwrap();
     std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     cache
@@ -357,13 +357,24 @@ fn guestward_compile_fills_the_cache_and_the_daemon_then_starts_warm() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(artifacts_in(cache.path()), artifacts::builtin().len());
-    let agent = AgentBuilder::new().cache(cache.path()).log_level("info").start();
+    let agent = AgentBuilder::new().cache(cache.path()).log_level("debug").start();
     assert!(
         !agent.log().contains("compiled the components into the cache"),
         "a warm start compiled:\n{}",
         agent.log()
     );
+    // Nor did it run any component: what each answers to info() was
+    // cached by `guestward compile` (running them kept ~2 MiB resident).
+    assert_eq!(
+        agent.log().matches("info() answer taken from the cache").count(),
+        artifacts::builtin().len(),
+        "{}",
+        agent.log()
+    );
     assert_eq!(agent.call("version", r#""agent""#), answer(AGENT_VERSION, "0"));
+    // `keyinit` is a name only password.wasm's info() gives.
+    let keyinit = agent.call("keyinit", r#""123456789012345678901234567890123""#);
+    assert!(keyinit.ends_with(r#""returncode": "D0"}"#), "{keyinit}");
 }
 
 #[test]

@@ -328,7 +328,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             policy,
         } => {
             let commands = commands.unwrap_or_else(config::default_commands_dir);
-            compile(&commands, &cache, &load_policy(policy.as_deref())?)
+            compile(&commands, &cache, &load_policy(policy.as_deref())?).await
         }
         Command::Keygen { name, dir } => keys::keygen(&name, &dir),
         Command::Sign { key, name, components } => keys::sign(&key, name.as_deref(), &components),
@@ -425,7 +425,7 @@ fn trust_store(
 }
 
 /// `guestward compile`: every component of `commands` into `cache`.
-fn compile(commands: &Path, cache: &Path, policy: &Policy) -> anyhow::Result<ExitCode> {
+async fn compile(commands: &Path, cache: &Path, policy: &Policy) -> anyhow::Result<ExitCode> {
     let options = RuntimeOptions {
         cache_dir: Some(cache.to_owned()),
         ..RuntimeOptions::for_policy(policy)
@@ -435,7 +435,7 @@ fn compile(commands: &Path, cache: &Path, policy: &Policy) -> anyhow::Result<Exi
     anyhow::ensure!(!components.is_empty(), "no components in {}", commands.display());
     let mut failed = 0;
     for path in &components {
-        match runtime.compile_into_cache(path) {
+        match runtime.compile_into_cache(path, policy).await {
             Ok(()) => print_line(&format!("compiled {}", path.display())),
             Err(error) => {
                 failed += 1;

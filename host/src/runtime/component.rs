@@ -12,7 +12,7 @@ use crate::policy::Limits;
 use crate::trust::{Provenance, TrustError};
 
 /// What a component said about itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ComponentInfo {
     pub names: Vec<String>,
     pub version: String,
@@ -141,6 +141,29 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// SHA-256 of the file at `path`, hex, read in small pieces: loading from
+/// a warm cache never holds a whole component in memory (a freed buffer of
+/// hundreds of KiB raises glibc's mmap threshold, and the daemon's heap
+/// then keeps such buffers resident for its whole life).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The bytes of the component at `path`, which must still hash to
+/// `sha256` (the hash its trust was checked on).
+pub fn read_verified(path: &Path, sha256: &str) -> std::io::Result<Vec<u8>> {
+    let wasm = std::fs::read(path)?;
+    if sha256_hex(&wasm) != sha256 {
+        return Err(std::io::Error::other(format!(
+            "{} changed while it was being loaded",
+            path.display()
+        )));
+    }
+    Ok(wasm)
+}
+
 /// The interface holding only the types of the exports.
 const TYPES_INTERFACE: &str = "guestward:command/types";
 
@@ -211,6 +234,23 @@ fn policy_hint(interface: &str) -> String {
 mod tests {
     use super::*;
     use crate::policy::Policy;
+
+    #[test]
+    fn a_file_is_hashed_as_its_bytes_and_a_change_after_hashing_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.wasm");
+        let bytes: Vec<u8> = (0..200_000u32).map(|n| (n % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let sha256 = sha256_file(&path).unwrap();
+        assert_eq!(sha256, sha256_hex(&bytes));
+        assert_eq!(read_verified(&path, &sha256).unwrap(), bytes);
+        std::fs::write(&path, b"replaced").unwrap();
+        let error = read_verified(&path, &sha256).unwrap_err();
+        assert!(
+            error.to_string().contains("changed while it was being loaded"),
+            "{error}"
+        );
+    }
 
     fn grants_for(text: &str) -> Grants {
         Grants::from_policy(&Policy::parse(text, "test").unwrap().component("c"))

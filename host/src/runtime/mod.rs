@@ -131,6 +131,11 @@ impl Runtime {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .parallel_compilation(true)
+            // `.eh_frame` for compiled code only serves outside unwinders
+            // (wasmtime never unwinds through wasm frames, and takes wasm
+            // backtraces without it); registering it read every artifact's
+            // tables at load and kept them resident.
+            .native_unwind_info(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
@@ -153,12 +158,20 @@ impl Runtime {
     }
 
     /// Compile the component at `path` into the cache unless a valid
-    /// artifact is there already (`guestward compile`). Nothing is run.
-    pub fn compile_into_cache(&self, path: &Path) -> anyhow::Result<()> {
-        let wasm = std::fs::read(path)?;
-        let sha256 = component::sha256_hex(&wasm);
+    /// artifact is there already, and cache its `info()` answer
+    /// (`guestward compile`): the daemon then starts without running it.
+    /// `info()` runs with no grants; if it fails, the daemon runs it again
+    /// at load and refuses the component then.
+    pub async fn compile_into_cache(&self, path: &Path, policy: &Policy) -> anyhow::Result<()> {
         anyhow::ensure!(self.cache.is_on(), "no usable cache directory");
-        self.cache.load_or_compile(&self.engine, &wasm, &sha256)?;
+        let sha256 = component::sha256_file(path)?;
+        let compiled = self.cache.load_or_compile(&self.engine, path, &sha256)?;
+        if self.cache.info(&sha256).is_none() {
+            let candidate = self.candidate(path, &sha256, compiled, policy)?;
+            if let Ok(info) = self.info(&candidate).await {
+                self.cache.store_info(&sha256, &info);
+            }
+        }
         Ok(())
     }
 
@@ -166,9 +179,9 @@ impl Runtime {
     /// (a first boot): the daemon then compiles in a child process.
     pub fn cache_is_cold(&self, dir: &Path) -> bool {
         self.cache.is_on()
-            && wasm_files(dir).iter().any(|path| {
-                std::fs::read(path).is_ok_and(|wasm| !self.cache.has_artifact(&component::sha256_hex(&wasm)))
-            })
+            && wasm_files(dir)
+                .iter()
+                .any(|path| component::sha256_file(path).is_ok_and(|sha256| !self.cache.has_artifact(&sha256)))
     }
 
     /// Load every `.wasm` in `dir`, in name order. Components that cannot be
@@ -199,9 +212,9 @@ impl Runtime {
 
     /// Load one component: compile (or take from the cache), check every
     /// import against the grants of its policy entry, pre-instantiate, and
-    /// ask it what it answers.
+    /// ask it what it answers (or find its answer in the cache).
     pub async fn load(&self, path: &Path, policy: &Policy) -> Result<LoadedComponent, LoadError> {
-        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
+        let sha256 = component::sha256_file(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -209,14 +222,13 @@ impl Runtime {
             path: path.to_owned(),
             reason: format!("{error:#}"),
         };
-        let sha256 = component::sha256_hex(&wasm);
         let provenance = match &self.trust {
             Some(trust) => Some(trust.check(path, &sha256)?),
             None => None,
         };
         let compiled = self
             .cache
-            .load_or_compile(&self.engine, &wasm, &sha256)
+            .load_or_compile(&self.engine, path, &sha256)
             .map_err(invalid)?;
         let name = component::component_name(path);
         let entry = policy.component(&name);
@@ -252,10 +264,25 @@ impl Runtime {
             limits: entry.limits,
             pre,
         };
-        component.info = self.info(&component).await.map_err(|reason| LoadError::Info {
-            path: path.to_owned(),
-            reason,
-        })?;
+        // A component answers `info()` the same for the same bytes: asked
+        // once, the answer is cached with its artifact, and a warm start
+        // instantiates nothing (each instantiation left its code and
+        // memory resident for the daemon's life: about 2 MiB for the
+        // built-ins).
+        component.info = match self.cache.info(&component.sha256) {
+            Some(info) if check_info(&info).is_ok() => {
+                tracing::debug!(component = component.name, "info() answer taken from the cache");
+                info
+            }
+            _ => {
+                let info = self.info(&component).await.map_err(|reason| LoadError::Info {
+                    path: path.to_owned(),
+                    reason,
+                })?;
+                self.cache.store_info(&component.sha256, &info);
+                info
+            }
+        };
         component.grants = grants;
         Ok(component)
     }
@@ -281,18 +308,7 @@ impl Runtime {
                 .map(|reason| format!("imports {import}, which {reason}"))
         });
         // Ask `info` with no grants at all: it needs none.
-        let pre = CommandPre::new(self.linker.instantiate_pre(&compiled)?)?;
-        let candidate = LoadedComponent {
-            name: name.clone(),
-            path: path.to_owned(),
-            sha256: sha256.clone(),
-            provenance: None,
-            info: ComponentInfo::default(),
-            imports: imports.clone(),
-            grants: Grants::default(),
-            limits: entry.limits,
-            pre,
-        };
+        let candidate = self.candidate(path, &sha256, compiled, policy)?;
         let info = self.info(&candidate).await;
         Ok(Inspection {
             name,
@@ -317,16 +333,36 @@ impl Runtime {
             Ok(Err(error)) => return Err(failure_text(&error, store.data(), &component.limits)),
             Err(_) => return Err("did not answer within its deadline".to_owned()),
         };
-        if info.names.is_empty() {
-            return Err("it answers no command names".to_owned());
-        }
-        if let Some(bad) = info.names.iter().find(|name| !valid_command_name(name)) {
-            return Err(format!("{bad:?} is not a valid command name"));
-        }
-        Ok(ComponentInfo {
+        let info = ComponentInfo {
             names: info.names,
             version: info.version,
             summary: info.summary,
+        };
+        check_info(&info)?;
+        Ok(info)
+    }
+
+    /// A component ready for `info()` only: no grants at all.
+    fn candidate(
+        &self,
+        path: &Path,
+        sha256: &str,
+        compiled: wasmtime::component::Component,
+        policy: &Policy,
+    ) -> anyhow::Result<LoadedComponent> {
+        let name = component::component_name(path);
+        let limits = policy.component(&name).limits;
+        let pre = CommandPre::new(self.linker.instantiate_pre(&compiled)?)?;
+        Ok(LoadedComponent {
+            name,
+            path: path.to_owned(),
+            sha256: sha256.to_owned(),
+            provenance: None,
+            info: ComponentInfo::default(),
+            imports: Vec::new(),
+            grants: Grants::default(),
+            limits,
+            pre,
         })
     }
 
@@ -402,6 +438,17 @@ pub fn wasm_files(dir: &Path) -> Vec<std::path::PathBuf> {
         .collect();
     paths.sort();
     paths
+}
+
+/// What every component must answer to `info()`.
+fn check_info(info: &ComponentInfo) -> Result<(), String> {
+    if info.names.is_empty() {
+        return Err("it answers no command names".to_owned());
+    }
+    if let Some(bad) = info.names.iter().find(|name| !valid_command_name(name)) {
+        return Err(format!("{bad:?} is not a valid command name"));
+    }
+    Ok(())
 }
 
 fn valid_command_name(name: &str) -> bool {
