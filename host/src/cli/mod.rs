@@ -228,7 +228,14 @@ pub fn main() -> ExitCode {
     if let Err(error) = init_logging(&cli) {
         return fail(&error);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Two workers whatever the number of CPUs: enough for a busy command
+    // not to hold up the exchanges, and a 64-vCPU guest does not pay 64
+    // thread stacks and malloc arenas for an agent that is idle.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error.into()),
     };
