@@ -114,6 +114,15 @@ fn start_to_ready() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(300));
         warm_rss.push(agent.rss_kib());
     }
+    let (mut installed, mut installed_rss) = (Vec::new(), Vec::new());
+    for _ in 0..STARTS {
+        let cache = install_cache()?;
+        let started = Instant::now();
+        let agent = AgentBuilder::new().cache(cache.path()).log_level("warn").start();
+        installed.push(started.elapsed());
+        std::thread::sleep(Duration::from_millis(300));
+        installed_rss.push(agent.rss_kib());
+    }
     let mut peer_starts = Vec::new();
     let mut peer_rss = Vec::new();
     for _ in 0..STARTS {
@@ -134,9 +143,40 @@ fn start_to_ready() -> anyhow::Result<()> {
         millis(median(&mut warm)),
         millis(peer_start),
     );
+    row(
+        "start to ready, installed package (guestward compile)",
+        millis(median(&mut installed)),
+        millis(peer_start),
+    );
     row("RSS after a cold start", kib(median(&mut cold_rss)), kib(peer_rss));
     row("RSS after a warm start", kib(median(&mut warm_rss)), kib(peer_rss));
+    row(
+        "RSS after an installed package's first boot",
+        kib(median(&mut installed_rss)),
+        kib(peer_rss),
+    );
     Ok(())
+}
+
+/// The cache an installed package ships: `make install` fills it with
+/// `guestward compile`, so the first boot loads and never compiles.
+fn install_cache() -> anyhow::Result<tempfile::TempDir> {
+    let cache = tempfile::tempdir()?;
+    std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let commands = tempfile::tempdir()?;
+    for name in artifacts::builtin() {
+        std::fs::copy(artifacts::component(name), commands.path().join(format!("{name}.wasm")))?;
+    }
+    let status = std::process::Command::new(artifacts::guestward_bin())
+        .arg("compile")
+        .arg("--commands")
+        .arg(commands.path())
+        .arg("--cache")
+        .arg(cache.path())
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "guestward compile failed: {status}");
+    Ok(cache)
 }
 
 fn median<T: Ord + Copy + Default>(values: &mut [T]) -> T {
