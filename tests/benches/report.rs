@@ -100,8 +100,7 @@ fn start_to_ready() -> anyhow::Result<()> {
     let mut warm = Vec::new();
     let mut warm_rss = Vec::new();
     for _ in 0..STARTS {
-        let cache = tempfile::tempdir()?;
-        std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let cache = artifacts::private_cache();
         let started = Instant::now();
         let agent = AgentBuilder::new().cache(cache.path()).log_level("warn").start();
         cold.push(started.elapsed());
@@ -116,7 +115,7 @@ fn start_to_ready() -> anyhow::Result<()> {
     }
     let (mut installed, mut installed_rss) = (Vec::new(), Vec::new());
     for _ in 0..STARTS {
-        let cache = install_cache()?;
+        let cache = artifacts::installed_cache();
         let started = Instant::now();
         let agent = AgentBuilder::new().cache(cache.path()).log_level("warn").start();
         installed.push(started.elapsed());
@@ -156,27 +155,6 @@ fn start_to_ready() -> anyhow::Result<()> {
         kib(peer_rss),
     );
     Ok(())
-}
-
-/// The cache an installed package ships: `make install` fills it with
-/// `guestward compile`, so the first boot loads and never compiles.
-fn install_cache() -> anyhow::Result<tempfile::TempDir> {
-    let cache = tempfile::tempdir()?;
-    std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    let commands = tempfile::tempdir()?;
-    for name in artifacts::builtin() {
-        std::fs::copy(artifacts::component(name), commands.path().join(format!("{name}.wasm")))?;
-    }
-    let status = std::process::Command::new(artifacts::guestward_bin())
-        .arg("compile")
-        .arg("--commands")
-        .arg(commands.path())
-        .arg("--cache")
-        .arg(cache.path())
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    anyhow::ensure!(status.success(), "guestward compile failed: {status}");
-    Ok(cache)
 }
 
 fn median<T: Ord + Copy + Default>(values: &mut [T]) -> T {

@@ -374,7 +374,7 @@ fn staging_an_update_runs_info_with_no_grants() {
         + "\n[component.impostor]\nfiles = [{ path = \"/tmp\", access = \"read-write\" }]\n";
     // A cache of its own: the impostor's info() is asked, not found
     // cached by another test.
-    let cache = crate::reliability::empty_cache();
+    let cache = guestward_tests::artifacts::private_cache();
     let guest = Guest::start(AgentBuilder::new().policy(&policy).cache(cache.path()));
     let url = server.url("/updates/bundle.tar.gz");
     assert_eq!(

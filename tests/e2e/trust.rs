@@ -246,7 +246,7 @@ pub fn impostor_policy() -> String {
 fn loading_a_component_runs_its_info_with_no_grants() {
     // A cache of its own: the impostor's info() is asked (by the child
     // that fills a cold cache), not found cached by another test.
-    let cache = crate::reliability::empty_cache();
+    let cache = guestward_tests::artifacts::private_cache();
     let agent = AgentBuilder::new()
         .component("impostor")
         .policy(&impostor_policy())
