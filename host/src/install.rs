@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use crate::capability::Policy;
 use crate::capability::update::{ComponentFile, InstallError, InstallRequest};
 use crate::dispatch::Dispatcher;
-use crate::runtime::{ComponentBytes, Runtime, SignatureSource};
+use crate::runtime::{ComponentSource, Runtime, SignatureSource};
 use crate::trust;
 
 /// The installer: one task, so installs never interleave.
@@ -58,7 +58,7 @@ impl InstallService {
         for component in &components {
             let signature =
                 (!component.signature.is_empty()).then(|| String::from_utf8_lossy(&component.signature).into_owned());
-            let bytes = ComponentBytes::new(
+            let bytes = ComponentSource::new(
                 PathBuf::from(&component.name),
                 component.wasm.clone(),
                 SignatureSource::Given(signature),

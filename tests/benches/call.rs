@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use guestward::capability::{Capabilities, Policy};
 use guestward::root::Root;
-use guestward::runtime::{ComponentBytes, Runtime, RuntimeOptions};
+use guestward::runtime::{ComponentSource, Runtime, RuntimeOptions};
 use guestward_tests::artifacts;
 use guestward_tests::bench::Samples;
 
@@ -39,7 +39,7 @@ async fn measure() -> anyhow::Result<()> {
         Capabilities::new(std::sync::Arc::new(Root::open(root.path())?), None, None),
     )?;
     for &(component, command, value, calls) in CALLS {
-        let bytes = ComponentBytes::read(&artifacts::component(component))?;
+        let bytes = ComponentSource::read(&artifacts::component(component))?;
         let loaded = sandbox.load_bytes(&bytes, &policy).await?;
         for _ in 0..calls / 10 {
             sandbox.call(&loaded, command, value, "bench").await;

@@ -100,19 +100,19 @@ fn start_to_ready() -> anyhow::Result<()> {
     let mut warm = Vec::new();
     let mut warm_rss = Vec::new();
     for _ in 0..STARTS {
-        let cache = tempfile::tempdir()?;
-        std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-        let started = Instant::now();
-        let agent = AgentBuilder::new().cache(cache.path()).log_level("warn").start();
-        cold.push(started.elapsed());
-        std::thread::sleep(Duration::from_millis(300));
-        cold_rss.push(agent.rss_kib());
-        drop(agent);
-        let started = Instant::now();
-        let agent = AgentBuilder::new().cache(cache.path()).log_level("warn").start();
-        warm.push(started.elapsed());
-        std::thread::sleep(Duration::from_millis(300));
-        warm_rss.push(agent.rss_kib());
+        let cache = artifacts::private_cache();
+        let (ready, rss) = timed_start(cache.path());
+        cold.push(ready);
+        cold_rss.push(rss);
+        let (ready, rss) = timed_start(cache.path());
+        warm.push(ready);
+        warm_rss.push(rss);
+    }
+    let (mut installed, mut installed_rss) = (Vec::new(), Vec::new());
+    for _ in 0..STARTS {
+        let (ready, rss) = timed_start(artifacts::installed_cache().path());
+        installed.push(ready);
+        installed_rss.push(rss);
     }
     let mut peer_starts = Vec::new();
     let mut peer_rss = Vec::new();
@@ -134,9 +134,29 @@ fn start_to_ready() -> anyhow::Result<()> {
         millis(median(&mut warm)),
         millis(peer_start),
     );
+    row(
+        "start to ready, installed package (guestward compile)",
+        millis(median(&mut installed)),
+        millis(peer_start),
+    );
     row("RSS after a cold start", kib(median(&mut cold_rss)), kib(peer_rss));
     row("RSS after a warm start", kib(median(&mut warm_rss)), kib(peer_rss));
+    row(
+        "RSS after an installed package's first boot",
+        kib(median(&mut installed_rss)),
+        kib(peer_rss),
+    );
     Ok(())
+}
+
+/// Start the agent on `cache`: how long until it answered, and its RSS
+/// once it has settled.
+fn timed_start(cache: &Path) -> (Duration, u64) {
+    let started = Instant::now();
+    let agent = AgentBuilder::new().cache(cache).log_level("warn").start();
+    let ready = started.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    (ready, agent.rss_kib())
 }
 
 fn median<T: Ord + Copy + Default>(values: &mut [T]) -> T {

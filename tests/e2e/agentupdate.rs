@@ -372,7 +372,10 @@ fn staging_an_update_runs_info_with_no_grants() {
     // loaded, so that the update goes through.
     let policy = policy(&server).replace("[component.password]", "[component.password-off]")
         + "\n[component.impostor]\nfiles = [{ path = \"/tmp\", access = \"read-write\" }]\n";
-    let guest = Guest::start(AgentBuilder::new().policy(&policy));
+    // A cache of its own: the impostor's info() is asked, not found
+    // cached by another test.
+    let cache = guestward_tests::artifacts::private_cache();
+    let guest = Guest::start(AgentBuilder::new().policy(&policy).cache(cache.path()));
     let url = server.url("/updates/bundle.tar.gz");
     assert_eq!(
         guest.dom0.call("u", &update_request(&url, &md5sum(&bundle))),

@@ -7,7 +7,7 @@ use guestward::capability::{Capabilities, Policy};
 use guestward::dispatch::Dispatcher;
 use guestward::protocol::nova;
 use guestward::root::Root;
-use guestward::runtime::{ComponentBytes, Registry, Runtime, RuntimeOptions};
+use guestward::runtime::{ComponentSource, Registry, Runtime, RuntimeOptions};
 use guestward_tests::artifacts;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +16,7 @@ async fn a_component_updated_fifty_times_keeps_one_lane_and_drops_the_old_code()
     let policy = Policy::builtin();
     let capabilities = Capabilities::new(Arc::new(Root::open(root.path()).unwrap()), None, None);
     let runtime = Arc::new(Runtime::new(&RuntimeOptions::for_policy(&policy), capabilities).unwrap());
-    let bytes = ComponentBytes::read(&artifacts::component("version")).unwrap();
+    let bytes = ComponentSource::read(&artifacts::component("version")).unwrap();
     let first = runtime.load_bytes(&bytes, &policy).await.unwrap();
     let dispatcher = Dispatcher::new(runtime.clone(), Registry::build(vec![first]));
     let mut replaced = Vec::new();

@@ -322,13 +322,6 @@ async fn a_component_replaced_on_disk_while_running_does_not_disturb_the_daemon(
     assert!(features.ends_with(r#""returncode": "0"}"#), "{features}");
 }
 
-/// A private, empty cache directory.
-fn empty_cache() -> tempfile::TempDir {
-    let cache = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    cache
-}
-
 fn artifacts_in(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
@@ -342,33 +335,31 @@ fn artifacts_in(dir: &std::path::Path) -> usize {
 
 #[test]
 fn guestward_compile_fills_the_cache_and_the_daemon_then_starts_warm() {
-    let cache = empty_cache();
-    let commands = tempfile::tempdir().unwrap();
-    for name in artifacts::builtin() {
-        std::fs::copy(artifacts::component(name), commands.path().join(format!("{name}.wasm"))).unwrap();
-    }
-    let output = std::process::Command::new(artifacts::guestward_bin())
-        .arg("compile")
-        .arg("--commands")
-        .arg(commands.path())
-        .arg("--cache")
-        .arg(cache.path())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let cache = artifacts::installed_cache();
     assert_eq!(artifacts_in(cache.path()), artifacts::builtin().len());
-    let agent = AgentBuilder::new().cache(cache.path()).log_level("info").start();
+    let agent = AgentBuilder::new().cache(cache.path()).log_level("debug").start();
     assert!(
         !agent.log().contains("compiled the components into the cache"),
         "a warm start compiled:\n{}",
         agent.log()
     );
+    // Nor did it run any component: what each answers to info() was
+    // cached by `guestward compile` (running them kept ~2 MiB resident).
+    assert_eq!(
+        agent.log().matches("info() answer taken from the cache").count(),
+        artifacts::builtin().len(),
+        "{}",
+        agent.log()
+    );
     assert_eq!(agent.call("version", r#""agent""#), answer(AGENT_VERSION, "0"));
+    // `keyinit` is a name only password.wasm's info() gives.
+    let keyinit = agent.call("keyinit", r#""123456789012345678901234567890123""#);
+    assert!(keyinit.ends_with(r#""returncode": "D0"}"#), "{keyinit}");
 }
 
 #[test]
 fn a_first_boot_compiles_in_a_child_process_and_leaves_the_cache_warm() {
-    let cache = empty_cache();
+    let cache = artifacts::private_cache();
     let agent = AgentBuilder::new().cache(cache.path()).log_level("info").start();
     assert!(
         agent.log().contains("compiled the components into the cache"),

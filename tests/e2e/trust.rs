@@ -244,9 +244,13 @@ pub fn impostor_policy() -> String {
 
 #[test]
 fn loading_a_component_runs_its_info_with_no_grants() {
+    // A cache of its own: the impostor's info() is asked (by the child
+    // that fills a cold cache), not found cached by another test.
+    let cache = guestward_tests::artifacts::private_cache();
     let agent = AgentBuilder::new()
         .component("impostor")
         .policy(&impostor_policy())
+        .cache(cache.path())
         .start();
     assert!(
         agent.log().contains("component=\"impostor\""),
@@ -256,6 +260,11 @@ fn loading_a_component_runs_its_info_with_no_grants() {
     assert!(
         !agent.root().join("tmp/guestward-impostor-info").exists(),
         "info() wrote a file while the daemon loaded it"
+    );
+    // `guestward compile` acts on the real machine.
+    assert!(
+        !std::path::Path::new("/tmp/guestward-impostor-info").exists(),
+        "info() wrote a file while it was compiled into the cache"
     );
 }
 

@@ -73,6 +73,39 @@ pub fn shared_cache() -> PathBuf {
     dir
 }
 
+/// An empty private cache directory (mode 0700, as the daemon requires).
+pub fn private_cache() -> tempfile::TempDir {
+    let cache = tempfile::tempdir().expect("a cache directory");
+    std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod the cache");
+    cache
+}
+
+/// A cache as an installed package ships it: `guestward compile` (run by
+/// `make install`) filled with the built-ins. Panics with its output if
+/// compiling fails.
+pub fn installed_cache() -> tempfile::TempDir {
+    let cache = private_cache();
+    let commands = tempfile::tempdir().expect("a commands directory");
+    for name in builtin() {
+        std::fs::copy(component(name), commands.path().join(format!("{name}.wasm"))).expect("copy a built-in");
+    }
+    let output = std::process::Command::new(guestward_bin())
+        .arg("compile")
+        .arg("--commands")
+        .arg(commands.path())
+        .arg("--cache")
+        .arg(cache.path())
+        .output()
+        .expect("run guestward compile");
+    assert!(
+        output.status.success(),
+        "guestward compile failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    cache
+}
+
 /// The key pair the agents of this test process trust (private, public):
 /// the harness signs every component that is not a built-in with it.
 pub fn test_key() -> (&'static str, &'static str) {

@@ -18,7 +18,7 @@ use guestward::exchange::socket;
 use guestward::exchange::xenstore::ExchangeOptions;
 use guestward::protocol::{Reply, nova};
 use guestward::root::Root;
-use guestward::runtime::{ComponentBytes, Runtime, RuntimeOptions};
+use guestward::runtime::{ComponentSource, Runtime, RuntimeOptions};
 use guestward::trust::{self, TrustStore};
 use guestward::xenstore::{Endpoint, XsClient};
 
@@ -262,7 +262,14 @@ pub fn main() -> ExitCode {
     if let Err(error) = init_logging(&cli) {
         return fail(&error);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Two workers whatever the number of CPUs: enough for a busy command
+    // not to hold up the exchanges, and a 64-vCPU guest does not pay 64
+    // thread stacks and malloc arenas for an agent that is idle.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error.into()),
     };
@@ -391,7 +398,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let mut dirs = vec![commands.unwrap_or_else(config::default_commands_dir)];
             dirs.extend(extra_commands);
-            compile(&dirs, &cache, &load_policy(policy.as_deref(), &policy_dir)?)
+            compile(&dirs, &cache, &load_policy(policy.as_deref(), &policy_dir)?).await
         }
         Command::Keygen { name, dir } => keys::keygen(&name, &dir),
         Command::Sign { key, name, components } => keys::sign(&key, name.as_deref(), &components),
@@ -513,7 +520,7 @@ fn trust_store(
 }
 
 /// `guestward compile`: every component of the `dirs` into `cache`.
-fn compile(dirs: &[PathBuf], cache: &Path, policy: &Policy) -> anyhow::Result<ExitCode> {
+async fn compile(dirs: &[PathBuf], cache: &Path, policy: &Policy) -> anyhow::Result<ExitCode> {
     let options = RuntimeOptions {
         cache_dir: Some(cache.to_owned()),
         ..RuntimeOptions::for_policy(policy)
@@ -527,7 +534,7 @@ fn compile(dirs: &[PathBuf], cache: &Path, policy: &Policy) -> anyhow::Result<Ex
     let mut failed = 0;
     for component in &components {
         let path = component.path.display();
-        match runtime.compile_into_cache(component) {
+        match runtime.compile_into_cache(component, policy).await {
             Ok(()) => print_line(&format!("compiled {path}")),
             Err(error) => {
                 failed += 1;
@@ -628,7 +635,7 @@ async fn run_one(
 ) -> anyhow::Result<ExitCode> {
     let policy = load_policy(policy.as_deref(), Path::new(config::DEFAULT_POLICY_DIR))?;
     let runtime = runtime_for(&policy, machine, xenstore).await?;
-    let bytes = ComponentBytes::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = ComponentSource::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let component = runtime.load_bytes(&bytes, &policy).await?;
     runtime.capabilities().agent.set_commands(component.info.names.clone());
     let request = request_json(name, value);
@@ -648,7 +655,7 @@ async fn run_one(
 async fn inspect(path: &Path, policy: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let policy = load_policy(policy.as_deref(), Path::new(config::DEFAULT_POLICY_DIR))?;
     let runtime = runtime_for(&Policy::parse("", "inspect")?, Machine::default(), XenstoreSource::None).await?;
-    let bytes = ComponentBytes::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = ComponentSource::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let inspection = runtime
         .inspect(&bytes, &policy)
         .await

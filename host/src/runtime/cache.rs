@@ -7,6 +7,10 @@
 //! artifact. Loading an artifact is trusting it as native code, so the
 //! cache only loads files it wrote itself, in a directory only this user can
 //! write; anything else is recompiled.
+//!
+//! Beside each artifact the cache keeps what the component's `info()`
+//! answered (`.info`, JSON): a start from a warm cache then instantiates
+//! nothing, which keeps the idle daemon's memory to what calls touch.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -17,6 +21,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use super::component::{ComponentSource, InfoAnswer};
 
 /// Where compiled artifacts live (or nowhere, when caching is off).
 #[derive(Debug, Clone)]
@@ -52,15 +58,41 @@ impl ArtifactCache {
     }
 
     fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
-        let dir = self.dir.as_ref()?;
-        Some(dir.join(format!("{sha256}-{}.cwasm", self.engine_key)))
+        self.cache_path(sha256, "cwasm")
     }
 
-    /// The compiled component for `wasm` (whose SHA-256 is `sha256`): from
-    /// the cache when a valid artifact is there, else compiled (and cached).
-    pub fn load_or_compile(&self, engine: &Engine, wasm: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+    fn cache_path(&self, sha256: &str, extension: &str) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        Some(dir.join(format!("{sha256}-{}.{extension}", self.engine_key)))
+    }
+
+    /// What the component `sha256` answered to `info()` when it was loaded
+    /// before, if the cache holds it (written by this cache, like artifacts).
+    pub fn info(&self, sha256: &str) -> Option<InfoAnswer> {
+        let path = self.cache_path(sha256, "info").filter(|path| trusted_artifact(path))?;
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
+    }
+
+    /// Keep what the component `sha256` answered to `info()`.
+    pub fn store_info(&self, sha256: &str, info: &InfoAnswer) {
+        let Some(path) = self.cache_path(sha256, "info") else {
+            return;
+        };
+        let written = serde_json::to_vec(info)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| write_artifact(&path, &bytes));
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "cannot cache a component's info");
+        }
+    }
+
+    /// The compiled `source`: from the cache when a valid artifact is
+    /// there, else compiled (and cached). A file's bytes are only read when
+    /// it must be compiled.
+    pub fn load_or_compile(&self, engine: &Engine, source: &ComponentSource) -> wasmtime::Result<Component> {
+        let sha256 = source.sha256.as_str();
         let Some(path) = self.artifact_path(sha256) else {
-            return Component::new(engine, wasm);
+            return Component::new(engine, source.wasm()?);
         };
         if trusted_artifact(&path) {
             // SAFETY: the artifact was written by this cache (same user,
@@ -77,7 +109,7 @@ impl ArtifactCache {
                 Err(error) => tracing::warn!(artifact = %path.display(), %error, "recompiling"),
             }
         }
-        let component = Component::new(engine, wasm)?;
+        let component = Component::new(engine, source.wasm()?)?;
         if let Err(error) = component
             .serialize()
             .map_err(std::io::Error::other)
@@ -130,7 +162,9 @@ fn trusted_artifact(path: &Path) -> bool {
 /// Write to a private temporary file, then rename: readers never see a
 /// partial artifact, and concurrent writers do not collide.
 fn write_artifact(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".tmp-{}", std::process::id()));
+    let temp = PathBuf::from(temp);
     let result = (|| {
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -140,10 +174,63 @@ fn write_artifact(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         file.set_permissions(fs::Permissions::from_mode(0o600))?;
         file.write_all(bytes)?;
         file.sync_all()?;
+        // Drop the written pages from the page cache: left there (in large
+        // folios), the daemon's first touch of a mapped artifact maps whole
+        // folios, about the whole file; read back, only what it touches
+        // becomes resident (measured: 1.2 MiB less for the built-ins).
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
         fs::rename(&temp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_in(dir: &Path) -> ArtifactCache {
+        ArtifactCache::open(&Engine::default(), Some(dir))
+    }
+
+    fn info() -> InfoAnswer {
+        InfoAnswer {
+            names: vec!["version".into(), "features".into()],
+            version: "1.2.3".into(),
+            summary: "answers".into(),
+            asks: "network = true".into(),
+        }
+    }
+
+    #[test]
+    fn a_components_info_is_kept_and_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache_in(&dir.path().join("cache"));
+        assert_eq!(cache.info("ab12"), None);
+        cache.store_info("ab12", &info());
+        assert_eq!(cache.info("ab12"), Some(info()));
+        assert_eq!(cache.info("cd34"), None, "another component's info");
+    }
+
+    #[test]
+    fn an_info_file_others_could_write_or_that_is_garbage_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache_in(&dir.path().join("cache"));
+        cache.store_info("ab12", &info());
+        let path = cache.cache_path("ab12", "info").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(cache.info("ab12"), None, "a file others may write is not trusted");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&path, b"{\"names\": [").unwrap();
+        assert_eq!(cache.info("ab12"), None);
+    }
+
+    #[test]
+    fn without_a_cache_directory_nothing_is_kept() {
+        let cache = ArtifactCache::open(&Engine::default(), None);
+        cache.store_info("ab12", &info());
+        assert_eq!(cache.info("ab12"), None);
+    }
 }

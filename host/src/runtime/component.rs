@@ -1,6 +1,7 @@
 //! A loaded command component: compiled, its imports checked against its
 //! grants, pre-instantiated, and asked what it answers.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -53,16 +54,19 @@ impl std::fmt::Debug for LoadedComponent {
     }
 }
 
-/// A component's bytes, read once and hashed once, with where they are.
+/// A component to load: where it is, its SHA-256 (computed once, and what
+/// its trust is checked on), and where its bytes and signature come from.
 #[derive(Debug, Clone)]
-pub struct ComponentBytes {
+pub struct ComponentSource {
     /// Where the component is, as errors name it; its stem is its name.
     pub path: PathBuf,
-    pub wasm: Vec<u8>,
-    /// SHA-256 of `wasm`, hex.
+    /// SHA-256 of the bytes, hex.
     pub sha256: String,
     /// Where its signature comes from.
     pub signature: SignatureSource,
+    /// The bytes, when they came in memory (an update); a file's are read
+    /// only if the component must be compiled.
+    bytes: Option<Vec<u8>>,
 }
 
 /// Where a component's signature is.
@@ -76,20 +80,29 @@ pub enum SignatureSource {
     Given(Option<String>),
 }
 
-impl ComponentBytes {
-    /// Read the component at `path`.
+impl ComponentSource {
+    /// The component file at `path`, hashed in small pieces: loading from a
+    /// warm cache never holds a whole component in memory (a freed buffer
+    /// of hundreds of KiB raises glibc's mmap threshold, and the daemon's
+    /// heap then keeps such buffers resident for its whole life).
     pub fn read(path: &Path) -> std::io::Result<Self> {
-        let wasm = std::fs::read(path)?;
-        Ok(Self::new(path.to_owned(), wasm, SignatureSource::Sidecar))
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+        Ok(Self {
+            path: path.to_owned(),
+            sha256: hex::encode(hasher.finalize()),
+            signature: SignatureSource::Sidecar,
+            bytes: None,
+        })
     }
 
+    /// A component handed over in memory, to be known as `path`.
     pub fn new(path: PathBuf, wasm: Vec<u8>, signature: SignatureSource) -> Self {
-        let sha256 = sha256_hex(&wasm);
         Self {
             path,
-            wasm,
-            sha256,
+            sha256: sha256_hex(&wasm),
             signature,
+            bytes: Some(wasm),
         }
     }
 
@@ -97,6 +110,32 @@ impl ComponentBytes {
     pub fn name(&self) -> String {
         component_name(&self.path)
     }
+
+    /// The bytes: those handed over, or the file's, which must still hash
+    /// to [`sha256`](Self::sha256) (what its trust was checked on).
+    pub fn wasm(&self) -> std::io::Result<Cow<'_, [u8]>> {
+        if let Some(bytes) = &self.bytes {
+            return Ok(Cow::Borrowed(bytes));
+        }
+        let wasm = std::fs::read(&self.path)?;
+        if sha256_hex(&wasm) != self.sha256 {
+            return Err(std::io::Error::other(format!(
+                "{} changed while it was being loaded",
+                self.path.display()
+            )));
+        }
+        Ok(Cow::Owned(wasm))
+    }
+}
+
+/// What a component answered to `info()`, as the cache keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InfoAnswer {
+    pub names: Vec<String>,
+    pub version: String,
+    pub summary: String,
+    #[serde(default)]
+    pub asks: String,
 }
 
 /// What `guestward inspect` shows.
@@ -203,4 +242,26 @@ pub fn component_name(path: &Path) -> String {
 /// SHA-256 of the component bytes, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_hashed_as_its_bytes_and_a_change_after_hashing_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.wasm");
+        let bytes: Vec<u8> = (0..200_000u32).map(|n| (n % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let source = ComponentSource::read(&path).unwrap();
+        assert_eq!(source.sha256, sha256_hex(&bytes));
+        assert_eq!(source.wasm().unwrap().as_ref(), &bytes[..]);
+        std::fs::write(&path, b"replaced").unwrap();
+        let error = source.wasm().unwrap_err();
+        assert!(
+            error.to_string().contains("changed while it was being loaded"),
+            "{error}"
+        );
+    }
 }

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::component::{ComponentBytes, ComponentInfo, Inspection, LoadedComponent, SignatureSource, interface_name};
+use super::component::{
+    ComponentInfo, ComponentSource, InfoAnswer, Inspection, LoadedComponent, SignatureSource, interface_name,
+};
 use super::{EPOCH_TICK, Runtime, call};
 use crate::capability::{ComponentPolicy, Grants, Policy, Unavailable};
 use crate::trust::TrustError;
@@ -59,12 +61,12 @@ struct Examined {
 impl Runtime {
     /// Read every `.wasm` of `dir`, in name order (each read and hashed
     /// once, for both the cache check and the load).
-    pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<ComponentBytes>> {
+    pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<ComponentSource>> {
         std::fs::read_dir(dir)
             .map_err(|error| anyhow::anyhow!("cannot read commands directory {}: {error}", dir.display()))?;
         let mut read = Vec::new();
         for path in wasm_files(dir) {
-            match ComponentBytes::read(&path) {
+            match ComponentSource::read(&path) {
                 Ok(bytes) => read.push(bytes),
                 Err(source) => tracing::error!(error = %LoadError::Read { path, source }, "refused command component"),
             }
@@ -74,21 +76,29 @@ impl Runtime {
 
     /// True when some of `components` has no artifact in the cache yet (a
     /// first boot): the daemon then compiles in a child process.
-    pub fn cache_is_cold(&self, components: &[ComponentBytes]) -> bool {
+    pub fn cache_is_cold(&self, components: &[ComponentSource]) -> bool {
         self.cache.is_on() && components.iter().any(|bytes| !self.cache.has_artifact(&bytes.sha256))
     }
 
-    /// Compile `bytes` into the cache unless a valid artifact is there
-    /// already (`guestward compile`). Nothing is run.
-    pub fn compile_into_cache(&self, bytes: &ComponentBytes) -> anyhow::Result<()> {
+    /// Compile `source` into the cache unless a valid artifact is there
+    /// already, and cache its `info()` answer (`guestward compile`): the
+    /// daemon then starts without running it. `info()` runs with no
+    /// grants; if it fails, the daemon asks again at load and refuses the
+    /// component then.
+    pub async fn compile_into_cache(&self, source: &ComponentSource, policy: &Policy) -> anyhow::Result<()> {
         anyhow::ensure!(self.cache.is_on(), "no usable cache directory");
-        self.cache.load_or_compile(&self.engine, &bytes.wasm, &bytes.sha256)?;
+        let examined = self.examine(source, &policy.component(&source.name()))?;
+        if self.cache.info(&source.sha256).is_none()
+            && let Ok(answer) = self.ask_info(&examined.component).await
+        {
+            self.cache.store_info(&source.sha256, &answer);
+        }
         Ok(())
     }
 
     /// Load each of `components`; those that cannot be loaded are refused
     /// with an error log line and skipped.
-    pub async fn load_all(&self, components: Vec<ComponentBytes>, policy: &Policy) -> Vec<LoadedComponent> {
+    pub async fn load_all(&self, components: Vec<ComponentSource>, policy: &Policy) -> Vec<LoadedComponent> {
         let mut loaded = Vec::new();
         for bytes in components {
             match self.load_bytes(&bytes, policy).await {
@@ -111,7 +121,7 @@ impl Runtime {
 
     /// Load one component for calls: trusted, compiled, every import
     /// granted by its policy entry, and its `info` answered.
-    pub async fn load_bytes(&self, bytes: &ComponentBytes, policy: &Policy) -> Result<LoadedComponent, LoadError> {
+    pub async fn load_bytes(&self, bytes: &ComponentSource, policy: &Policy) -> Result<LoadedComponent, LoadError> {
         let provenance = match &self.trust {
             None => None,
             Some(trust) => Some(match &bytes.signature {
@@ -131,7 +141,7 @@ impl Runtime {
         }
         let mut component = examined.component;
         component.provenance = provenance;
-        component.info = self.info(&component).await.map_err(|reason| LoadError::Info {
+        component.info = self.known_info(&component).await.map_err(|reason| LoadError::Info {
             path: bytes.path.clone(),
             reason,
         })?;
@@ -141,7 +151,7 @@ impl Runtime {
     /// What a component answers, imports and asks for, and whether
     /// `policy` would let it load, without loading it for calls and without
     /// a trust check.
-    pub async fn inspect(&self, bytes: &ComponentBytes, policy: &Policy) -> Result<Inspection, LoadError> {
+    pub async fn inspect(&self, bytes: &ComponentSource, policy: &Policy) -> Result<Inspection, LoadError> {
         let entry = policy.component(&bytes.name());
         let examined = self.examine(bytes, &entry)?;
         let component = examined.component;
@@ -160,12 +170,14 @@ impl Runtime {
 
     /// Compile (or take from the cache), list and check the imports, and
     /// pre-instantiate.
-    fn examine(&self, bytes: &ComponentBytes, entry: &ComponentPolicy) -> Result<Examined, LoadError> {
-        check_format(bytes)?;
-        let compiled = self
-            .cache
-            .load_or_compile(&self.engine, &bytes.wasm, &bytes.sha256)
-            .map_err(|error| LoadError::invalid(&bytes.path, error))?;
+    fn examine(&self, bytes: &ComponentSource, entry: &ComponentPolicy) -> Result<Examined, LoadError> {
+        let compiled = self.cache.load_or_compile(&self.engine, bytes).map_err(|error| {
+            // Say what the file is when it is not a component at all.
+            match check_format(bytes) {
+                Err(not_a_component) => not_a_component,
+                Ok(()) => LoadError::invalid(&bytes.path, error),
+            }
+        })?;
         let imports: Vec<String> = compiled
             .component_type()
             .imports(&self.engine)
@@ -201,11 +213,37 @@ impl Runtime {
         Ok(Examined { component, refusal })
     }
 
-    /// Ask a component for its names, version, summary and asks. `info()`
-    /// runs with no grants at all: loading a component (at start, for
-    /// `policy check`, when staging an update) must never let its code act
-    /// on the machine.
+    /// What a component answers to `info()`: from the cache when it was
+    /// asked before (a component answers the same for the same bytes, and
+    /// a warm start then instantiates nothing: each instantiation left its
+    /// code and memory resident for the daemon's life, about 2 MiB for the
+    /// built-ins), else asked and cached.
+    async fn known_info(&self, component: &LoadedComponent) -> Result<ComponentInfo, String> {
+        let answer = match self.cache.info(&component.sha256) {
+            Some(answer) if check_names(&answer.names).is_ok() => {
+                tracing::debug!(component = component.name, "info() answer taken from the cache");
+                answer
+            }
+            _ => {
+                let answer = self.ask_info(component).await?;
+                self.cache.store_info(&component.sha256, &answer);
+                answer
+            }
+        };
+        Ok(component_info(&component.name, answer))
+    }
+
+    /// Ask a component (never the cache) for its names, version, summary
+    /// and asks.
     async fn info(&self, component: &LoadedComponent) -> Result<ComponentInfo, String> {
+        let answer = self.ask_info(component).await?;
+        Ok(component_info(&component.name, answer))
+    }
+
+    /// Run `info()`. It runs with no grants at all: loading a component (at
+    /// start, for `policy check`, when staging an update) must never let
+    /// its code act on the machine.
+    async fn ask_info(&self, component: &LoadedComponent) -> Result<InfoAnswer, String> {
         let mut store = self.new_store(component, &Grants::default(), "", "", &Default::default());
         let outcome = tokio::time::timeout(component.limits.deadline + EPOCH_TICK * 10, async {
             let instance = component.pre.instantiate_async(&mut store).await?;
@@ -217,31 +255,51 @@ impl Runtime {
             Ok(Err(error)) => return Err(call::failure_text(&error, store.data(), &component.limits)),
             Err(_) => return Err("did not answer within its deadline".to_owned()),
         };
-        if info.names.is_empty() {
-            return Err("it answers no command names".to_owned());
-        }
-        if let Some(bad) = info.names.iter().find(|name| !valid_command_name(name)) {
-            return Err(format!("{bad:?} is not a valid command name"));
-        }
-        let asked = parse_asks(&component.name, &info.asks);
-        if let Err(reason) = &asked {
-            tracing::warn!(component = component.name, "{reason}");
-        }
-        Ok(ComponentInfo {
+        check_names(&info.names)?;
+        Ok(InfoAnswer {
             names: info.names,
             version: info.version,
             summary: info.summary,
             asks: info.asks,
-            asked,
         })
+    }
+}
+
+/// What every component must answer to `info()`: names, each plain.
+fn check_names(names: &[String]) -> Result<(), String> {
+    if names.is_empty() {
+        return Err("it answers no command names".to_owned());
+    }
+    if let Some(bad) = names.iter().find(|name| !valid_command_name(name)) {
+        return Err(format!("{bad:?} is not a valid command name"));
+    }
+    Ok(())
+}
+
+/// An `info()` answer with its asks checked as a policy entry (a bad one
+/// is reported, not refused: asks grant nothing).
+fn component_info(name: &str, answer: InfoAnswer) -> ComponentInfo {
+    let asked = parse_asks(name, &answer.asks);
+    if let Err(reason) = &asked {
+        tracing::warn!(component = name, "{reason}");
+    }
+    ComponentInfo {
+        names: answer.names,
+        version: answer.version,
+        summary: answer.summary,
+        asks: answer.asks,
+        asked,
     }
 }
 
 /// A component, not a core module or another file: the preamble is
 /// `\0asm`, then a version and a layer (1 for components).
-fn check_format(bytes: &ComponentBytes) -> Result<(), LoadError> {
-    let path = bytes.path.clone();
-    match bytes.wasm.get(..8) {
+fn check_format(source: &ComponentSource) -> Result<(), LoadError> {
+    let path = source.path.clone();
+    let Ok(wasm) = source.wasm() else {
+        return Ok(()); // unreadable: the compiler's error says so
+    };
+    match wasm.get(..8) {
         Some([0, b'a', b's', b'm', _, _, 0, 0]) => Err(LoadError::CoreModule { path }),
         Some([0, b'a', b's', b'm', ..]) => Ok(()),
         _ => Err(LoadError::NotWasm { path }),
@@ -378,7 +436,7 @@ mod tests {
     #[test]
     fn a_core_module_or_another_file_is_named_for_what_it_is() {
         let check = |wasm: &[u8]| {
-            let bytes = ComponentBytes::new("x.wasm".into(), wasm.to_vec(), SignatureSource::Sidecar);
+            let bytes = ComponentSource::new("x.wasm".into(), wasm.to_vec(), SignatureSource::Sidecar);
             check_format(&bytes).map_err(|error| error.to_string())
         };
         let core = check(b"\0asm\x01\0\0\0").unwrap_err();

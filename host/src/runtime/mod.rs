@@ -32,7 +32,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use self::cache::ArtifactCache;
 pub use self::call::{AUDIT_TARGET, CallReport, OUTPUT_TARGET, Outcome};
-pub use self::component::{ComponentBytes, ComponentInfo, Inspection, LoadedComponent, SignatureSource};
+pub use self::component::{ComponentInfo, ComponentSource, Inspection, LoadedComponent, SignatureSource};
 use self::engine::{EPOCH_TICK, EpochTicker, POOL_INSTANCES, Ticking};
 use self::limits::CallLimiter;
 pub use self::load::{LoadError, wasm_files};
