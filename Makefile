@@ -37,7 +37,7 @@ CACHEDIR ?= /var/cache/guestward
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build components test-components run test lint bench fuzz install clean \
-        setup-rust setup-test setup-bench
+        setup-rust setup-test setup-bench examples
 
 # Fuzz targets (host/fuzz): FUZZ_SECONDS each, with nightly and cargo-fuzz.
 FUZZ_TARGETS := xenstore_frames nova_request policy network_config
@@ -101,7 +101,7 @@ run: build
 
 ## Tests: unit tests next to the code, end-to-end tests in tests/ against a
 ## real xenstored.
-test: setup-test test-components lint
+test: setup-test test-components lint examples
 	$(CARGO) build -p guestward
 	rm -rf target/debug/commands && cp -r $(BUILTIN_DIR) target/debug/commands
 	$(CARGO) test --workspace
@@ -109,6 +109,22 @@ test: setup-test test-components lint
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The SDK must build from its package alone (its WIT inside it).
+	$(CARGO) package -p guestward-sdk --allow-dirty --quiet
+
+# Third-party commands made with `guestward new`, each a crate of its own
+# outside the workspace: tested natively, built as components. Their target
+# directory is the one the authors' e2e test builds in, so the SDK's
+# dependencies are compiled once for both.
+EXAMPLES       := examples/sysreport
+AUTHORS_TARGET := $(CURDIR)/target/authors
+
+examples: setup-rust
+	@for example in $(EXAMPLES); do \
+	  echo "example $$example"; \
+	  (cd $$example && CARGO_TARGET_DIR=$(AUTHORS_TARGET) $(CARGO) test --locked --quiet && \
+	   CARGO_TARGET_DIR=$(AUTHORS_TARGET) $(CARGO) build --locked --profile $(WASM_PROFILE) --target $(WASM_TARGET)) || exit 1; \
+	done
 
 # The peer the benchmarks compare with: Debian's qemu-ga, on a unix socket.
 QEMU_GA := /usr/sbin/qemu-ga

@@ -23,12 +23,45 @@
 //! export_command!(Version);
 //! ```
 //!
-//! Build it with `cargo build --release --target wasm32-wasip2`: the result is
-//! a component that the daemon loads. The same code compiles natively, where
-//! the host interfaces are served by an in-memory [`testing`] host, so command
-//! logic is unit-testable with plain `cargo test`.
+//! # Building and testing
+//!
+//! Build with `cargo build --profile wasm --target wasm32-wasip2` (the
+//! `wasm` profile of the crate's `Cargo.toml`, shown in the project's
+//! `docs/authors.md`, keeps components small): the result,
+//! `target/wasm32-wasip2/wasm/<crate>.wasm`, is a component the daemon
+//! loads under the name of the file's stem. Try it in the real sandbox
+//! with `guestward run <crate>.wasm <command> --root DIR`.
+//!
+//! The same code compiles natively, where the host interfaces are served
+//! by the [`testing`] host: plain `cargo test` runs the command under its
+//! own policy entry ([`testing::load_asks`]), with the daemon's grants,
+//! limits and error texts, against fixture files and XenStore keys, with
+//! injected faults. `guestward new NAME` makes a crate set up this way.
+//!
+//! # The host interfaces
+//!
+//! One module per WIT interface, under the same names: [`log`], [`state`]
+//! and [`agent`] are always granted; [`files`], [`xenstore`],
+//! [`programs`], [`hostname`], [`network`], [`download`] and [`update`] are
+//! each granted by the policy key of their name. In a component they are
+//! the WIT imports; natively, the [`testing`] host's functions of the same
+//! signatures.
+//!
+//! # Versions
+//!
+//! The WIT this crate is built from, `guestward:command@1.0.0`, ships inside
+//! it (`wit/command.wit`). The rule: **SDK `1.x` targets
+//! `guestward:command@1.x`**. The SDK's major version is the WIT's; its
+//! minor version is at least the WIT minor it carries, so a new WIT minor
+//! (which only adds interfaces and functions) comes with a new SDK minor,
+//! and SDK patch releases never change the WIT. A component built with SDK
+//! 1.y runs on every daemon that speaks WIT 1.y or later; one that calls
+//! nothing added after 1.0 runs on every 1.x daemon. A new WIT major
+//! (never planned) would be a new SDK major. [`WIT_PACKAGE`] names the
+//! package this SDK carries.
 
-#![warn(missing_docs)]
+/// The WIT package this SDK is built from and its components target.
+pub const WIT_PACKAGE: &str = "guestward:command@1.0.0";
 
 pub mod legacy;
 mod reply;
@@ -44,10 +77,12 @@ pub use request::Request;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "command",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_command_world",
         default_bindings_module: "guestward_sdk::bindings",
+        // So that tests can compare replies and errors with `assert_eq!`.
+        additional_derives: [PartialEq, Eq],
     });
 }
 
@@ -290,6 +325,19 @@ mod tests {
         fn handle(_request: Request<'_>) -> Reply {
             Reply::ok("")
         }
+    }
+
+    /// The version rule: this SDK names the package its WIT declares.
+    #[test]
+    fn the_wit_package_is_the_one_the_sdk_names() {
+        let wit = include_str!("../wit/command.wit");
+        assert!(wit.contains(&format!("\npackage {WIT_PACKAGE};\n")), "{WIT_PACKAGE}");
+        let (major, minor) = (env!("CARGO_PKG_VERSION_MAJOR"), env!("CARGO_PKG_VERSION_MINOR"));
+        let wit_version = WIT_PACKAGE.rsplit('@').next().unwrap_or_default();
+        let mut parts = wit_version.split('.');
+        assert_eq!(parts.next(), Some(major), "SDK major = WIT major");
+        let wit_minor: u32 = parts.next().unwrap_or_default().parse().unwrap();
+        assert!(minor.parse::<u32>().unwrap() >= wit_minor, "SDK minor >= WIT minor");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 wasmtime::component::bindgen!({
     world: "command",
-    path: "../wit",
+    path: "../guest-sdk/wit",
     imports: {
         "guestward:command/files": async,
         "guestward:command/xenstore": async,

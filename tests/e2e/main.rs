@@ -3,6 +3,7 @@
 //! One binary, one module per topic.
 
 mod agentupdate;
+mod author;
 mod cli;
 mod compat;
 mod dispatch;

@@ -149,6 +149,17 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+    /// Create a command crate NAME that builds, tests and signs out of the box.
+    New {
+        /// The command's name (and the crate's).
+        name: String,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Depend on the SDK at PATH (with its version) instead of crates.io.
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
     /// Show what a component answers, imports and needs granted.
     Inspect {
         /// The component (`.wasm`).
@@ -254,6 +265,7 @@ struct ServeArgs {
 }
 
 mod keys;
+mod new;
 mod policy_check;
 
 /// Parse the command line and run it.
@@ -401,6 +413,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             compile(&dirs, &cache, &load_policy(policy.as_deref(), &policy_dir)?).await
         }
         Command::Keygen { name, dir } => keys::keygen(&name, &dir),
+        Command::New { name, path, sdk_path } => {
+            new::new(&name, path, sdk_path.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sign { key, name, components } => keys::sign(&key, name.as_deref(), &components),
         Command::Verify {
             trusted_keys,
