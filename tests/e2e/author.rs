@@ -6,17 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use guestward_tests::artifacts;
+use guestward_tests::artifacts::{self, guestward};
 
 use crate::{AGENT_VERSION, answer};
-
-fn guestward(args: &[&str]) -> Output {
-    Command::new(artifacts::guestward_bin())
-        .args(args)
-        .env_remove("GUESTWARD_LOG")
-        .output()
-        .unwrap()
-}
 
 /// Cargo on the new crate, offline (the workspace's build has already
 /// fetched every crate the SDK needs), with a target directory kept between

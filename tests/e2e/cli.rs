@@ -2,17 +2,10 @@
 
 use std::process::{Command, Output};
 
+use guestward_tests::artifacts::guestward;
 use guestward_tests::{AgentBuilder, artifacts};
 
 use crate::{AGENT_VERSION, answer};
-
-fn guestward(args: &[&str]) -> Output {
-    Command::new(artifacts::guestward_bin())
-        .args(args)
-        .env_remove("GUESTWARD_LOG")
-        .output()
-        .unwrap()
-}
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).trim_end().to_owned()

@@ -4,20 +4,12 @@
 //! and clear errors for files that are not components.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use guestward_tests::artifacts::guestward;
 use guestward_tests::{AgentBuilder, artifacts};
 
 use crate::answer;
 use crate::protocol::PROBE_POLICY;
-
-fn guestward(args: &[&str]) -> Output {
-    Command::new(artifacts::guestward_bin())
-        .args(args)
-        .env_remove("GUESTWARD_LOG")
-        .output()
-        .expect("run guestward")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -13,6 +13,16 @@ pub fn target_dir() -> PathBuf {
 
 /// The `guestward` binary of the same profile as this test binary
 /// (`target/debug/deps/e2e-…` → `target/debug/guestward`), or `$GUESTWARD_BIN`.
+/// Run the `guestward` binary with `args` (no inherited log filter) and
+/// wait for it.
+pub fn guestward(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(guestward_bin())
+        .args(args)
+        .env_remove("GUESTWARD_LOG")
+        .output()
+        .expect("run guestward")
+}
+
 pub fn guestward_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("GUESTWARD_BIN") {
         return PathBuf::from(bin);
