@@ -1,7 +1,8 @@
 //! `xenstore`: read-only access to this domain's XenStore keys under the
 //! prefixes the policy grants (`vm-data/hostname`, `vm-data/networking`).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use toml::Spanned;
 use wasmtime::component::{HasSelf, Linker};
@@ -12,18 +13,69 @@ use crate::wit::xenstore::{self as wit, Error};
 use crate::xenstore::{self as xs, Errno, XsClient};
 
 /// The `xenstore` capability: this domain's keys, through the agent's
-/// connection when it has one.
+/// connection when it has one, or from data given in advance (no xenstored).
 #[derive(Debug)]
 pub struct Xenstore {
-    client: Option<XsClient>,
+    source: Source,
+}
+
+/// Where keys are read from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A xenstored (`None`: no XenStore, every read is `unavailable`).
+    Client(Option<XsClient>),
+    /// Keys and values held in memory, relative to the domain.
+    Data(Arc<RwLock<BTreeMap<String, String>>>),
 }
 
 impl Xenstore {
     /// Keys read through `client` (`None`: no XenStore, every read is
     /// `unavailable`).
     pub fn new(client: Option<XsClient>) -> Self {
-        Self { client }
+        Self {
+            source: Source::Client(client),
+        }
     }
+
+    /// Keys served from `data` (key relative to the domain → value), as a
+    /// xenstored holding them would: a key's parents exist with empty
+    /// values, and `directory` answers a key's children, sorted.
+    pub fn from_data(data: BTreeMap<String, String>) -> Self {
+        Self {
+            source: Source::Data(Arc::new(RwLock::new(data))),
+        }
+    }
+
+    /// Replace the keys of a [`Xenstore::from_data`] XenStore for the calls
+    /// that follow (`guestward fuzz` mutates them between calls); a real
+    /// connection is left alone.
+    pub fn replace_data(&self, data: BTreeMap<String, String>) {
+        if let Source::Data(keys) = &self.source {
+            *keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = data;
+        }
+    }
+}
+
+/// `key`'s value in `data`: its own, or empty for a parent of other keys.
+fn data_read(data: &BTreeMap<String, String>, key: &str) -> Option<String> {
+    if let Some(value) = data.get(key) {
+        return Some(value.clone());
+    }
+    (!data_children(data, key).is_empty()).then(String::new)
+}
+
+/// The names of `key`'s children in `data`, sorted and without repeats.
+fn data_children(data: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+    let prefix = format!("{key}/");
+    let mut children: Vec<String> = data
+        .range(prefix.clone()..)
+        .take_while(|(path, _)| path.starts_with(&prefix))
+        .filter_map(|(path, _)| path[prefix.len()..].split('/').next())
+        .filter(|child| !child.is_empty())
+        .map(str::to_owned)
+        .collect();
+    children.dedup();
+    children
 }
 
 /// The key prefixes a component may read.
@@ -54,7 +106,7 @@ impl XenstoreGrant {
 #[derive(Debug)]
 pub struct CallXenstore {
     grant: Option<Arc<XenstoreGrant>>,
-    client: Option<XsClient>,
+    source: Source,
     component: String,
 }
 
@@ -82,7 +134,7 @@ impl Capability for Xenstore {
     fn call_state(&self, grant: Option<&Arc<XenstoreGrant>>, call: &CallInfo<'_>) -> CallXenstore {
         CallXenstore {
             grant: grant.cloned(),
-            client: self.client.clone(),
+            source: self.source.clone(),
             component: call.component.to_owned(),
         }
     }
@@ -106,16 +158,24 @@ fn normalize_key_prefix(text: &str) -> Result<String, String> {
 }
 
 impl CallXenstore {
-    fn client_for(&mut self, key: &str) -> Result<&XsClient, Error> {
+    /// Check `key` against the grant; where to read it from.
+    fn source_for(&mut self, key: &str) -> Result<&Source, Error> {
         let grant = self
             .grant
             .as_ref()
             .ok_or_else(|| Error::NotGranted(format!("component {} has no XenStore grant", self.component)))?;
         grant.check(key, &self.component)?;
-        self.client
-            .as_ref()
-            .ok_or_else(|| Error::Unavailable("the agent has no XenStore connection".to_owned()))
+        Ok(&self.source)
     }
+}
+
+/// The data of a [`Source::Data`], readable even after a panic elsewhere.
+fn data_of(keys: &RwLock<BTreeMap<String, String>>) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, String>> {
+    keys.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn no_connection() -> Error {
+    Error::Unavailable("the agent has no XenStore connection".to_owned())
 }
 
 fn wit_error(key: &str, error: &xs::Error) -> Error {
@@ -128,20 +188,32 @@ fn wit_error(key: &str, error: &xs::Error) -> Error {
 
 impl wit::Host for CallXenstore {
     async fn read(&mut self, key: String) -> Result<String, Error> {
-        let value = self
-            .client_for(&key)?
-            .read(&key)
-            .await
-            .map_err(|error| wit_error(&key, &error))?;
+        let client = match self.source_for(&key)? {
+            Source::Data(keys) => return data_read(&data_of(keys), &key).ok_or(Error::NotFound(key)),
+            Source::Client(client) => client.clone(),
+        };
+        let Some(client) = client else {
+            return Err(no_connection());
+        };
+        let value = client.read(&key).await.map_err(|error| wit_error(&key, &error))?;
         String::from_utf8(value).map_err(|_| Error::Unavailable(format!("{key}: the value is not UTF-8")))
     }
 
     async fn directory(&mut self, key: String) -> Result<Vec<String>, Error> {
-        let mut children = self
-            .client_for(&key)?
-            .directory(&key)
-            .await
-            .map_err(|error| wit_error(&key, &error))?;
+        let client = match self.source_for(&key)? {
+            Source::Data(keys) => {
+                let data = data_of(keys);
+                return match data_read(&data, &key) {
+                    Some(_) => Ok(data_children(&data, &key)),
+                    None => Err(Error::NotFound(key)),
+                };
+            }
+            Source::Client(client) => client.clone(),
+        };
+        let Some(client) = client else {
+            return Err(no_connection());
+        };
+        let mut children = client.directory(&key).await.map_err(|error| wit_error(&key, &error))?;
         children.sort();
         Ok(children)
     }
@@ -171,6 +243,31 @@ mod tests {
             grant.check("vm-data//hostname", "c"),
             Err(Error::InvalidKey(_))
         ));
+    }
+
+    #[test]
+    fn data_answers_as_a_xenstored_holding_it_would() {
+        let data: BTreeMap<String, String> = [
+            ("vm-data/hostname", "web1"),
+            ("vm-data/networking/BC764E205EB2", "{}"),
+            ("vm-data/networking/BC764E205EB3", "{}"),
+            ("vm-data/networkingX", "no"),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+        assert_eq!(data_read(&data, "vm-data/hostname").as_deref(), Some("web1"));
+        assert_eq!(data_read(&data, "vm-data").as_deref(), Some(""), "a parent is a key");
+        assert_eq!(data_read(&data, "vm-data/missing"), None);
+        assert_eq!(
+            data_children(&data, "vm-data/networking"),
+            ["BC764E205EB2", "BC764E205EB3"]
+        );
+        assert_eq!(
+            data_children(&data, "vm-data"),
+            ["hostname", "networking", "networkingX"]
+        );
+        assert!(data_children(&data, "vm-data/hostname").is_empty());
     }
 
     #[test]

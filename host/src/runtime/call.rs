@@ -21,8 +21,23 @@ const STDERR_CAPTURE: usize = 8 << 10;
 impl Runtime {
     /// Run one request in a fresh sandbox.
     pub async fn call(&self, component: &LoadedComponent, command: &str, value: &str, request_id: &str) -> Reply {
+        self.call_traced(component, command, value, request_id).await.reply
+    }
+
+    /// Run one request in a fresh sandbox, and say how the component
+    /// misbehaved, if it did (`guestward fuzz` sorts its findings by it).
+    pub async fn call_traced(
+        &self,
+        component: &LoadedComponent,
+        command: &str,
+        value: &str,
+        request_id: &str,
+    ) -> CallOutcome {
         let Ok(_permit) = self.permits.acquire().await else {
-            return Reply::error("the agent is shutting down");
+            return CallOutcome {
+                reply: Reply::error("the agent is shutting down"),
+                fault: None,
+            };
         };
         let started = Instant::now();
         let mut store = self.new_store(component, &component.grants, command, request_id);
@@ -33,16 +48,22 @@ impl Runtime {
             instance.call_handle(&mut store, command, value).await
         })
         .await;
-        let reply = match outcome {
-            Ok(Ok(reply)) => checked_reply(command, reply, &component.limits),
-            Ok(Err(error)) => Reply::error(format!(
-                "command '{command}' {}",
-                failure_text(&error, store.data(), &component.limits)
-            )),
-            Err(_) => Reply::error(format!("command '{command}' {}", deadline_text(&component.limits))),
+        let (reply, fault) = match outcome {
+            Ok(Ok(reply)) => match checked_reply(command, reply, &component.limits) {
+                Ok(reply) => (reply, None),
+                Err((reply, fault)) => (reply, Some(fault)),
+            },
+            Ok(Err(error)) => {
+                let (fault, text) = failure(&error, store.data(), &component.limits);
+                (Reply::error(format!("command '{command}' {text}")), Some(fault))
+            }
+            Err(_) => (
+                Reply::error(format!("command '{command}' {}", deadline_text(&component.limits))),
+                Some(CallFault::Deadline),
+            ),
         };
         audit(component, command, request_id, &store, started, &reply);
-        reply
+        CallOutcome { reply, fault }
     }
 
     /// A Store for one call of `component` with `grants` (none while
@@ -116,24 +137,72 @@ fn audit(
 /// The tracing target of audit records (`--audit-log` writes them to a file).
 pub const AUDIT_TARGET: &str = "guestward::audit";
 
+/// What one call answered, and how the component misbehaved if it did.
+#[derive(Debug, Clone)]
+pub struct CallOutcome {
+    /// The reply the requester gets.
+    pub reply: Reply,
+    /// `None` when the component itself replied within its limits.
+    pub fault: Option<CallFault>,
+}
+
+/// How a component misbehaved in a call (the reply says it in words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CallFault {
+    /// It ran past its deadline.
+    Deadline,
+    /// It asked for more memory than its limit.
+    Memory,
+    /// It overflowed its stack.
+    Stack,
+    /// A Rust panic (its message is in the reply).
+    Panic,
+    /// Any other trap (unreachable, out-of-bounds access, …).
+    Trap,
+    /// It called `exit` instead of replying.
+    Exit,
+    /// Its reply was over its size limit.
+    OversizedReply,
+    /// Its return code was not a protocol code.
+    InvalidCode,
+    /// The call failed in the host (an error of a host function).
+    Host,
+}
+
+impl CallFault {
+    /// A short name, for summaries and reproducer files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Deadline => "deadline",
+            Self::Memory => "memory",
+            Self::Stack => "stack",
+            Self::Panic => "panic",
+            Self::Trap => "trap",
+            Self::Exit => "exit",
+            Self::OversizedReply => "oversized-reply",
+            Self::InvalidCode => "invalid-code",
+            Self::Host => "host-error",
+        }
+    }
+}
+
 /// Enforce the reply-size cap and sane return codes.
-fn checked_reply(command: &str, reply: crate::wit::types::Reply, limits: &Limits) -> Reply {
+fn checked_reply(command: &str, reply: crate::wit::types::Reply, limits: &Limits) -> Result<Reply, (Reply, CallFault)> {
     let size = reply.code.len() + reply.message.len();
     if size > limits.reply_bytes {
-        return Reply::error(format!(
+        let text = format!(
             "command '{command}' replied with {size} bytes, over its limit of {} bytes",
             limits.reply_bytes
-        ));
+        );
+        return Err((Reply::error(text), CallFault::OversizedReply));
     }
     let code_ok =
         !reply.code.is_empty() && reply.code.len() <= 16 && reply.code.bytes().all(|b| b.is_ascii_alphanumeric());
     if !code_ok {
-        return Reply::error(format!(
-            "command '{command}' returned an invalid return code {:?}",
-            reply.code
-        ));
+        let text = format!("command '{command}' returned an invalid return code {:?}", reply.code);
+        return Err((Reply::error(text), CallFault::InvalidCode));
     }
-    Reply::new(reply.code, reply.message)
+    Ok(Reply::new(reply.code, reply.message))
 }
 
 fn deadline_text(limits: &Limits) -> String {
@@ -145,21 +214,30 @@ fn deadline_text(limits: &Limits) -> String {
 
 /// Why a call failed, in words for the reply.
 pub(super) fn failure_text(error: &wasmtime::Error, context: &CallContext, limits: &Limits) -> String {
+    failure(error, context, limits).1
+}
+
+/// How a call failed, and in words for the reply.
+fn failure(error: &wasmtime::Error, context: &CallContext, limits: &Limits) -> (CallFault, String) {
     if context.deadline_passed {
-        return deadline_text(limits);
+        return (CallFault::Deadline, deadline_text(limits));
     }
     if context.limiter.memory_refused() {
-        return format!("exceeded its memory limit of {} MiB", limits.memory >> 20);
+        let text = format!("exceeded its memory limit of {} MiB", limits.memory >> 20);
+        return (CallFault::Memory, text);
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        return format!("exited with status {} instead of replying", exit.0);
+        return (
+            CallFault::Exit,
+            format!("exited with status {} instead of replying", exit.0),
+        );
     }
     let panic = panic_message(&context.stderr.contents());
     match (error.downcast_ref::<Trap>(), panic) {
-        (_, Some(message)) => format!("panicked: {message}"),
-        (Some(Trap::StackOverflow), None) => "overflowed its stack".to_owned(),
-        (Some(trap), None) => format!("crashed: {trap}"),
-        (None, None) => format!("failed: {}", error.root_cause()),
+        (_, Some(message)) => (CallFault::Panic, format!("panicked: {message}")),
+        (Some(Trap::StackOverflow), None) => (CallFault::Stack, "overflowed its stack".to_owned()),
+        (Some(trap), None) => (CallFault::Trap, format!("crashed: {trap}")),
+        (None, None) => (CallFault::Host, format!("failed: {}", error.root_cause())),
     }
 }
 

@@ -31,7 +31,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use self::cache::ArtifactCache;
-pub use self::call::AUDIT_TARGET;
+pub use self::call::{AUDIT_TARGET, CallFault, CallOutcome};
 pub use self::component::{ComponentBytes, ComponentInfo, Inspection, LoadedComponent, SignatureSource};
 use self::engine::{EPOCH_TICK, EpochTicker, POOL_INSTANCES, Ticking};
 use self::limits::CallLimiter;
