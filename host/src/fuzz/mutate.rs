@@ -490,7 +490,7 @@ mod tests {
             let value = mutate_value(r#"{"a": "b"}"#, &dictionary, &mut rng);
             deep |= value.starts_with("[[[[");
             huge |= value.len() > 10_000;
-            not_json |= serde_json::from_str::<serde_json::de::IgnoredAny>(&value).is_err();
+            not_json |= serde_json::from_str::<serde::de::IgnoredAny>(&value).is_err();
             surrogate |= value.contains("\\ud800");
             mutate(&mut input, &dictionary, &mut rng);
             files |= !input.files.is_empty();
