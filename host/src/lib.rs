@@ -18,7 +18,8 @@
 //! The layering, bottom up (each module uses only those before it): `wit`
 //! (the generated bindings), `root`, `trust`, `xenstore` (our own client),
 //! `protocol`, `config`, then `policy` → `capability` → `runtime` →
-//! `dispatch` → `exchange` and `install` → `daemon`; the command line is
+//! `dispatch` → `exchange` and `install` → `daemon`; `fuzz` (over
+//! `runtime`) runs one component on mutated inputs; the command line is
 //! the binary's (`main.rs`, `cli/`).
 
 pub mod capability;
@@ -26,6 +27,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod exchange;
+pub mod fuzz;
 pub mod install;
 pub mod policy;
 pub mod protocol;

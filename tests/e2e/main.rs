@@ -10,6 +10,7 @@ mod dispatch;
 mod download;
 mod exchange;
 mod files;
+mod fuzz;
 mod hardening;
 mod hostile;
 mod injectfile;

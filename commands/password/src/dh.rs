@@ -104,11 +104,11 @@ pub fn derive_key(shared: &SharedSecret) -> AesKey {
 /// is truncated), or a boolean. Errors carry Python's texts. The result is
 /// reduced modulo p, as `pow(A, b, p)` does.
 pub fn parse_peer_key(raw_json: &str) -> Result<BigUint, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(raw_json).map_err(|_| format!("invalid literal for long() with base 10: {raw_json}"))?;
+    let value: serde_json::Value = serde_json::from_str(raw_json).map_err(|_| invalid_literal(raw_json))?;
     let number = match &value {
-        serde_json::Value::String(text) => parse_python_long(text)
-            .ok_or_else(|| format!("invalid literal for long() with base 10: {}", python_repr(text)))?,
+        serde_json::Value::String(text) => {
+            parse_python_long(text).ok_or_else(|| invalid_literal(&python_repr(text)))?
+        }
         serde_json::Value::Number(_) => parse_json_number(raw_json.trim())?,
         serde_json::Value::Bool(flag) => BigInt::from(u8::from(*flag)),
         serde_json::Value::Null => return Err(not_a_number("NoneType")),
@@ -118,6 +118,17 @@ pub fn parse_peer_key(raw_json: &str) -> Result<BigUint, String> {
     let prime = BigInt::from_biguint(Sign::Plus, prime());
     let reduced = ((number % &prime) + &prime) % &prime;
     Ok(reduced.to_biguint().unwrap_or_default())
+}
+
+/// Python's text for a value that is not a number. The value is cut
+/// short: a requester can send megabytes, and the whole reply must fit the
+/// command's reply limit (16 KiB by default), or it gets no text at all.
+fn invalid_literal(shown: &str) -> String {
+    const MAX_SHOWN: usize = 200;
+    match shown.char_indices().nth(MAX_SHOWN) {
+        Some((cut, _)) => format!("invalid literal for long() with base 10: {}...", &shown[..cut]),
+        None => format!("invalid literal for long() with base 10: {shown}"),
+    }
 }
 
 fn not_a_number(type_name: &str) -> String {
@@ -144,19 +155,15 @@ fn parse_python_long(text: &str) -> Option<BigInt> {
 /// A JSON number's exact integer, or a float's truncation (`long(1.5) == 1`).
 fn parse_json_number(text: &str) -> Result<BigInt, String> {
     if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
-        return text
-            .parse()
-            .map_err(|_| format!("invalid literal for long() with base 10: {text}"));
+        return text.parse().map_err(|_| invalid_literal(text));
     }
-    let float: f64 = text
-        .parse()
-        .map_err(|_| format!("invalid literal for long() with base 10: {text}"))?;
+    let float: f64 = text.parse().map_err(|_| invalid_literal(text))?;
     if !float.is_finite() {
         return Err("cannot convert float infinity to integer".to_owned());
     }
     format!("{:.0}", float.trunc())
         .parse()
-        .map_err(|_| format!("invalid literal for long() with base 10: {text}"))
+        .map_err(|_| invalid_literal(text))
 }
 
 /// Python 2's `repr()` of a short text, as its error messages show it.
@@ -292,6 +299,20 @@ mod tests {
         ];
         for (raw, text) in cases {
             assert_eq!(parse_peer_key(raw).unwrap_err(), text, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_huge_bad_peer_key_gets_a_short_text() {
+        // Found by `guestward fuzz`: the whole value was echoed, and a
+        // 250 KB value made a reply over the 16 KiB limit.
+        for raw in [
+            format!("\"{}\"", "AAAA====".repeat(30_000)),
+            format!("[{}", "1,".repeat(30_000)),
+        ] {
+            let text = parse_peer_key(&raw).unwrap_err();
+            assert!(text.starts_with("invalid literal for long() with base 10: "), "{text}");
+            assert!(text.len() < 300 && text.ends_with("..."), "{} bytes", text.len());
         }
     }
 

@@ -2,7 +2,7 @@
 //! prefixes the policy grants (`vm-data/hostname`, `vm-data/networking`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use toml::Spanned;
 use wasmtime::component::{HasSelf, Linker};
@@ -26,9 +26,9 @@ enum Source {
     Nothing,
     /// The agent's connection.
     Client(XsClient),
-    /// Keys and values given up front (`guestward run --xenstore-data`,
+    /// Keys and values held in memory (`guestward run --xenstore-data`,
     /// the fuzzer), relative to the domain.
-    Data(Arc<BTreeMap<String, String>>),
+    Data(Arc<RwLock<BTreeMap<String, String>>>),
 }
 
 impl Xenstore {
@@ -39,11 +39,22 @@ impl Xenstore {
         Self { source }
     }
 
-    /// Keys read from `data` (key → value, keys relative to the domain):
-    /// a XenStore without a xenstored, for testing a component.
+    /// Keys read from `data` (key → value, keys relative to the domain),
+    /// served as a xenstored holding them would: a key's parents exist
+    /// with empty values. A XenStore without a xenstored, for testing a
+    /// component.
     pub fn from_data(data: BTreeMap<String, String>) -> Self {
         Self {
-            source: Source::Data(Arc::new(data)),
+            source: Source::Data(Arc::new(RwLock::new(data))),
+        }
+    }
+
+    /// Replace the keys of a [`Xenstore::from_data`] XenStore for the calls
+    /// that follow (`guestward fuzz` mutates them between calls); a real
+    /// connection is left alone.
+    pub fn replace_data(&self, data: BTreeMap<String, String>) {
+        if let Source::Data(keys) = &self.source {
+            *keys.write().unwrap_or_else(PoisonError::into_inner) = data;
         }
     }
 }
@@ -56,7 +67,7 @@ impl Source {
                 let value = client.read(key).await.map_err(|error| wit_error(key, &error))?;
                 String::from_utf8(value).map_err(|_| Error::Unavailable(format!("{key}: the value is not UTF-8")))
             }
-            Self::Data(data) => data.get(key).cloned().ok_or_else(|| Error::NotFound(key.to_owned())),
+            Self::Data(data) => data_read(&data.read().unwrap_or_else(PoisonError::into_inner), key),
         }
     }
 
@@ -64,7 +75,7 @@ impl Source {
         let mut children = match self {
             Self::Nothing => return Err(unavailable()),
             Self::Client(client) => client.directory(key).await.map_err(|error| wit_error(key, &error))?,
-            Self::Data(data) => data_children(data, key)?,
+            Self::Data(data) => data_children(&data.read().unwrap_or_else(PoisonError::into_inner), key)?,
         };
         children.sort();
         Ok(children)
@@ -75,6 +86,15 @@ fn unavailable() -> Error {
     Error::Unavailable("the agent has no XenStore connection".to_owned())
 }
 
+/// `key`'s value in `data`: its own, or empty for a parent of other keys
+/// (xenstored makes a key's parents when it writes the key).
+fn data_read(data: &BTreeMap<String, String>, key: &str) -> Result<String, Error> {
+    match data.get(key) {
+        Some(value) => Ok(value.clone()),
+        None => data_children(data, key).map(|_| String::new()),
+    }
+}
+
 /// The children of `key` in `data`, as xenstored lists them: a key with
 /// descendants has them as children even without a value of its own.
 fn data_children(data: &BTreeMap<String, String>, key: &str) -> Result<Vec<String>, Error> {
@@ -82,7 +102,9 @@ fn data_children(data: &BTreeMap<String, String>, key: &str) -> Result<Vec<Strin
     let mut children: Vec<String> = data
         .range(prefix.clone()..)
         .take_while(|(path, _)| path.starts_with(&prefix))
-        .filter_map(|(path, _)| path[prefix.len()..].split('/').next().map(str::to_owned))
+        .filter_map(|(path, _)| path[prefix.len()..].split('/').next())
+        .filter(|child| !child.is_empty())
+        .map(str::to_owned)
         .collect();
     children.dedup();
     if children.is_empty() && !data.contains_key(key) {
@@ -257,8 +279,14 @@ mod tests {
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
         .collect();
-        let source = Xenstore::from_data(data).source;
+        let xenstore = Xenstore::from_data(data);
+        let source = xenstore.source.clone();
         assert_eq!(source.read("vm-data/hostname").await.unwrap(), "web");
+        assert_eq!(
+            source.read("vm-data/networking").await.unwrap(),
+            "",
+            "a parent reads empty"
+        );
         assert!(matches!(source.read("vm-data/nope").await, Err(Error::NotFound(_))));
         assert_eq!(
             source.directory("vm-data/networking").await.unwrap(),
@@ -268,6 +296,17 @@ mod tests {
         assert!(source.directory("vm-data/hostname").await.unwrap().is_empty());
         assert!(matches!(
             source.directory("vm-data/nope").await,
+            Err(Error::NotFound(_))
+        ));
+
+        xenstore.replace_data([("vm-data/hostname".to_owned(), "db".to_owned())].into());
+        assert_eq!(
+            source.read("vm-data/hostname").await.unwrap(),
+            "db",
+            "calls see the new keys"
+        );
+        assert!(matches!(
+            source.directory("vm-data/networking").await,
             Err(Error::NotFound(_))
         ));
     }

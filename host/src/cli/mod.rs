@@ -60,9 +60,11 @@ enum Command {
     /// Run one command of one component in the sandbox, without a daemon.
     Run {
         /// The component (`.wasm`).
-        component: PathBuf,
+        #[arg(required_unless_present = "replay")]
+        component: Option<PathBuf>,
         /// The command name.
-        name: String,
+        #[arg(required_unless_present = "replay")]
+        name: Option<String>,
         /// The value: JSON if it parses as JSON, else taken as a string.
         value: Option<String>,
         /// Resolve every file under DIR instead of `/`.
@@ -83,7 +85,13 @@ enum Command {
         /// domain) instead of a xenstored.
         #[arg(long)]
         xenstore_data: Option<PathBuf>,
+        /// Run a reproducer written by `guestward fuzz` as the fuzzer ran it.
+        #[arg(long, conflicts_with_all = ["component", "name", "value", "root", "interfaces", "xenstore", "xenstore_data"])]
+        replay: Option<PathBuf>,
     },
+    /// Fuzz a component in the sandbox: run it on mutated inputs and report
+    /// traps, panics, limits hit and bad replies, each with a reproducer.
+    Fuzz(fuzz::FuzzArgs),
     /// Make a key pair for signing components: NAME.key (private, 0600)
     /// and NAME.pub (for the trusted-keys directory of the machines).
     Keygen {
@@ -264,6 +272,7 @@ struct ServeArgs {
     accept_v1_signatures: bool,
 }
 
+mod fuzz;
 mod keys;
 mod new;
 mod policy_check;
@@ -391,15 +400,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             policy,
             xenstore,
             xenstore_data,
-        } => {
-            let machine = Machine { root, interfaces };
-            let xenstore = match (xenstore, xenstore_data) {
-                (_, Some(file)) => XenstoreSource::Data(file),
-                (Some(path), None) => XenstoreSource::Connect(path),
-                (None, None) => XenstoreSource::None,
-            };
-            run_one(&component, &name, value.as_deref(), machine, policy, xenstore).await
-        }
+            replay,
+        } => match (replay, component, name) {
+            (Some(file), _, _) => fuzz::replay(&file, policy).await,
+            (None, Some(component), Some(name)) => {
+                let machine = Machine { root, interfaces };
+                let xenstore = match (xenstore, xenstore_data) {
+                    (_, Some(file)) => XenstoreSource::Data(file),
+                    (Some(path), None) => XenstoreSource::Connect(path),
+                    (None, None) => XenstoreSource::None,
+                };
+                run_one(&component, &name, value.as_deref(), machine, policy, xenstore).await
+            }
+            _ => anyhow::bail!("run needs a component and a command name, or --replay FILE"),
+        },
+        Command::Fuzz(args) => fuzz::run(args).await,
         Command::Inspect { component, policy } => inspect(&component, policy).await,
         Command::Compile {
             commands,
@@ -725,5 +740,9 @@ mod tests {
         Cli::try_parse_from(["guestward", "call", "version"]).unwrap();
         Cli::try_parse_from(["guestward", "run", "v.wasm", "version", "--root", "/x"]).unwrap();
         Cli::try_parse_from(["guestward", "inspect", "v.wasm"]).unwrap();
+        Cli::try_parse_from(["guestward", "run", "--replay", "f.json"]).unwrap();
+        assert!(Cli::try_parse_from(["guestward", "run", "v.wasm"]).is_err());
+        Cli::try_parse_from(["guestward", "fuzz", "v.wasm", "version", "--runs", "5", "--seed", "1"]).unwrap();
+        assert!(Cli::try_parse_from(["guestward", "fuzz", "v.wasm", "--runs", "5", "--time", "1"]).is_err());
     }
 }

@@ -20,7 +20,7 @@ use crate::protocol::Reply;
 const OUTPUT_CAPTURE: usize = 8 << 10;
 
 /// How a call ended, as the audit record and the warning name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {
     /// The component replied (any return code) within its limits.
     Replied,
