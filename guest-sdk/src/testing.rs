@@ -65,6 +65,7 @@
 //! The test host is per thread (each `#[test]` gets its own); call
 //! [`reset`] at the start of a test that may share its thread.
 
+mod bounds;
 mod faults;
 mod policy;
 
@@ -598,11 +599,12 @@ pub mod files {
 /// `xenstore`, natively: [`TestHost::xenstore`], a map from key to value,
 /// checked against the `xenstore` grant.
 pub mod xenstore {
-    use super::{FaultKind, component, fault, with_host};
+    use super::{FaultKind, bounds, component, fault, with_host};
     use crate::bindings::guestward::command::xenstore::Error;
 
     /// The daemon's key checks and grant, then the faults.
     fn check(call: &str, key: &str) -> Result<(), Error> {
+        bounds::check("a key", key, bounds::KEY).map_err(Error::InvalidKey)?;
         if key.starts_with('/') {
             return Err(Error::InvalidKey(format!(
                 "{key}: use a key relative to the domain (vm-data/…)"
@@ -687,7 +689,7 @@ pub mod update {
 /// `programs`, natively: every run is recorded in [`TestHost::runs`],
 /// checked against the `programs` grant.
 pub mod programs {
-    use super::{FaultKind, component, fault, with_host};
+    use super::{FaultKind, bounds, component, fault, with_host};
     use crate::programs::{Argument, Error, ProgramOutput, RunOptions};
 
     /// Records the run (and its timeout, in [`TestHost::run_timeouts`](super::TestHost::run_timeouts));
@@ -696,6 +698,7 @@ pub mod programs {
     /// times out with the daemon's text. Its output is
     /// [`TestHost::outputs`](super::TestHost::outputs).
     pub fn run(program: &str, args: &[Argument], stdin: &[u8], options: RunOptions) -> Result<ProgramOutput, Error> {
+        bounds::check("a program path", program, bounds::PATH).map_err(Error::Failed)?;
         let real: Vec<String> = std::iter::once(program.to_owned())
             .chain(args.iter().map(|arg| match arg {
                 Argument::Plain(text) | Argument::Secret(text) => text.clone(),
@@ -743,7 +746,7 @@ pub mod programs {
 
 /// `hostname`, natively: the name set is kept in [`TestHost::hostname`].
 pub mod hostname {
-    use super::{FaultKind, component, fault, with_host};
+    use super::{FaultKind, bounds, component, fault, with_host};
     use crate::hostname::Error;
 
     /// Set [`TestHost::hostname`](super::TestHost::hostname), or fail with
@@ -754,6 +757,11 @@ pub mod hostname {
                 "component {} may not set the hostname",
                 component()
             )));
+        }
+        bounds::check("a hostname", name, bounds::HOSTNAME).map_err(Error::InvalidName)?;
+        let valid = !name.is_empty() && !name.bytes().any(|b| b.is_ascii_control() || b == b'/' || b == b' ');
+        if !valid {
+            return Err(Error::InvalidName(format!("{name:?} is not a valid hostname")));
         }
         fault("hostname.set", name, |kind, text| match kind {
             FaultKind::NotGranted => Error::NotGranted(text),
@@ -793,12 +801,13 @@ pub mod network {
 /// `download`, natively: [`TestHost::downloads`], by URL, checked against
 /// the `download` grant and capped at `download-mib`.
 pub mod download {
-    use super::{FaultKind, component, fault, with_host};
+    use super::{FaultKind, bounds, component, fault, with_host};
     use crate::bindings::guestward::command::download::Error;
 
     /// The body stored for `url`; "HTTP 404" if none; too large past
     /// `max_bytes` or the `download-mib` limit.
     pub fn fetch(url: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
+        bounds::check("a URL", url, bounds::URL).map_err(Error::Failed)?;
         match with_host(|host| host.grants.as_ref().map(|grants| grants.allows_url(url))) {
             Some(None) => {
                 return Err(Error::NotGranted(format!(

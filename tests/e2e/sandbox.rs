@@ -95,6 +95,75 @@ fn replies_over_the_cap_are_refused() {
 }
 
 #[test]
+fn a_huge_value_gets_a_short_error_from_every_interface() {
+    // Found by `guestward fuzz`: the daemon's error texts quoted the path,
+    // key or URL whole, so a component relaying one (as agentupdate does a
+    // refused URL) replied over its limit, and the requester got "replied
+    // with N bytes" instead of what went wrong. Each interface now refuses
+    // a value no real path, key or URL has, first, without quoting it.
+    let agent = probe_agent();
+    let long = "x".repeat(300_000);
+    let path = format!("/etc/app/{long}");
+    let url = format!("https://updates.example.com/agent/{}", " ".repeat(300_000));
+    let cases = [
+        ("read-file", serde_json::json!(path), "a path is at most 4095 bytes"),
+        ("list-dir", serde_json::json!(path), "a path is at most 4095 bytes"),
+        ("metadata", serde_json::json!(path), "a path is at most 4095 bytes"),
+        ("read-link", serde_json::json!(path), "a path is at most 4095 bytes"),
+        ("remove", serde_json::json!(path), "a path is at most 4095 bytes"),
+        (
+            "mkdir",
+            serde_json::json!({ "path": path }),
+            "a path is at most 4095 bytes",
+        ),
+        (
+            "rename",
+            serde_json::json!({ "from": path, "to": "/etc/app/a" }),
+            "a path is at most 4095 bytes",
+        ),
+        (
+            "lock",
+            serde_json::json!({ "path": path }),
+            "a path is at most 4095 bytes",
+        ),
+        (
+            "chmod",
+            serde_json::json!({ "path": path, "mode": 420 }),
+            "a path is at most 4095 bytes",
+        ),
+        (
+            "xs-read",
+            serde_json::json!(format!("vm-data/{long}")),
+            "a key is at most 2048 bytes",
+        ),
+        (
+            "xs-dir",
+            serde_json::json!(format!("/{long}")),
+            "a key is at most 2048 bytes",
+        ),
+        (
+            "run",
+            serde_json::json!({ "argv": [format!("/bin/{long}")] }),
+            "a program path is at most 4095 bytes",
+        ),
+        (
+            "fetch",
+            serde_json::json!({ "url": url }),
+            "a URL is at most 2048 bytes",
+        ),
+    ];
+    for (name, value, words) in cases {
+        let answer = agent.call(name, &value.to_string());
+        let text = message(&answer);
+        assert!(text.contains(words), "{name}: {}", &text[..text.len().min(300)]);
+        assert!(answer.len() < 200, "{name}: {} bytes", answer.len());
+    }
+    // Under the limits, a refusal still names what it refused.
+    let refused = message(&agent.call("read-file", r#""/etc/shadow""#));
+    assert!(refused.contains("/etc/shadow is outside the readable files of component probe"), "{refused}");
+}
+
+#[test]
 fn a_log_flood_is_cut_at_the_limit() {
     let agent = probe_agent();
     assert_eq!(agent.call("log-flood", "10000"), answer("flooded", "0"));

@@ -339,6 +339,7 @@ impl Grants {
 /// An absolute path without `..` or NUL, `.` components dropped: the
 /// daemon's `invalid-path` checks, with its texts.
 pub(super) fn validate_path(path: &str) -> Result<PathBuf, String> {
+    super::bounds::check("a path", path, super::bounds::PATH)?;
     if path.contains('\0') {
         return Err(format!("{path:?} contains a NUL byte"));
     }

@@ -346,3 +346,48 @@ fn without_a_policy_everything_is_granted() {
     hostname::set("h").unwrap();
     assert!(xenstore::read("any/key").is_err_and(|error| matches!(error, xenstore::Error::NotFound(_))));
 }
+
+#[test]
+fn values_longer_than_any_real_one_are_refused_first_and_not_quoted() {
+    // As in the daemon: an error text may end up in a reply, which has a
+    // size limit, so a huge path, key, URL or hostname is refused before
+    // any other check, in words that do not quote it.
+    reset();
+    let long = "x".repeat(100_000);
+    let path = format!("/etc/{long}");
+    let texts = [
+        files::read(&path).unwrap_err().text().to_owned(),
+        files::lock(&path, 0).map(|_| ()).unwrap_err().text().to_owned(),
+        xenstore::read(&format!("vm-data/{long}"))
+            .unwrap_err()
+            .text()
+            .to_owned(),
+        programs::run(
+            &format!("/bin/{long}"),
+            &[],
+            b"",
+            programs::RunOptions { timeout_ms: None },
+        )
+        .unwrap_err()
+        .text()
+        .to_owned(),
+        download::fetch(&format!("https://example.com/{long}"), 10)
+            .unwrap_err()
+            .text()
+            .to_owned(),
+        hostname::set(&long).unwrap_err().text().to_owned(),
+    ];
+    let expected = [
+        "a path is at most 4095 bytes, not 100005",
+        "a path is at most 4095 bytes, not 100005",
+        "a key is at most 2048 bytes, not 100008",
+        "a program path is at most 4095 bytes, not 100005",
+        "a URL is at most 2048 bytes, not 100020",
+        "a hostname is at most 64 bytes, not 100000",
+    ];
+    assert_eq!(texts, expected);
+    assert_eq!(
+        hostname::set("two words").unwrap_err().text(),
+        "\"two words\" is not a valid hostname"
+    );
+}

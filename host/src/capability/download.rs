@@ -24,6 +24,10 @@ use crate::wit::download::{self as wit, Error};
 
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 5;
+/// The longest URL a component may fetch (and a redirect may lead to): what
+/// browsers and sitemaps accept. Error texts quote the URL, percent-encoded
+/// (up to three times as long), and must fit a reply.
+const MAX_URL_BYTES: usize = 2048;
 
 /// The `download` capability: nothing shared between calls.
 #[derive(Debug, Default)]
@@ -38,6 +42,12 @@ pub struct DownloadGrant {
 impl DownloadGrant {
     /// The normalised URL, if it lies inside a grant.
     fn check(&self, url: &str, component: &str) -> Result<Url, Error> {
+        // First, and without quoting the URL: error texts may end up in
+        // the component's reply, which has a size limit.
+        if url.len() > MAX_URL_BYTES {
+            let text = format!("a URL is at most {MAX_URL_BYTES} bytes, not {}", url.len());
+            return Err(Error::Failed(text));
+        }
         let parsed = Url::parse(url).map_err(|error| Error::Failed(format!("{url:?} is not a URL: {error}")))?;
         if let Some(segment) = smuggled_segment(&parsed) {
             return Err(Error::NotGranted(format!(

@@ -78,9 +78,7 @@ impl Capability for Hostname {
 /// A name the kernel takes and no file that holds it misreads: no control
 /// characters, no `/`, no space.
 fn valid_hostname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_HOSTNAME
-        && !name.bytes().any(|b| b.is_ascii_control() || b == b'/' || b == b' ')
+    !name.is_empty() && !name.bytes().any(|b| b.is_ascii_control() || b == b'/' || b == b' ')
 }
 
 impl wit::Host for CallHostname {
@@ -91,6 +89,12 @@ impl wit::Host for CallHostname {
                 "component {} may not set the hostname",
                 self.component
             )));
+        }
+        if name.len() > MAX_HOSTNAME {
+            // Not quoted: the text may end up in the component's reply,
+            // which has a size limit.
+            let text = format!("a hostname is at most {MAX_HOSTNAME} bytes, not {}", name.len());
+            return Err(Error::InvalidName(text));
         }
         if !valid_hostname(&name) {
             return Err(Error::InvalidName(format!("{name:?} is not a valid hostname")));
@@ -109,9 +113,27 @@ mod tests {
     #[test]
     fn hostnames_are_checked_before_the_kernel_sees_them() {
         assert!(valid_hostname("web-1.example.com"));
-        for bad in ["", "a b", "a/b", "a\nb", &"x".repeat(65)] {
+        for bad in ["", "a b", "a/b", "a\nb"] {
             assert!(!valid_hostname(bad), "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_name_longer_than_any_hostname_is_refused_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut call = CallHostname {
+            granted: true,
+            root: Arc::new(Root::open(dir.path()).unwrap()),
+            component: "c".into(),
+            refusals: Refusals::default(),
+        };
+        let error = wit::Host::set(&mut call, "x".repeat(100_000)).await.unwrap_err();
+        let Error::InvalidName(text) = error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(text, "a hostname is at most 64 bytes, not 100000");
+        let error = wit::Host::set(&mut call, "x".repeat(65)).await.unwrap_err();
+        assert!(matches!(error, Error::InvalidName(_)), "{error:?}");
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use toml::Spanned;
 use wasmtime::component::{HasSelf, Linker};
 
+use super::files::MAX_PATH_BYTES;
 use super::{CallInfo, Capability, Refusals, nothing_granted};
 use crate::policy::{PolicyError, SectionErrors};
 use crate::root::Root;
@@ -151,6 +152,15 @@ impl CallPrograms {
         stdin: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<ProgramOutput, Error> {
+        // First, and without quoting it: error texts may end up in the
+        // component's reply, which has a size limit.
+        if program.len() > MAX_PATH_BYTES {
+            let text = format!(
+                "a program path is at most {MAX_PATH_BYTES} bytes, not {}",
+                program.len()
+            );
+            return Err(Error::Failed(text));
+        }
         // What is recorded: secret arguments redacted.
         let shown: Vec<String> = std::iter::once(program.clone())
             .chain(args.iter().map(|arg| match arg {

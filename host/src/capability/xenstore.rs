@@ -121,6 +121,15 @@ pub struct XenstoreGrant {
 
 impl XenstoreGrant {
     fn check(&self, key: &str, component: &str) -> Result<(), Error> {
+        // First, and without quoting the key: error texts may end up in
+        // the component's reply, which has a size limit.
+        if key.len() > xs::path::REL_PATH_MAX {
+            return Err(Error::InvalidKey(format!(
+                "a key is at most {} bytes, not {}",
+                xs::path::REL_PATH_MAX,
+                key.len()
+            )));
+        }
         if key.starts_with('/') {
             return Err(Error::InvalidKey(format!(
                 "{key}: use a key relative to the domain (vm-data/…)"

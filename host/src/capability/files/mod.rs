@@ -93,6 +93,12 @@ const MAX_LOCK_WAIT: Duration = Duration::from_secs(30);
 /// returns.
 pub const MAX_LOCKS_PER_CALL: usize = 16;
 
+/// The longest path a component may pass (Linux's `PATH_MAX`, counting
+/// the NUL): a longer one could never be opened. Checked first and not
+/// quoted, since error texts may end up in a reply, which has a size
+/// limit; every other error quotes at most this much.
+pub const MAX_PATH_BYTES: usize = 4095;
+
 /// One call's file access (`None` when the component has no files grant).
 #[derive(Debug)]
 pub struct CallFiles {
@@ -161,6 +167,7 @@ impl wit::Host for CallFiles {
     }
 
     async fn lock(&mut self, path: String, timeout_ms: u32) -> Result<Resource<FileLock>, Error> {
+        ops::check_length(&path)?;
         if self.held_locks >= MAX_LOCKS_PER_CALL {
             return Err(Error::Io(format!(
                 "{path}: this call already holds {MAX_LOCKS_PER_CALL} locks, the most one call may hold"

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
+use super::MAX_PATH_BYTES;
 #[cfg(test)]
 use super::grant::PathRule;
 use super::grant::{Access, Chown, FilesGrant};
@@ -496,8 +497,21 @@ fn not_a_regular_file(path: &str) -> Error {
     ))
 }
 
+/// Refuse a path no file can have, without quoting it: the text may end up
+/// in the component's reply, which has a size limit.
+pub(super) fn check_length(path: &str) -> Result<(), Error> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(Error::InvalidPath(format!(
+            "a path is at most {MAX_PATH_BYTES} bytes, not {}",
+            path.len()
+        )));
+    }
+    Ok(())
+}
+
 /// An absolute path without `..` or NUL, `.` components dropped.
 fn validate(path: &str) -> Result<PathBuf, Error> {
+    check_length(path)?;
     if path.contains('\0') {
         return Err(Error::InvalidPath(format!("{path:?} contains a NUL byte")));
     }
