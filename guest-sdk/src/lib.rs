@@ -67,7 +67,7 @@ pub mod legacy;
 mod reply;
 mod request;
 
-pub use reply::Reply;
+pub use reply::{EXCERPT_CHARS, Reply, excerpt};
 pub use request::Request;
 
 /// Generated bindings of the `guestward:command` WIT package. Command authors

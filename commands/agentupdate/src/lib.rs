@@ -181,6 +181,20 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_url_gets_the_daemons_short_refusal() {
+        // Found by `guestward fuzz`: a 45 KB URL outside the grants came back
+        // quoted whole in the daemon's refusal, and the reply, over the
+        // 16 KiB limit, reached the hypervisor as a size error.
+        testing::reset();
+        testing::load_asks::<AgentUpdate>("agentupdate").unwrap();
+        let url = "https://updates.example.com/a%s/bundle.tar.gz".repeat(1_000);
+        let value = serde_json::json!({"url": url, "md5sum": "0".repeat(32)}).to_string();
+        let reply = testing::call::<AgentUpdate>("agentupdate", &value);
+        assert_eq!(reply.code, "500");
+        assert_eq!(reply.message, "a URL is at most 2048 bytes, not 45000");
+    }
+
+    #[test]
     fn the_legacy_installer_runs_only_when_allowed() {
         testing::reset();
         let legacy = tarball(&[

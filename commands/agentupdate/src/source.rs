@@ -1,6 +1,7 @@
 //! Where the update comes from: the argument of `agentupdate`, in either of
 //! the forms Nova has sent (legacy-agent.md §3.6).
 
+use guestward_sdk::{EXCERPT_CHARS, excerpt};
 use serde_json::Value;
 
 /// The update's URL and the checksums it must match.
@@ -57,11 +58,13 @@ pub fn verify(source: &Source, body: &[u8]) -> Result<(), String> {
     use md5::Digest as _;
     let md5 = hex::encode(md5::Md5::digest(body));
     if md5 != source.md5 {
-        return Err(format!("MD5 sums do not match ({} != {md5})", source.md5));
+        let given = excerpt(&source.md5, EXCERPT_CHARS);
+        return Err(format!("MD5 sums do not match ({given} != {md5})"));
     }
     if let Some(given) = &source.sha256 {
         let sha256 = hex::encode(sha2::Sha256::digest(body));
         if !given.eq_ignore_ascii_case(&sha256) {
+            let given = excerpt(given, EXCERPT_CHARS);
             return Err(format!("SHA-256 sums do not match ({given} != {sha256})"));
         }
     }
@@ -139,5 +142,11 @@ mod tests {
                 .unwrap_err()
                 .starts_with("SHA-256 sums do not match")
         );
+        // A requester's huge sum is quoted short, so the reply fits its
+        // limit and says what went wrong.
+        for (md5, sha256) in [(&*"f".repeat(100_000), None), (md5, Some(&*"f".repeat(100_000)))] {
+            let text = verify(&source(md5, sha256), b"abc").unwrap_err();
+            assert!(text.len() < 400, "{} bytes", text.len());
+        }
     }
 }

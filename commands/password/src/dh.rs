@@ -124,11 +124,10 @@ pub fn parse_peer_key(raw_json: &str) -> Result<BigUint, String> {
 /// short: a requester can send megabytes, and the whole reply must fit the
 /// command's reply limit (16 KiB by default), or it gets no text at all.
 fn invalid_literal(shown: &str) -> String {
-    const MAX_SHOWN: usize = 200;
-    match shown.char_indices().nth(MAX_SHOWN) {
-        Some((cut, _)) => format!("invalid literal for long() with base 10: {}...", &shown[..cut]),
-        None => format!("invalid literal for long() with base 10: {shown}"),
-    }
+    format!(
+        "invalid literal for long() with base 10: {}",
+        guestward_sdk::excerpt(shown, guestward_sdk::EXCERPT_CHARS)
+    )
 }
 
 fn not_a_number(type_name: &str) -> String {

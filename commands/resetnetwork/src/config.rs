@@ -24,6 +24,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use guestward_sdk::{EXCERPT_CHARS, excerpt};
 use serde_json::Value;
 
 /// One local network interface, as the `network` interface lists it.
@@ -212,12 +213,12 @@ fn normalise_one(entry: &Value, nics: &[LocalNic]) -> Result<Interface, String> 
         .iter()
         .rev()
         .find(|nic| nic.mac == mac)
-        .ok_or_else(|| format!("Unknown interface MAC {mac}"))?;
+        .ok_or_else(|| format!("Unknown interface MAC {}", shown(&mac)))?;
     check_interface_name(&nic.name)?;
     let list = |key: &str| match entry.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => Ok(items.clone()),
-        Some(other) => Err(format!("Invalid value {other} for '{key}' key")),
+        Some(other) => Err(format!("Invalid value {} for '{key}' key", shown(other))),
     };
     let (ips, ip6s) = (list("ips")?, list("ip6s")?);
     if ips.is_empty() && ip6s.is_empty() {
@@ -247,9 +248,11 @@ fn normalise_one(entry: &Value, nics: &[LocalNic]) -> Result<Interface, String> 
     let dns = list("dns")?
         .iter()
         .map(|server| {
-            let text = server.as_str().ok_or_else(|| format!("Invalid DNS server {server}"))?;
+            let text = server
+                .as_str()
+                .ok_or_else(|| format!("Invalid DNS server {}", shown(server)))?;
             text.parse::<IpAddr>()
-                .map_err(|_| format!("Invalid DNS server '{text}'"))
+                .map_err(|_| format!("Invalid DNS server '{}'", shown(text)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Interface {
@@ -285,7 +288,7 @@ fn enabled(ip: &Value) -> Result<Option<&Value>, String> {
     match number {
         Some(0) => Ok(None),
         Some(_) => Ok(Some(ip)),
-        None => Err(format!("Invalid value {repr} for 'enabled' key")),
+        None => Err(format!("Invalid value {} for 'enabled' key", shown(&repr))),
     }
 }
 
@@ -294,7 +297,7 @@ fn ipv4(ip: &Value) -> Result<Ipv4, String> {
     let netmask = required_text(ip, "netmask", "Missing 'netmask' key for IPv4 address")?;
     let (netmask, prefixlen) = dotted_netmask(netmask)?;
     Ok(Ipv4 {
-        address: parse_ipv4(address).ok_or_else(|| format!("Invalid IPv4 address '{address}'"))?,
+        address: parse_ipv4(address).ok_or_else(|| format!("Invalid IPv4 address '{}'", shown(address)))?,
         netmask,
         prefixlen,
     })
@@ -313,9 +316,9 @@ fn ipv6(ip: &Value) -> Result<Ipv6, String> {
         _ => None,
     }
     .filter(|prefix| *prefix <= 128)
-    .ok_or_else(|| format!("Invalid IPv6 prefix length {prefix}"))?;
+    .ok_or_else(|| format!("Invalid IPv6 prefix length {}", shown(prefix)))?;
     Ok(Ipv6 {
-        address: parse_ipv6(address).ok_or_else(|| format!("Invalid IPv6 address '{address}'"))?,
+        address: parse_ipv6(address).ok_or_else(|| format!("Invalid IPv6 address '{}'", shown(address)))?,
         prefixlen: prefixlen as u8,
     })
 }
@@ -326,10 +329,10 @@ fn route(route: &Value) -> Result<Route, String> {
     let gateway = required_text(route, "gateway", "Missing 'gateway' key for route")?;
     let (netmask, prefixlen) = dotted_netmask(netmask)?;
     Ok(Route {
-        network: parse_ipv4(network).ok_or_else(|| format!("Invalid route network '{network}'"))?,
+        network: parse_ipv4(network).ok_or_else(|| format!("Invalid route network '{}'", shown(network)))?,
         netmask,
         prefixlen,
-        gateway: parse_ipv4(gateway).ok_or_else(|| format!("Invalid route gateway '{gateway}'"))?,
+        gateway: parse_ipv4(gateway).ok_or_else(|| format!("Invalid route gateway '{}'", shown(gateway)))?,
     })
 }
 
@@ -337,7 +340,7 @@ fn required_text<'a>(value: &'a Value, key: &str, missing: &str) -> Result<&'a s
     match value.get(key) {
         None | Some(Value::Null) => Err(missing.to_owned()),
         Some(Value::String(text)) => Ok(text),
-        Some(other) => Err(format!("Invalid value {other} for '{key}' key")),
+        Some(other) => Err(format!("Invalid value {} for '{key}' key", shown(other))),
     }
 }
 
@@ -345,8 +348,10 @@ fn optional_address<T>(value: Option<&Value>, what: &str, parse: fn(&str) -> Opt
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) if text.is_empty() => Ok(None),
-        Some(Value::String(text)) => parse(text).map(Some).ok_or_else(|| format!("Invalid {what} '{text}'")),
-        Some(other) => Err(format!("Invalid {what} {other}")),
+        Some(Value::String(text)) => parse(text)
+            .map(Some)
+            .ok_or_else(|| format!("Invalid {what} '{}'", shown(text))),
+        Some(other) => Err(format!("Invalid {what} {}", shown(other))),
     }
 }
 
@@ -360,7 +365,7 @@ fn parse_ipv6(text: &str) -> Option<Ipv6Addr> {
 
 /// A dotted netmask and its prefix length; only the 33 canonical masks.
 pub fn dotted_netmask(text: &str) -> Result<(Ipv4Addr, u8), String> {
-    let invalid = || format!("Invalid netmask '{text}'");
+    let invalid = || format!("Invalid netmask '{}'", shown(text));
     let mask: Ipv4Addr = text.parse().map_err(|_| invalid())?;
     let bits = u32::from(mask);
     let prefixlen = bits.leading_ones();
@@ -376,10 +381,17 @@ fn label(value: Option<&Value>) -> Result<Option<String>, String> {
     let breaks_a_line = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) if text.chars().any(breaks_a_line) => Err(format!("Invalid label {text:?}")),
+        Some(Value::String(text)) if text.chars().any(breaks_a_line) => Err(format!("Invalid label {:?}", shown(text))),
         Some(Value::String(text)) => Ok(Some(text.clone())),
-        Some(other) => Err(format!("Invalid label {other}")),
+        Some(other) => Err(format!("Invalid label {}", shown(other))),
     }
+}
+
+/// At most [`EXCERPT_CHARS`] characters of a value from XenStore, for an
+/// error reply: the value can be megabytes long, and the reply must fit
+/// the command's reply limit to reach the hypervisor at all.
+fn shown(value: &(impl std::fmt::Display + ?Sized)) -> String {
+    excerpt(&value.to_string(), EXCERPT_CHARS).into_owned()
 }
 
 /// A hostname every format can hold, quoted or not (FreeBSD's `rc.conf`
@@ -388,7 +400,7 @@ fn label(value: Option<&Value>) -> Result<Option<String>, String> {
 pub fn check_hostname(hostname: &str) -> Result<(), String> {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
     if hostname.is_empty() || hostname.len() > 64 || !hostname.bytes().all(allowed) {
-        return Err(format!("Invalid hostname {hostname:?}"));
+        return Err(format!("Invalid hostname {:?}", shown(hostname)));
     }
     Ok(())
 }
@@ -398,7 +410,7 @@ pub fn check_hostname(hostname: &str) -> Result<(), String> {
 fn check_interface_name(name: &str) -> Result<(), String> {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
     if name.is_empty() || name.len() > 15 || !name.bytes().all(allowed) {
-        return Err(format!("Unsupported interface name {name:?}"));
+        return Err(format!("Unsupported interface name {:?}", shown(name)));
     }
     Ok(())
 }
@@ -601,6 +613,35 @@ pub mod tests {
             &"x".repeat(65),
         ] {
             assert!(check_hostname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn huge_values_are_quoted_short() {
+        // Found by `guestward fuzz`: a 100 KB hostname was echoed whole, and
+        // the reply, over the 16 KiB limit, reached the hypervisor as a size
+        // error instead of "Invalid hostname".
+        let huge = "fe80::def".repeat(10_000);
+        let text = check_hostname(&huge).unwrap_err();
+        assert!(text.starts_with("Invalid hostname \"fe80::def"), "{text}");
+        assert!(text.len() < 300, "{} bytes", text.len());
+
+        let nics = [LocalNic {
+            name: "eth0".into(),
+            mac: "bc:76:4e:20:5e:b2".into(),
+            up: true,
+        }];
+        let entries = [
+            serde_json::json!({"mac": huge}),
+            serde_json::json!({"mac": "bc:76:4e:20:5e:b2", "ips": [{"ip": huge, "netmask": "255.255.255.0"}]}),
+            serde_json::json!({"mac": "bc:76:4e:20:5e:b2", "ips": [{"ip": "10.0.0.2", "netmask": huge}]}),
+            serde_json::json!({"mac": "bc:76:4e:20:5e:b2", "ips": {"deep": [huge]}}),
+            serde_json::json!({"mac": "bc:76:4e:20:5e:b2", "ips": [{"ip": "10.0.0.2", "netmask": "255.0.0.0"}], "label": [huge]}),
+            serde_json::json!({"mac": "bc:76:4e:20:5e:b2", "ips": [{"ip": "10.0.0.2", "netmask": "255.0.0.0"}], "dns": [huge]}),
+        ];
+        for entry in entries {
+            let text = normalise(std::slice::from_ref(&entry), &nics).unwrap_err();
+            assert!(text.len() < 300, "{} bytes: {}", text.len(), &text[..80]);
         }
     }
 }
