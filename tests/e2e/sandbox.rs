@@ -160,7 +160,10 @@ fn a_huge_value_gets_a_short_error_from_every_interface() {
     }
     // Under the limits, a refusal still names what it refused.
     let refused = message(&agent.call("read-file", r#""/etc/shadow""#));
-    assert!(refused.contains("/etc/shadow is outside the readable files of component probe"), "{refused}");
+    assert!(
+        refused.contains("/etc/shadow is outside the readable files of component probe"),
+        "{refused}"
+    );
 }
 
 #[test]

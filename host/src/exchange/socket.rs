@@ -17,7 +17,7 @@ use crate::dispatch::Dispatcher;
 use crate::protocol::nova;
 
 /// The longest request line accepted.
-pub const MAX_LINE: usize = 1 << 20;
+pub const MAX_LINE: usize = nova::MAX_REQUEST_BYTES;
 
 /// A bound, not yet serving, socket.
 #[derive(Debug)]

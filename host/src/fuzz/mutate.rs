@@ -8,9 +8,18 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::input::{FileData, FuzzInput};
+use crate::protocol::nova;
+use crate::xenstore::wire::DAEMON_PAYLOAD_MAX;
 
 /// Largest file or string a mutation makes (bytes).
 const MAX_SIZE: usize = 1 << 20;
+
+/// Largest request value: a request longer than any exchange delivers is
+/// not an input (room left for the name).
+const MAX_VALUE_BYTES: usize = nova::MAX_REQUEST_BYTES - 256;
+
+/// Largest XenStore value: no xenstored serves more in one read.
+const MAX_XENSTORE_VALUE_BYTES: usize = DAEMON_PAYLOAD_MAX;
 
 /// A small, fast, seedable generator (SplitMix64): runs must repeat exactly
 /// for a `--seed`, on any platform.
@@ -160,7 +169,12 @@ const INTERESTING_NUMBERS: &[i128] = &[
 pub fn mutate(input: &mut FuzzInput, dictionary: &Dictionary, rng: &mut Rng) {
     for _ in 0..=rng.below(3) {
         match rng.below(10) {
-            0..=5 => input.value = mutate_value(&input.value, dictionary, rng),
+            0..=5 => {
+                let value = mutate_value(&input.value, dictionary, rng);
+                if value.len() <= MAX_VALUE_BYTES {
+                    input.value = value;
+                }
+            }
             6 | 7 => mutate_files(&mut input.files, dictionary, rng),
             _ => mutate_xenstore(&mut input.xenstore, dictionary, rng),
         }
@@ -283,7 +297,10 @@ fn mutate_node(value: &mut Value, dictionary: &Dictionary, rng: &mut Rng) {
         (1, Value::Array(items)) if !items.is_empty() => {
             let copy = items[rng.below(items.len())].clone();
             let most = if rng.one_in(8) { 1000 } else { 3 };
-            let times = 1 + rng.below(most);
+            // Not past MAX_SIZE: repeated rounds would otherwise build
+            // values of gigabytes.
+            let size = serde_json::to_vec(&copy).map_or(1, |text| text.len().max(1));
+            let times = (1 + rng.below(most)).min(MAX_SIZE / size);
             items.extend(std::iter::repeat_n(copy, times));
         }
         (2 | 3, Value::String(text)) => {
@@ -422,14 +439,19 @@ fn mutate_xenstore(keys: &mut BTreeMap<String, String>, dictionary: &Dictionary,
                 format!("{prefix}/{}", random_key_name(rng))
             };
             let value = mutate_value("\"\"", dictionary, rng);
-            keys.insert(key, value);
+            if value.len() <= MAX_XENSTORE_VALUE_BYTES {
+                keys.insert(key, value);
+            }
         }
         _ => {
             let Some(key) = existing.get(rng.below(existing.len())) else {
                 return;
             };
             if let Some(value) = keys.get_mut(key) {
-                *value = mutate_value(value, dictionary, rng);
+                let mutated = mutate_value(value, dictionary, rng);
+                if mutated.len() <= MAX_XENSTORE_VALUE_BYTES {
+                    *value = mutated;
+                }
             }
         }
     }
@@ -495,8 +517,40 @@ mod tests {
             mutate(&mut input, &dictionary, &mut rng);
             files |= !input.files.is_empty();
             keys |= !input.xenstore.is_empty();
+            // Only what an exchange delivers and a xenstored holds.
+            assert!(input.value.len() <= MAX_VALUE_BYTES);
+            assert!(
+                input
+                    .xenstore
+                    .values()
+                    .all(|value| value.len() <= MAX_XENSTORE_VALUE_BYTES)
+            );
         }
         assert!(deep && huge && not_json && surrogate);
         assert!(files && keys);
+    }
+
+    #[test]
+    fn mutations_never_grow_a_request_past_what_an_exchange_delivers() {
+        // Found by a long run: duplicating array items round after round made
+        // a 200 MB value, which no exchange delivers, and its memory finding
+        // was not a real one.
+        let dictionary = Dictionary::default();
+        let start = FuzzInput {
+            value: format!("[\"{}\"]", "a".repeat(600_000)),
+            ..FuzzInput::default()
+        };
+        let mut largest = 0;
+        for seed in 0..200 {
+            let mut input = start.clone();
+            mutate(&mut input, &dictionary, &mut Rng::new(seed));
+            assert!(
+                input.value.len() <= MAX_VALUE_BYTES,
+                "seed {seed}: {} bytes",
+                input.value.len()
+            );
+            largest = largest.max(input.value.len());
+        }
+        assert!(largest > 600_000, "the test reaches values near the bound");
     }
 }

@@ -18,6 +18,10 @@ use serde_json::value::RawValue;
 use super::{Reply, Request};
 
 pub const MALFORMED: &str = "Request is malformed";
+
+/// The longest request any exchange delivers: the local socket's line
+/// limit (a XenStore request is at most xenstored's 4096-byte payload).
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 pub const MISSING_NAME: &str = "Request is missing 'name' key";
 
 /// Parse a request, or produce the error reply it deserves.
