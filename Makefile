@@ -45,7 +45,7 @@ FUZZ_TARGETS := xenstore_frames nova_request policy network_config builtin_comma
 FUZZ_SECONDS ?= 60
 # `make test`'s fuzz smoke: this many runs of each built-in command, with a
 # fixed seed (a CI failure replays as it happened).
-FUZZ_SMOKE_RUNS ?= 300
+FUZZ_SMOKE_RUNS ?= 1000
 FUZZ_CORPUS  := tests/fuzz-corpus
 
 all: build
@@ -110,8 +110,7 @@ test: setup-test test-components lint examples
 	$(CARGO) build -p guestward
 	rm -rf target/debug/commands && cp -r $(BUILTIN_DIR) target/debug/commands
 	$(CARGO) test --workspace
-	@# TODO(issue 14): add `$(MAKE) fuzz-smoke GUESTWARD=target/debug/guestward`
-	@# here once resetnetwork's and agentupdate's oversized replies are fixed.
+	$(MAKE) fuzz-smoke GUESTWARD=target/debug/guestward
 
 # Every built-in command in the real sandbox, under the built-in policy;
 # reproducers of anything found go to target/fuzz-findings/NAME.
@@ -119,6 +118,7 @@ GUESTWARD ?= target/release/guestward
 FUZZ_SEED  ?= 0
 FUZZ_BUDGET ?= --runs $(FUZZ_SMOKE_RUNS)
 fuzz-smoke:
+	rm -rf target/fuzz-findings
 	@for name in $(COMMANDS); do \
 	  echo "fuzz $$name ($(FUZZ_BUDGET), seed $(FUZZ_SEED))"; \
 	  $(GUESTWARD) fuzz $(BUILTIN_DIR)/$$name.wasm $(FUZZ_BUDGET) --seed $(FUZZ_SEED) \
