@@ -63,11 +63,12 @@ fn run_shows_the_commands_own_logs_and_output() {
 fn calls_that_hit_a_limit_or_a_refusal_warn_and_say_so_in_the_audit_record() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
+    // (The audit log named in the configuration file; the flag is tested
+    // in the sandbox tests.)
     let agent = AgentBuilder::new()
         .component("probe")
         .policy(PROBE_POLICY)
-        .arg("--audit-log")
-        .arg(audit.to_str().unwrap())
+        .config(&format!("audit-log = \"{}\"\n", audit.display()))
         .start();
     agent.call("spin", "null");
     agent.call("read-file", r#""/etc/shadow""#);

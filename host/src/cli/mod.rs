@@ -92,6 +92,12 @@ enum Command {
     /// Fuzz a component in the sandbox: run it on mutated inputs and report
     /// traps, panics, limits hit and bad replies, each with a reproducer.
     Fuzz(fuzz::FuzzArgs),
+    /// Write the man pages or a shell's completions, generated from this
+    /// command line's own definition (`make install` uses it).
+    Generate {
+        #[command(subcommand)]
+        what: generate::Generated,
+    },
     /// Make a key pair for signing components: NAME.key (private, 0600)
     /// and NAME.pub (for the trusted-keys directory of the machines).
     Keygen {
@@ -273,6 +279,7 @@ struct ServeArgs {
 }
 
 mod fuzz;
+mod generate;
 mod keys;
 mod new;
 mod policy_check;
@@ -357,10 +364,15 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
         LogFormat::Text => stderr.with_filter(filter).boxed(),
         LogFormat::Json => stderr.json().with_filter(filter).boxed(),
     };
-    let audit = match &cli.command {
-        Command::Serve(ServeArgs {
-            audit_log: Some(path), ..
-        }) => {
+    let audit_log = match &cli.command {
+        Command::Serve(args) => match &args.audit_log {
+            Some(path) => Some(path.clone()),
+            None => ConfigFile::load(args.config.as_deref())?.audit_log,
+        },
+        _ => None,
+    };
+    let audit = match &audit_log {
+        Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -430,6 +442,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dirs.extend(extra_commands);
             compile(&dirs, &cache, &load_policy(policy.as_deref(), &policy_dir)?).await
         }
+        Command::Generate { what } => generate::generate(what, <Cli as clap::CommandFactory>::command()),
         Command::Keygen { name, dir } => keys::keygen(&name, &dir),
         Command::New { name, path, sdk_path } => {
             new::new(&name, path, sdk_path.as_deref())?;
