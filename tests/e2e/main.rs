@@ -14,6 +14,7 @@ mod fuzz;
 mod hardening;
 mod hostile;
 mod injectfile;
+mod install;
 mod kmsactivate;
 mod network_live;
 mod operator;
