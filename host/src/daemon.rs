@@ -1,5 +1,7 @@
 //! `guestward serve`: wire the pieces together and run until SIGTERM.
 
+mod systemd;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use crate::install::InstallService;
 use crate::root::Root;
 use crate::runtime::{Registry, Runtime, RuntimeOptions};
 use crate::trust::TrustStore;
-use crate::xenstore::{Endpoint, XsClient};
+use crate::xenstore::{Endpoint, LinkState, XsClient};
 
 /// Everything `serve` needs, resolved from the config file and the flags.
 #[derive(Debug)]
@@ -154,10 +156,29 @@ pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
         root = %settings.root.display(),
         "guestward ready"
     );
-    notify_systemd("READY=1");
+    let notifier = systemd::Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier {
+        // Both exchanges are serving: the socket is bound and listening,
+        // the XenStore exchange's task is running (requests written before
+        // its watch is in place are found by the watch's first event).
+        notifier.send(&["READY=1"]);
+        tokio::spawn(report_status(
+            notifier.clone(),
+            registry.names().len(),
+            agent.xenstore.as_ref().map(XsClient::link_state),
+        ));
+        if let Some(interval) = systemd::watchdog_interval_from_env() {
+            tokio::spawn(ping_watchdog(notifier.clone(), agent.dispatcher.clone(), interval));
+        }
+    }
     signals.wait().await;
     tracing::info!("stopping");
-    notify_systemd("STOPPING=1");
+    if let Some(notifier) = &notifier {
+        notifier.send(&[
+            "STOPPING=1",
+            &systemd::status_line("stopping: finishing the commands running"),
+        ]);
+    }
     let _ = stop.send(true);
     for task in tasks {
         let _ = tokio::time::timeout(settings.exchange.drain + Duration::from_secs(1), task).await;
@@ -189,14 +210,54 @@ impl Signals {
     }
 }
 
-/// Tell systemd (`Type=notify`) about our state, when it is listening.
-fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+/// Keep systemd's `STATUS=` line current: what is served, and the
+/// XenStore connection's state as it is lost and reopened.
+async fn report_status(notifier: Arc<systemd::Notifier>, commands: usize, link: Option<watch::Receiver<LinkState>>) {
+    let Some(mut link) = link else {
+        notifier.send(&[&systemd::status_line(&format!(
+            "serving {commands} commands on the local socket; no XenStore"
+        ))]);
         return;
     };
-    // Abstract sockets (`@name`) need Linux-only addressing; a path socket
-    // is what systemd uses by default.
-    if let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() {
-        let _ = socket.send_to(state.as_bytes(), PathBuf::from(path));
+    loop {
+        let text = match &*link.borrow_and_update() {
+            LinkState::Connected => format!("serving {commands} commands; xenstore connected"),
+            LinkState::Reconnecting { error } => format!("serving {commands} commands; xenstore reconnecting: {error}"),
+        };
+        notifier.send(&[&systemd::status_line(&text)]);
+        if link.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Ping systemd's watchdog every `interval` while the daemon can still
+/// serve.
+///
+/// A wedged daemon is one whose process lives but answers nothing: every
+/// worker thread of the tokio runtime blocked (a blocking call or a
+/// deadlock inside a task), its timers no longer firing, or the
+/// dispatcher's locks (taken by every request routed) held forever. Each
+/// ping is earned by a probe through the same runtime and the same locks:
+/// a fresh task must be scheduled, take the registry and lane locks and
+/// answer within `interval`. In a wedged daemon either this loop's timer
+/// never fires or the probe never answers; the pings stop and systemd
+/// restarts the service after `WatchdogSec=`.
+async fn ping_watchdog(notifier: Arc<systemd::Notifier>, dispatcher: Arc<Dispatcher>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let dispatcher = dispatcher.clone();
+        let probe = tokio::spawn(async move {
+            let routable = dispatcher.registry().names().len();
+            let lanes = dispatcher.lane_count();
+            (routable, lanes)
+        });
+        match tokio::time::timeout(interval, probe).await {
+            Ok(Ok(_)) => notifier.send(&["WATCHDOG=1"]),
+            Ok(Err(error)) => tracing::warn!(%error, "the liveness probe failed; not pinging the watchdog"),
+            Err(_) => tracing::warn!("the liveness probe did not answer; not pinging the watchdog"),
+        }
     }
 }

@@ -24,6 +24,7 @@ pub struct AgentBuilder {
     log_level: Option<String>,
     config: Option<String>,
     cache: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 impl AgentBuilder {
@@ -95,6 +96,13 @@ impl AgentBuilder {
     /// cache (for tests that tamper with the cache).
     pub fn cache(mut self, dir: &Path) -> Self {
         self.cache = Some(dir.to_owned());
+        self
+    }
+
+    /// Set an environment variable of the agent's process (e.g. systemd's
+    /// `NOTIFY_SOCKET`).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -178,6 +186,7 @@ impl AgentBuilder {
         }
         command.args(&self.args);
         command.env("GUESTWARD_LOG", self.log_level.as_deref().unwrap_or("debug"));
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
         let agent = Agent {
             child: Mutex::new(None),
             command: Mutex::new(command),

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::wire::{self, Incoming, MsgType};
@@ -32,6 +32,18 @@ const RECONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Dura
 /// is taken for dead (it answers in microseconds when alive).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The state of the connection, as the daemon reports it (systemd's
+/// `STATUS=`, `guestward status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    Connected,
+    /// Lost; being reopened. Why it was lost, then why the latest attempt
+    /// to reopen it failed.
+    Reconnecting {
+        error: String,
+    },
+}
+
 /// A XenStore client. Cheap to clone; the connection closes when the last
 /// clone is dropped.
 #[derive(Debug, Clone)]
@@ -41,6 +53,7 @@ pub struct XsClient {
     next_token: Arc<AtomicU64>,
     /// Which connection is current (bumped by each new one).
     generation: Arc<AtomicU64>,
+    link_state: watch::Receiver<LinkState>,
 }
 
 /// The transaction a request belongs to: its id, and the connection it was
@@ -112,7 +125,9 @@ impl XsClient {
         let (keeper, commands) = mpsc::unbounded_channel();
         let (link_events, link_receiver) = mpsc::unbounded_channel();
         let generation = Arc::new(AtomicU64::new(0));
+        let (link_state_sender, link_state) = watch::channel(LinkState::Connected);
         let mut link_keeper = LinkKeeper {
+            link_state: link_state_sender,
             shared_generation: generation.clone(),
             endpoint: endpoint.clone(),
             commands,
@@ -136,7 +151,13 @@ impl XsClient {
             endpoint: Arc::new(endpoint),
             next_token: Arc::new(AtomicU64::new(1)),
             generation,
+            link_state,
         })
+    }
+
+    /// The connection's state, changing as it is lost and reopened.
+    pub fn link_state(&self) -> watch::Receiver<LinkState> {
+        self.link_state.clone()
     }
 
     /// Where this client connects.
@@ -562,6 +583,8 @@ struct WatchEntry {
 
 /// The task that owns the connection.
 struct LinkKeeper {
+    /// Published on every loss and reconnection.
+    link_state: watch::Sender<LinkState>,
     /// `generation`, for the client handles.
     shared_generation: Arc<AtomicU64>,
     endpoint: Endpoint,
@@ -601,6 +624,9 @@ impl LinkKeeper {
                     }
                     Err(error) => {
                         debug!(endpoint = %self.endpoint, %error, "XenStore reconnection failed");
+                        self.publish(LinkState::Reconnecting {
+                            error: error.to_string(),
+                        });
                         if !self.wait_queueing(backoff).await {
                             return;
                         }
@@ -689,6 +715,7 @@ impl LinkKeeper {
             }
         });
         self.link = Some(Link { writer, reader });
+        self.publish(LinkState::Connected);
         for (token, watch) in &self.watches {
             let payload = wire::join_strings([watch.path.as_str(), token.as_str()]);
             self.queued.push_front(Outgoing {
@@ -839,12 +866,27 @@ impl LinkKeeper {
         let Some(link) = self.link.take() else { return };
         link.reader.abort();
         warn!(endpoint = %self.endpoint, reason, in_flight = self.pending.len(), "XenStore connection lost; reconnecting");
+        self.publish(LinkState::Reconnecting {
+            error: reason.to_owned(),
+        });
         for (_, pending) in self.pending.drain() {
             if let Some(reply) = pending.reply {
                 let _ = reply.send(Err(Failure::Disconnected));
             }
         }
         self.sent.clear();
+    }
+}
+
+impl LinkKeeper {
+    /// Tell watchers of the state, only when it changed (a reconnection
+    /// failing the same way every backoff is one change).
+    fn publish(&self, state: LinkState) {
+        self.link_state.send_if_modified(|current| {
+            let changed = *current != state;
+            *current = state;
+            changed
+        });
     }
 }
 

@@ -14,6 +14,6 @@ pub mod path;
 pub mod transport;
 pub mod wire;
 
-pub use client::{Transaction, Watch, XsClient};
+pub use client::{LinkState, Transaction, Watch, XsClient};
 pub use error::{Errno, Error, Result};
 pub use transport::Endpoint;
