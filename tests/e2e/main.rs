@@ -23,6 +23,7 @@ mod protocol;
 mod reliability;
 mod resetnetwork;
 mod sandbox;
+mod status;
 mod systemd;
 mod trust;
 mod xenstore_client;

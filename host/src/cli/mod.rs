@@ -19,6 +19,7 @@ use guestward::exchange::xenstore::ExchangeOptions;
 use guestward::protocol::{Reply, nova};
 use guestward::root::Root;
 use guestward::runtime::{ComponentSource, Runtime, RuntimeOptions};
+use guestward::status::StatusReport;
 use guestward::trust::{self, TrustStore};
 use guestward::xenstore::{Endpoint, XsClient};
 
@@ -56,6 +57,16 @@ enum Command {
         name: String,
         /// The value: JSON if it parses as JSON, else taken as a string.
         value: Option<String>,
+    },
+    /// What the running agent is doing: its exchanges, its components and
+    /// their grants, and each command's calls, failures and durations.
+    Status {
+        /// The agent's local socket.
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run one command of one component in the sandbox, without a daemon.
     Run {
@@ -405,6 +416,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             print_line(&answer);
             let reply: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
             Ok(exit_code(reply["returncode"].as_str().unwrap_or("")))
+        }
+        Command::Status { socket, json } => {
+            let answer = socket::call(&socket, guestward::status::REQUEST).await?;
+            let report: StatusReport = serde_json::from_str(&answer)
+                .with_context(|| format!("the agent at {} did not answer with a status", socket.display()))?;
+            match json {
+                true => print_line(&serde_json::to_string_pretty(&report)?),
+                false => print_line(report.to_string().trim_end()),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run {
             component,
