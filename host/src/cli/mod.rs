@@ -88,6 +88,9 @@ enum Command {
         /// if it exists, else the built-in policy).
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Directory of policy drop-ins added on top of the policy.
+        #[arg(long, default_value = config::DEFAULT_POLICY_DIR)]
+        policy_dir: PathBuf,
         /// A xenbus device or xenstored socket for the `xenstore` interface.
         #[arg(long, conflicts_with = "xenstore_data")]
         xenstore: Option<PathBuf>,
@@ -434,6 +437,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             root,
             interfaces,
             policy,
+            policy_dir,
             xenstore,
             xenstore_data,
             replay,
@@ -446,7 +450,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     (Some(path), None) => XenstoreSource::Connect(path),
                     (None, None) => XenstoreSource::None,
                 };
-                run_one(&component, &name, value.as_deref(), machine, policy, xenstore).await
+                let policy = load_policy(policy.as_deref(), &policy_dir)?;
+                run_one(&component, &name, value.as_deref(), machine, &policy, xenstore).await
             }
             _ => anyhow::bail!("run needs a component and a command name, or --replay FILE"),
         },
@@ -698,13 +703,12 @@ async fn run_one(
     name: &str,
     value: Option<&str>,
     machine: Machine,
-    policy: Option<PathBuf>,
+    policy: &Policy,
     xenstore: XenstoreSource,
 ) -> anyhow::Result<ExitCode> {
-    let policy = load_policy(policy.as_deref(), Path::new(config::DEFAULT_POLICY_DIR))?;
-    let runtime = runtime_for(&policy, machine, xenstore).await?;
+    let runtime = runtime_for(policy, machine, xenstore).await?;
     let bytes = ComponentSource::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let component = runtime.load_bytes(&bytes, &policy).await?;
+    let component = runtime.load_bytes(&bytes, policy).await?;
     runtime.capabilities().agent.set_commands(component.info.names.clone());
     let request = request_json(name, value);
     let reply = match nova::parse(request.as_bytes()) {
