@@ -58,7 +58,10 @@ fn make_install_lays_out_an_image_and_an_upgrade_keeps_the_operators_files() {
 
     assert_eq!(mode(&root.join("usr/sbin/guestward")), 0o755);
     for name in BUILTINS {
-        assert_eq!(mode(&root.join(format!("usr/lib/guestward/commands/{name}.wasm"))), 0o644);
+        assert_eq!(
+            mode(&root.join(format!("usr/lib/guestward/commands/{name}.wasm"))),
+            0o644
+        );
     }
     assert_eq!(mode(&root.join("usr/lib/systemd/system/guestward.service")), 0o644);
     for dir in ["etc/guestward", "etc/guestward/policy.d", "etc/guestward/trusted-keys"] {
@@ -80,7 +83,12 @@ fn make_install_lays_out_an_image_and_an_upgrade_keeps_the_operators_files() {
 
     // Man pages from the CLI definition, one per subcommand.
     let man = root.join("usr/share/man/man8");
-    for page in ["guestward.8", "guestward-serve.8", "guestward-policy-check.8", "guestward-fuzz.8"] {
+    for page in [
+        "guestward.8",
+        "guestward-serve.8",
+        "guestward-policy-check.8",
+        "guestward-fuzz.8",
+    ] {
         let text = std::fs::read_to_string(man.join(page)).unwrap();
         assert!(text.starts_with(".ie") && text.contains(".TH "), "{page}");
     }
@@ -96,7 +104,10 @@ fn make_install_lays_out_an_image_and_an_upgrade_keeps_the_operators_files() {
     let output = Command::new("bash").arg("-c").arg(&script).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "policy");
     assert!(root.join("usr/share/zsh/vendor-completions/_guestward").is_file());
-    assert!(root.join("usr/share/fish/vendor_completions.d/guestward.fish").is_file());
+    assert!(
+        root.join("usr/share/fish/vendor_completions.d/guestward.fish")
+            .is_file()
+    );
 
     // The operator's files survive a second install.
     let drop_in = root.join("etc/guestward/policy.d/50-site.toml");
