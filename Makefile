@@ -22,11 +22,12 @@ TEST_COMMANDS := probe impostor squatter compat
 # and openssl (the host side of the password exchange, as Nova runs it), and
 # the network daemons resetnetwork's files are brought up by, in network
 # namespaces of the tests' own (systemd-networkd from systemd,
-# NetworkManager, ifupdown, netplan, D-Bus for NetworkManager, iproute2).
+# NetworkManager, ifupdown, netplan, D-Bus for NetworkManager, iproute2),
+# and debootstrap for the Debian root the package is installed into.
 # They are installed without being started (a policy-rc.d that says no,
 # while apt runs): the tests start private copies, never the host's.
 APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc python3 openssl ifupdown netplan.io \
-                systemd network-manager dbus iproute2
+                systemd network-manager dbus iproute2 debootstrap
 XENSTORED    := /usr/lib/xen-4.17/bin/xenstored
 
 PREFIX   ?= /usr
@@ -43,7 +44,7 @@ INSTALL_BIN ?= target/release/guestward
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build components test-components run test lint bench fuzz fuzz-smoke install install-files clean \
+.PHONY: all build components test-components run test lint bench fuzz fuzz-smoke install install-files deb deb-files clean \
         setup-rust setup-test setup-bench examples
 
 # Fuzz targets (host/fuzz): FUZZ_SECONDS each, with nightly and cargo-fuzz;
@@ -74,6 +75,7 @@ setup-test: setup-rust
 	[ -x /usr/sbin/NetworkManager ] || missing="$$missing network-manager"; \
 	command -v dbus-daemon >/dev/null || missing="$$missing dbus"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	[ -x /usr/sbin/debootstrap ] || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -199,10 +201,35 @@ install-files:
 	$(INSTALL_BIN) generate completion zsh > $(DESTDIR)$(DATADIR)/zsh/vendor-completions/_guestward
 	$(INSTALL_BIN) generate completion fish > $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/guestward.fish
 	@# A warm compile cache: the first boot loads, it does not compile.
-	install -d -m 0700 $(DESTDIR)$(CACHEDIR)
-	$(DESTDIR)$(SBINDIR)/guestward compile --commands $(DESTDIR)$(LIBDIR)/commands \
-	  --cache $(DESTDIR)$(CACHEDIR) --policy host/src/policy/default.toml \
-	  --policy-dir $(DESTDIR)$(SYSCONF)/policy.d
+	@# (A package makes it on the machine instead: WARM_CACHE=no.)
+	if [ "$(WARM_CACHE)" != no ]; then \
+	  install -d -m 0700 $(DESTDIR)$(CACHEDIR) && \
+	  $(DESTDIR)$(SBINDIR)/guestward compile --commands $(DESTDIR)$(LIBDIR)/commands \
+	    --cache $(DESTDIR)$(CACHEDIR) --policy host/src/policy/default.toml \
+	    --policy-dir $(DESTDIR)$(SYSCONF)/policy.d; \
+	fi
+
+# A Debian package of the install layout: `make deb` builds the release
+# binary first; `make deb-files INSTALL_BIN=…` packages binaries already
+# built. The compile cache is not shipped: postinst makes it on the machine.
+DEB_ROOT := target/deb-root
+DEB_COMPRESS ?= -Zxz
+DEB_DIR ?= target
+deb: build
+	$(MAKE) deb-files INSTALL_BIN=target/release/guestward
+
+deb-files:
+	rm -rf $(DEB_ROOT)
+	$(MAKE) install-files DESTDIR=$(CURDIR)/$(DEB_ROOT) PREFIX=/usr WARM_CACHE=no
+	install -d $(DEB_ROOT)/DEBIAN
+	install -m 0755 dist/debian/postinst dist/debian/prerm dist/debian/postrm $(DEB_ROOT)/DEBIAN/
+	version=$$($(INSTALL_BIN) --version | cut -d' ' -f2); \
+	arch=$$(dpkg --print-architecture); \
+	size=$$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1); \
+	sed -e "s/@VERSION@/$$version/" -e "s/@ARCH@/$$arch/" -e "s/@SIZE@/$$size/" \
+	  dist/debian/control > $(DEB_ROOT)/DEBIAN/control; \
+	(cd $(DEB_ROOT) && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | xargs -0 md5sum > DEBIAN/md5sums); \
+	dpkg-deb --root-owner-group $(DEB_COMPRESS) --build $(DEB_ROOT) $(DEB_DIR)/guestward_$${version}_$${arch}.deb
 
 clean:
 	$(CARGO) clean

@@ -18,6 +18,7 @@ mod install;
 mod kmsactivate;
 mod network_live;
 mod operator;
+mod package;
 mod password;
 mod protocol;
 mod reliability;

@@ -21,6 +21,7 @@ pub mod agent;
 pub mod artifacts;
 pub mod bench;
 pub mod bridge;
+pub mod debian_root;
 mod dom0_wire;
 pub mod http;
 pub mod hypervisor;
