@@ -254,3 +254,67 @@ fn an_unusable_notify_socket_or_watchdog_timeout_does_not_stop_the_daemon() {
         agent.log()
     );
 }
+
+/// The unit as shipped, with `ExecStart=` pointing at the binary under
+/// test (`systemd-analyze verify` checks that the program exists).
+fn unit_for_the_built_binary() -> (tempfile::TempDir, std::path::PathBuf) {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/guestward.service");
+    let unit = std::fs::read_to_string(&shipped).expect("read dist/guestward.service");
+    let binary = guestward_tests::artifacts::guestward_bin();
+    let exec = "ExecStart=/usr/sbin/guestward ";
+    assert_eq!(unit.matches(exec).count(), 1, "{unit}");
+    let unit = unit.replace(exec, &format!("ExecStart={} ", binary.display()));
+    let dir = tempfile::Builder::new()
+        .prefix("gw-unit-")
+        .tempdir_in("/tmp")
+        .expect("dir");
+    let path = dir.path().join("guestward.service");
+    std::fs::write(&path, unit).expect("write the unit");
+    (dir, path)
+}
+
+fn systemd_analyze(args: &[&str], unit: &std::path::Path) -> std::process::Output {
+    std::process::Command::new("systemd-analyze")
+        .args(args)
+        .arg(unit)
+        .output()
+        .expect("run systemd-analyze (the systemd package; make setup-test installs it)")
+}
+
+/// Not only the exit code: verify exits 0 on an unknown or misspelt key
+/// and only warns.
+#[test]
+fn the_unit_passes_systemd_analyze_verify_without_a_warning() {
+    let (_dir, unit) = unit_for_the_built_binary();
+    let output = systemd_analyze(&["verify"], &unit);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success() && said.trim().is_empty(), "{said}");
+}
+
+/// docs/operating.md gives the exposure score; the unit never gets worse
+/// than that (`--threshold` is the score times ten).
+#[test]
+fn the_units_exposure_is_no_worse_than_the_documented_score() {
+    let (_dir, unit) = unit_for_the_built_binary();
+    let output = systemd_analyze(&["security", "--offline=yes", "--threshold=35", "--no-pager"], &unit);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("Overall exposure level for guestward.service: 3.5"),
+        "{said}"
+    );
+    let docs = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operating.md"))
+        .expect("read docs/operating.md");
+    assert!(
+        docs.contains("| guestward.service | 3.5 |"),
+        "docs/operating.md lacks the score"
+    );
+}
