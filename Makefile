@@ -4,7 +4,8 @@
 #                acting on a scratch root under target/run (safe anywhere)
 #   make test    install what is missing, build, lint and run every test
 #   make bench   every performance figure beside its peer (qemu-ga)
-#   make install install the agent, its commands and its policy (as root)
+#   make install install the agent, its commands, unit, docs, man pages and
+#                completions under PREFIX (/usr), into DESTDIR if set
 
 CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
@@ -31,12 +32,18 @@ XENSTORED    := /usr/lib/xen-4.17/bin/xenstored
 PREFIX   ?= /usr
 SBINDIR  ?= $(PREFIX)/sbin
 LIBDIR   ?= $(PREFIX)/lib/guestward
+DATADIR  ?= $(PREFIX)/share
+DOCDIR   ?= $(DATADIR)/doc/guestward
+MANDIR   ?= $(DATADIR)/man
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
 SYSCONF  ?= /etc/guestward
 CACHEDIR ?= /var/cache/guestward
+# The binary `install-files` installs (the tests install the debug one).
+INSTALL_BIN ?= target/release/guestward
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build components test-components run test lint bench fuzz fuzz-smoke install clean \
+.PHONY: all build components test-components run test lint bench fuzz fuzz-smoke install install-files clean \
         setup-rust setup-test setup-bench examples
 
 # Fuzz targets (host/fuzz): FUZZ_SECONDS each, with nightly and cargo-fuzz;
@@ -170,15 +177,32 @@ fuzz: build
 	  FUZZ_SEED=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 
 install: build
-	install -D -m 0755 target/release/guestward $(DESTDIR)$(SBINDIR)/guestward
+	$(MAKE) install-files INSTALL_BIN=target/release/guestward
+
+# What `install` puts in place, from binaries already built. Nothing under
+# /etc is overwritten: the policy is built into the binary, so it is
+# installed as documentation, and an operator's changes go in policy.d
+# (a copy in /etc/guestward/policy.toml would freeze this version's policy
+# as the operator's across upgrades).
+install-files:
+	install -D -m 0755 $(INSTALL_BIN) $(DESTDIR)$(SBINDIR)/guestward
 	install -d -m 0755 $(DESTDIR)$(LIBDIR)/commands
 	install -m 0644 $(BUILTIN_DIR)/*.wasm $(DESTDIR)$(LIBDIR)/commands/
-	install -d -m 0755 $(DESTDIR)$(SYSCONF)
-	[ -e $(DESTDIR)$(SYSCONF)/policy.toml ] || install -m 0644 host/src/policy/default.toml $(DESTDIR)$(SYSCONF)/policy.toml
-	# A warm compile cache: the first boot loads, it does not compile.
+	install -d -m 0755 $(DESTDIR)$(SYSCONF) $(DESTDIR)$(SYSCONF)/policy.d $(DESTDIR)$(SYSCONF)/trusted-keys
+	install -D -m 0644 host/src/policy/default.toml $(DESTDIR)$(DOCDIR)/policy.toml
+	install -D -m 0644 dist/guestward.toml $(DESTDIR)$(DOCDIR)/guestward.toml
+	install -D -m 0644 dist/guestward.service $(DESTDIR)$(UNITDIR)/guestward.service
+	$(INSTALL_BIN) generate man $(DESTDIR)$(MANDIR)/man8
+	install -d -m 0755 $(DESTDIR)$(DATADIR)/bash-completion/completions \
+	  $(DESTDIR)$(DATADIR)/zsh/vendor-completions $(DESTDIR)$(DATADIR)/fish/vendor_completions.d
+	$(INSTALL_BIN) generate completion bash > $(DESTDIR)$(DATADIR)/bash-completion/completions/guestward
+	$(INSTALL_BIN) generate completion zsh > $(DESTDIR)$(DATADIR)/zsh/vendor-completions/_guestward
+	$(INSTALL_BIN) generate completion fish > $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/guestward.fish
+	@# A warm compile cache: the first boot loads, it does not compile.
 	install -d -m 0700 $(DESTDIR)$(CACHEDIR)
 	$(DESTDIR)$(SBINDIR)/guestward compile --commands $(DESTDIR)$(LIBDIR)/commands \
-	  --cache $(DESTDIR)$(CACHEDIR) --policy $(DESTDIR)$(SYSCONF)/policy.toml
+	  --cache $(DESTDIR)$(CACHEDIR) --policy host/src/policy/default.toml \
+	  --policy-dir $(DESTDIR)$(SYSCONF)/policy.d
 
 clean:
 	$(CARGO) clean

@@ -56,6 +56,8 @@ pub struct ConfigFile {
     /// Accept v1 signatures (which do not bind the component's name).
     #[serde(default)]
     pub accept_v1_signatures: bool,
+    /// Also append the audit records to this file (JSON lines, mode 0600).
+    pub audit_log: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -72,11 +74,20 @@ impl ConfigFile {
             }
             Err(error) => anyhow::bail!("cannot read {}: {error}", path.display()),
         };
-        toml::from_str(&text).map_err(|error| {
-            let line = error
-                .span()
-                .map_or(1, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            anyhow::anyhow!("{}:{line}: {}", path.display(), error.message().trim())
+        Self::parse(&text).map_err(|error| anyhow::anyhow!("{}:{error}", path.display()))
+    }
+
+    /// Parse the file's text; an error reads `LINE: KEY: what is wrong`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|error| {
+            let at = error.span().unwrap_or(0..0);
+            let line = text[..at.start.min(text.len())].matches('\n').count() + 1;
+            // serde names an unknown key, not one whose value has the wrong
+            // type: find the key whose value the error points into.
+            match key_holding(text, &at) {
+                Some(key) => format!("{line}: {key}: {}", error.message().trim()),
+                None => format!("{line}: {}", error.message().trim()),
+            }
         })
     }
 
@@ -91,6 +102,15 @@ impl ConfigFile {
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_seconds.unwrap_or(30))
     }
+}
+
+/// The top-level key whose value spans `at`, if any.
+fn key_holding(text: &str, at: &std::ops::Range<usize>) -> Option<String> {
+    let document = toml::de::DeTable::parse(text).ok()?;
+    document.get_ref().iter().find_map(|(key, value)| {
+        let span = value.span();
+        (span.start <= at.start && at.end <= span.end && at.start < span.end).then(|| key.get_ref().to_string())
+    })
 }
 
 /// Where the built-in commands are, when no directory is configured: next
@@ -111,4 +131,84 @@ pub fn default_commands_dir() -> PathBuf {
         .find(|dir| dir.is_dir())
         .cloned()
         .unwrap_or_else(|| PathBuf::from("/usr/lib/guestward/commands"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The annotated example that `make install` ships.
+    const EXAMPLE: &str = include_str!("../../dist/guestward.toml");
+
+    /// The keys `ConfigFile` reads, as serde sees them.
+    fn keys() -> Vec<&'static str> {
+        /// A deserializer that only records the fields asked for.
+        struct Fields(Vec<&'static str>);
+        impl<'de> serde::Deserializer<'de> for &mut Fields {
+            type Error = serde::de::value::Error;
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _name: &'static str,
+                fields: &'static [&'static str],
+                _visitor: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0 = fields.to_vec();
+                Err(serde::de::Error::custom("only the fields were wanted"))
+            }
+            fn deserialize_any<V: serde::de::Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("not a struct"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+                unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut fields = Fields(Vec::new());
+        let _ = ConfigFile::deserialize(&mut fields);
+        fields.0
+    }
+
+    #[test]
+    fn the_example_shows_every_key_with_a_value_the_daemon_accepts() {
+        // Each `# key = value` line, uncommented, is a configuration.
+        let uncommented: String = EXAMPLE
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.split_once(" = ").is_some_and(|(key, _)| !key.contains(' ')))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let parsed = ConfigFile::parse(&uncommented).unwrap_or_else(|error| panic!("{error}\n{uncommented}"));
+        assert_eq!(parsed.rescan(), Duration::from_secs(60));
+        let shown: Vec<&str> = uncommented
+            .lines()
+            .filter_map(|line| line.split(" = ").next())
+            .collect();
+        let mut expected = keys();
+        assert!(expected.len() > 10, "{expected:?}");
+        expected.sort_unstable();
+        let mut shown_sorted = shown.clone();
+        shown_sorted.sort_unstable();
+        assert_eq!(shown_sorted, expected, "every key once, in dist/guestward.toml");
+    }
+
+    #[test]
+    fn the_operators_guide_has_a_row_for_every_key() {
+        let guide = include_str!("../../docs/operating.md");
+        for key in keys() {
+            assert!(
+                guide.contains(&format!("| `{key}` |")),
+                "docs/operating.md: no row for {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        let error = ConfigFile::parse("socket = \"/s\"\nrescan-seconds = \"soon\"\n").unwrap_err();
+        assert_eq!(error, "2: rescan-seconds: invalid type: string \"soon\", expected u64");
+        let error = ConfigFile::parse("\n\nrescan-secs = 5\n").unwrap_err();
+        assert!(error.starts_with("3: unknown field `rescan-secs`"), "{error}");
+        let error = ConfigFile::parse("extra-commands = \"/x\"\n").unwrap_err();
+        assert!(error.starts_with("1: extra-commands: invalid type"), "{error}");
+    }
 }

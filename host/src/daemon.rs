@@ -16,6 +16,7 @@ use crate::exchange::xenstore::{self as xenstore_exchange, ExchangeOptions};
 use crate::install::InstallService;
 use crate::root::Root;
 use crate::runtime::{Registry, Runtime, RuntimeOptions};
+use crate::status::StatusBoard;
 use crate::trust::TrustStore;
 use crate::xenstore::{Endpoint, LinkState, XsClient};
 
@@ -135,11 +136,20 @@ pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
     let agent = Agent::start(&settings).await?;
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = Vec::new();
+    let status = Arc::new(StatusBoard::new(
+        agent.dispatcher.clone(),
+        settings.socket.clone(),
+        agent.xenstore.as_ref().map(XsClient::link_state),
+    ));
     if let Some(path) = &settings.socket {
         let socket = SocketExchange::bind(path)
             .await
             .with_context(|| format!("cannot serve the local socket {}", path.display()))?;
-        tasks.push(tokio::spawn(socket.serve(agent.dispatcher.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(socket.serve(
+            agent.dispatcher.clone(),
+            status,
+            shutdown.clone(),
+        )));
     }
     if let Some(client) = agent.xenstore.clone() {
         tasks.push(tokio::spawn(xenstore_exchange::serve(

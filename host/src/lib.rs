@@ -18,7 +18,7 @@
 //! The layering, bottom up (each module uses only those before it): `wit`
 //! (the generated bindings), `root`, `trust`, `xenstore` (our own client),
 //! `protocol`, `config`, then `policy` → `capability` → `runtime` →
-//! `dispatch` → `exchange` and `install` → `daemon`; `fuzz` (over
+//! `dispatch` → `status` → `exchange` and `install` → `daemon`; `fuzz` (over
 //! `runtime`) runs one component on mutated inputs; the command line is
 //! the binary's (`main.rs`, `cli/`).
 
@@ -33,6 +33,7 @@ pub mod policy;
 pub mod protocol;
 pub mod root;
 pub mod runtime;
+pub mod status;
 pub mod trust;
 pub mod wit;
 pub mod xenstore;

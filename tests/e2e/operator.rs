@@ -63,11 +63,12 @@ fn run_shows_the_commands_own_logs_and_output() {
 fn calls_that_hit_a_limit_or_a_refusal_warn_and_say_so_in_the_audit_record() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
+    // (The audit log named in the configuration file; the flag is tested
+    // in the sandbox tests.)
     let agent = AgentBuilder::new()
         .component("probe")
         .policy(PROBE_POLICY)
-        .arg("--audit-log")
-        .arg(audit.to_str().unwrap())
+        .config(&format!("audit-log = \"{}\"\n", audit.display()))
         .start();
     agent.call("spin", "null");
     agent.call("read-file", r#""/etc/shadow""#);
@@ -189,4 +190,80 @@ fn files_that_are_not_components_get_errors_that_say_what_they_are() {
     let missing = dir.path().join("missing.wasm");
     let stderr = text(&guestward(&["run", missing.to_str().unwrap(), "version"]).stderr);
     assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+}
+
+/// The drop-in of docs/migration.md, as printed there.
+fn migration_drop_in() -> String {
+    let guide = include_str!("../../docs/migration.md");
+    let start = guide
+        .find("    # /etc/guestward/policy.d/50-image.toml")
+        .expect("the example drop-in");
+    let block: Vec<&str> = guide[start..]
+        .lines()
+        .take_while(|line| line.is_empty() || line.starts_with("    "))
+        .map(|line| line.strip_prefix("    ").unwrap_or(line))
+        .collect();
+    block.join("\n")
+}
+
+#[test]
+fn the_migration_guides_narrowed_policy_loads_and_configures_a_netplan_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let drop_ins = dir.path().join("policy.d");
+    std::fs::create_dir(&drop_ins).unwrap();
+    std::fs::write(drop_ins.join("50-image.toml"), migration_drop_in()).unwrap();
+    let drop_ins = drop_ins.to_str().unwrap();
+
+    let check = artifacts::guestward(&["policy", "check", "--policy-dir", drop_ins]);
+    let report = text(&check.stdout);
+    assert!(check.status.success(), "{report}\n{}", text(&check.stderr));
+    assert!(!report.contains("refused"), "{report}");
+
+    // A netplan image, configured by the narrowed resetnetwork.
+    let root = dir.path().join("root");
+    for (path, contents) in [
+        ("etc/os-release", "ID=ubuntu\nVERSION_ID=\"24.04\"\n"),
+        ("etc/hosts", "127.0.0.1\tlocalhost\n"),
+        ("usr/sbin/netplan", "#!/bin/sh\n"),
+    ] {
+        std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        std::fs::write(root.join(path), contents).unwrap();
+    }
+    std::fs::create_dir_all(root.join("etc/netplan")).unwrap();
+    let network = serde_json::json!({
+        "mac": "BC:76:4E:20:5E:B2", "label": "public", "gateway": "192.0.2.1", "dns": ["198.51.100.53"],
+        "ips": [{"ip": "192.0.2.10", "netmask": "255.255.255.0", "enabled": "1"}],
+    });
+    let data = serde_json::json!({
+        "vm-data/hostname": "web1",
+        "vm-data/networking/BC764E205EB2": network.to_string(),
+    });
+    let data_file = dir.path().join("vm-data.json");
+    std::fs::write(&data_file, data.to_string()).unwrap();
+    let nics = dir.path().join("nics.json");
+    std::fs::write(&nics, r#"[{"name": "eth0", "mac": "bc:76:4e:20:5e:b2", "up": true}]"#).unwrap();
+    let resetnetwork = artifacts::component("resetnetwork");
+    let output = artifacts::guestward(&[
+        "run",
+        resetnetwork.to_str().unwrap(),
+        "resetnetwork",
+        "--root",
+        root.to_str().unwrap(),
+        "--interfaces",
+        nics.to_str().unwrap(),
+        "--xenstore-data",
+        data_file.to_str().unwrap(),
+        "--policy-dir",
+        drop_ins,
+    ]);
+    let reply = text(&output.stdout);
+    assert_eq!(
+        reply.trim(),
+        r#"{"message": "", "returncode": "0"}"#,
+        "{}",
+        text(&output.stderr)
+    );
+    let netplan = std::fs::read_to_string(root.join("etc/netplan/90-guestward.yaml")).unwrap();
+    assert!(netplan.contains("192.0.2.10/24"), "{netplan}");
+    assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), "web1\n");
 }

@@ -19,6 +19,7 @@ use guestward::exchange::xenstore::ExchangeOptions;
 use guestward::protocol::{Reply, nova};
 use guestward::root::Root;
 use guestward::runtime::{ComponentSource, Runtime, RuntimeOptions};
+use guestward::status::StatusReport;
 use guestward::trust::{self, TrustStore};
 use guestward::xenstore::{Endpoint, XsClient};
 
@@ -57,6 +58,16 @@ enum Command {
         /// The value: JSON if it parses as JSON, else taken as a string.
         value: Option<String>,
     },
+    /// What the running agent is doing: its exchanges, its components and
+    /// their grants, and each command's calls, failures and durations.
+    Status {
+        /// The agent's local socket.
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one command of one component in the sandbox, without a daemon.
     Run {
         /// The component (`.wasm`).
@@ -77,6 +88,9 @@ enum Command {
         /// if it exists, else the built-in policy).
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Directory of policy drop-ins added on top of the policy.
+        #[arg(long, default_value = config::DEFAULT_POLICY_DIR)]
+        policy_dir: PathBuf,
         /// A xenbus device or xenstored socket for the `xenstore` interface.
         #[arg(long, conflicts_with = "xenstore_data")]
         xenstore: Option<PathBuf>,
@@ -92,6 +106,12 @@ enum Command {
     /// Fuzz a component in the sandbox: run it on mutated inputs and report
     /// traps, panics, limits hit and bad replies, each with a reproducer.
     Fuzz(fuzz::FuzzArgs),
+    /// Write the man pages or a shell's completions, generated from this
+    /// command line's own definition (`make install` uses it).
+    Generate {
+        #[command(subcommand)]
+        what: generate::Generated,
+    },
     /// Make a key pair for signing components: NAME.key (private, 0600)
     /// and NAME.pub (for the trusted-keys directory of the machines).
     Keygen {
@@ -273,6 +293,7 @@ struct ServeArgs {
 }
 
 mod fuzz;
+mod generate;
 mod keys;
 mod new;
 mod policy_check;
@@ -358,10 +379,15 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
         (None, LogFormat::Text) => stderr.with_filter(filter).boxed(),
         (None, LogFormat::Json) => stderr.json().with_filter(filter).boxed(),
     };
-    let audit = match &cli.command {
-        Command::Serve(ServeArgs {
-            audit_log: Some(path), ..
-        }) => {
+    let audit_log = match &cli.command {
+        Command::Serve(args) => match &args.audit_log {
+            Some(path) => Some(path.clone()),
+            None => ConfigFile::load(args.config.as_deref())?.audit_log,
+        },
+        _ => None,
+    };
+    let audit = match &audit_log {
+        Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -430,6 +456,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let reply: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
             Ok(exit_code(reply["returncode"].as_str().unwrap_or("")))
         }
+        Command::Status { socket, json } => {
+            let answer = socket::call(&socket, guestward::status::REQUEST).await?;
+            let report: StatusReport = serde_json::from_str(&answer)
+                .with_context(|| format!("the agent at {} did not answer with a status", socket.display()))?;
+            match json {
+                true => print_line(&serde_json::to_string_pretty(&report)?),
+                false => print_line(report.to_string().trim_end()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             component,
             name,
@@ -437,6 +473,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             root,
             interfaces,
             policy,
+            policy_dir,
             xenstore,
             xenstore_data,
             replay,
@@ -449,7 +486,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     (Some(path), None) => XenstoreSource::Connect(path),
                     (None, None) => XenstoreSource::None,
                 };
-                run_one(&component, &name, value.as_deref(), machine, policy, xenstore).await
+                let policy = load_policy(policy.as_deref(), &policy_dir)?;
+                run_one(&component, &name, value.as_deref(), machine, &policy, xenstore).await
             }
             _ => anyhow::bail!("run needs a component and a command name, or --replay FILE"),
         },
@@ -466,6 +504,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dirs.extend(extra_commands);
             compile(&dirs, &cache, &load_policy(policy.as_deref(), &policy_dir)?).await
         }
+        Command::Generate { what } => generate::generate(what, <Cli as clap::CommandFactory>::command()),
         Command::Keygen { name, dir } => keys::keygen(&name, &dir),
         Command::New { name, path, sdk_path } => {
             new::new(&name, path, sdk_path.as_deref())?;
@@ -700,13 +739,12 @@ async fn run_one(
     name: &str,
     value: Option<&str>,
     machine: Machine,
-    policy: Option<PathBuf>,
+    policy: &Policy,
     xenstore: XenstoreSource,
 ) -> anyhow::Result<ExitCode> {
-    let policy = load_policy(policy.as_deref(), Path::new(config::DEFAULT_POLICY_DIR))?;
-    let runtime = runtime_for(&policy, machine, xenstore).await?;
+    let runtime = runtime_for(policy, machine, xenstore).await?;
     let bytes = ComponentSource::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let component = runtime.load_bytes(&bytes, &policy).await?;
+    let component = runtime.load_bytes(&bytes, policy).await?;
     runtime.capabilities().agent.set_commands(component.info.names.clone());
     let request = request_json(name, value);
     let reply = match nova::parse(request.as_bytes()) {

@@ -1,6 +1,8 @@
 //! The local socket exchange: Nova-protocol requests, one JSON object per
 //! line, each answered by one line, over a unix socket that only root (or
-//! the daemon's own user) may use. `guestward call` is its client.
+//! the daemon's own user) may use. `guestward call` is its client. The
+//! socket also answers the operator's status request (`guestward
+//! status`), which is not a command.
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -15,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::dispatch::Dispatcher;
 use crate::protocol::nova;
+use crate::status::{self, StatusBoard};
 
 /// The longest request line accepted.
 pub const MAX_LINE: usize = nova::MAX_REQUEST_BYTES;
@@ -52,7 +55,12 @@ impl SocketExchange {
     }
 
     /// Serve connections until `shutdown` turns true, then remove the socket.
-    pub async fn serve(self, dispatcher: Arc<Dispatcher>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve(
+        self,
+        dispatcher: Arc<Dispatcher>,
+        status: Arc<StatusBoard>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         tracing::info!(socket = %self.path.display(), "serving the local socket");
         let counter = Arc::new(AtomicU64::new(0));
         let own_uid = rustix::process::geteuid().as_raw();
@@ -65,7 +73,8 @@ impl SocketExchange {
                         backoff.reset();
                         let uid = stream.peer_cred().map(|cred| cred.uid()).ok();
                         if uid.is_some_and(|uid| uid == 0 || uid == own_uid) {
-                            tokio::spawn(serve_connection(stream, dispatcher.clone(), counter.clone()));
+                            let connection = serve_connection(stream, dispatcher.clone(), status.clone(), counter.clone());
+                            tokio::spawn(connection);
                         } else {
                             tracing::warn!(?uid, "refused a local connection from another user");
                         }
@@ -116,7 +125,12 @@ impl AcceptBackoff {
     }
 }
 
-async fn serve_connection(stream: UnixStream, dispatcher: Arc<Dispatcher>, counter: Arc<AtomicU64>) {
+async fn serve_connection(
+    stream: UnixStream,
+    dispatcher: Arc<Dispatcher>,
+    status: Arc<StatusBoard>,
+    counter: Arc<AtomicU64>,
+) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     let mut line = Vec::new();
@@ -130,12 +144,17 @@ async fn serve_connection(stream: UnixStream, dispatcher: Arc<Dispatcher>, count
                 return;
             }
         }
-        let id = format!("local-{}", counter.fetch_add(1, Ordering::Relaxed) + 1);
-        let reply = super::submit_nova(&dispatcher, line.trim_ascii(), &id)
-            .reply()
-            .await
-            .unwrap_or_else(|| crate::protocol::Reply::error("internal error: the request was dropped"));
-        let mut answer = nova::encode(&reply);
+        let request = line.trim_ascii();
+        let mut answer = if status::is_request(request) {
+            serde_json::to_string(&status.report()).unwrap_or_default()
+        } else {
+            let id = format!("local-{}", counter.fetch_add(1, Ordering::Relaxed) + 1);
+            let reply = super::submit_nova(&dispatcher, request, &id)
+                .reply()
+                .await
+                .unwrap_or_else(|| crate::protocol::Reply::error("internal error: the request was dropped"));
+            nova::encode(&reply)
+        };
         answer.push('\n');
         if writer.write_all(answer.as_bytes()).await.is_err() {
             return;

@@ -8,6 +8,8 @@
 //! synchronous, so an exchange that submits in arrival order gets replies in
 //! that order per component.
 
+mod stats;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,6 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::{Reply, Request};
 use crate::runtime::{LoadedComponent, Registry, Runtime};
+
+pub use self::stats::{CallStats, CommandSummary};
 
 /// Requests one component may have waiting before new ones are refused.
 const LANE_DEPTH: usize = 256;
@@ -40,6 +44,8 @@ pub struct Dispatcher {
     lanes: Mutex<HashMap<String, Lane>>,
     /// Set at shutdown: lanes start no new job.
     stopping: Arc<AtomicBool>,
+    /// Counters of the calls made, per command.
+    stats: Arc<CallStats>,
 }
 
 /// A component's queue, and the component its task calls.
@@ -63,6 +69,7 @@ impl Dispatcher {
             registry: RwLock::new(Arc::default()),
             lanes: Mutex::new(HashMap::new()),
             stopping: Arc::new(AtomicBool::new(false)),
+            stats: Arc::default(),
         };
         dispatcher.replace_registry(registry);
         dispatcher
@@ -93,6 +100,11 @@ impl Dispatcher {
                 .any(|component| Arc::ptr_eq(component, &lane.component))
         };
         self.lock_lanes().retain(|_, lane| loaded(lane));
+    }
+
+    /// The counters of the calls made so far, per command.
+    pub fn stats(&self) -> &CallStats {
+        &self.stats
     }
 
     /// Lanes open now (one per component that has had a request since it
@@ -162,6 +174,7 @@ impl Dispatcher {
             component.clone(),
             jobs,
             self.stopping.clone(),
+            self.stats.clone(),
         ));
         let lane = Lane {
             component: component.clone(),
@@ -177,14 +190,18 @@ async fn run_lane(
     component: Arc<LoadedComponent>,
     mut jobs: mpsc::Receiver<Job>,
     stopping: Arc<AtomicBool>,
+    stats: Arc<CallStats>,
 ) {
     while let Some(job) = jobs.recv().await {
         if stopping.load(Ordering::SeqCst) {
             continue; // dropping the job tells its submitter
         }
-        let reply = runtime
-            .call(&component, &job.command, job.value.get(), &job.request_id)
+        let started = Instant::now();
+        let report = runtime
+            .call_reported(&component, &job.command, job.value.get(), &job.request_id)
             .await;
+        stats.record(&job.command, &report.reply, report.outcome, started.elapsed());
+        let reply = report.reply;
         tracing::debug!(
             request = job.request_id,
             command = job.command,
