@@ -254,3 +254,168 @@ fn an_unusable_notify_socket_or_watchdog_timeout_does_not_stop_the_daemon() {
         agent.log()
     );
 }
+
+/// The unit as shipped, with `ExecStart=` pointing at the binary under
+/// test (`systemd-analyze verify` checks that the program exists).
+fn unit_for_the_built_binary() -> (tempfile::TempDir, std::path::PathBuf) {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/guestward.service");
+    let unit = std::fs::read_to_string(&shipped).expect("read dist/guestward.service");
+    let binary = guestward_tests::artifacts::guestward_bin();
+    let exec = "ExecStart=/usr/sbin/guestward ";
+    assert_eq!(unit.matches(exec).count(), 1, "{unit}");
+    let unit = unit.replace(exec, &format!("ExecStart={} ", binary.display()));
+    let dir = tempfile::Builder::new()
+        .prefix("gw-unit-")
+        .tempdir_in("/tmp")
+        .expect("dir");
+    let path = dir.path().join("guestward.service");
+    std::fs::write(&path, unit).expect("write the unit");
+    (dir, path)
+}
+
+fn systemd_analyze(args: &[&str], unit: &std::path::Path) -> std::process::Output {
+    std::process::Command::new("systemd-analyze")
+        .args(args)
+        .arg(unit)
+        .output()
+        .expect("run systemd-analyze (the systemd package; make setup-test installs it)")
+}
+
+/// Not only the exit code: verify exits 0 on an unknown or misspelt key
+/// and only warns.
+#[test]
+fn the_unit_passes_systemd_analyze_verify_without_a_warning() {
+    let (_dir, unit) = unit_for_the_built_binary();
+    let output = systemd_analyze(&["verify"], &unit);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success() && said.trim().is_empty(), "{said}");
+}
+
+/// docs/operating.md gives the exposure score; the unit never gets worse
+/// than that (`--threshold` is the score times ten).
+#[test]
+fn the_units_exposure_is_no_worse_than_the_documented_score() {
+    let (_dir, unit) = unit_for_the_built_binary();
+    let output = systemd_analyze(&["security", "--offline=yes", "--threshold=35", "--no-pager"], &unit);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("Overall exposure level for guestward.service: 3.5"),
+        "{said}"
+    );
+    let docs = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operating.md"))
+        .expect("read docs/operating.md");
+    assert!(
+        docs.contains("| guestward.service | 3.5 |"),
+        "docs/operating.md lacks the score"
+    );
+}
+
+/// In a mount namespace of its own (a private `/run/systemd`, `/run/log`,
+/// `/var/log/journal`): a real systemd-journald, and the daemon with its
+/// stderr on the journal's stream and `JOURNAL_STREAM` naming it, as
+/// systemd starts a service. Prints the daemon's entries as JSON lines.
+const JOURNAL_SCRIPT: &str = r#"
+set -e
+mount -t tmpfs tmpfs /run/systemd
+mkdir /run/systemd/journal
+mount -t tmpfs tmpfs /run/log
+if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi
+/lib/systemd/systemd-journald >"$SCRATCH/journald.log" 2>&1 &
+journald=$!
+trap 'kill $journald 2>/dev/null || true' EXIT
+for _ in $(seq 200); do [ -S /run/systemd/journal/stdout ] && break; sleep 0.05; done
+systemd-cat -t guestward-stream sh -c 'JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec "$GW" serve \
+  --commands "$SCRATCH/commands" --root "$SCRATCH/root" --socket "$SCRATCH/agent.sock" \
+  --cache "$CACHE" --trusted-keys "$SCRATCH/keys"' &
+agent=$!
+for _ in $(seq 1200); do "$GW" call --socket "$SCRATCH/agent.sock" version >/dev/null 2>&1 && break; sleep 0.05; done
+"$GW" call --socket "$SCRATCH/agent.sock" nosuchcommand >/dev/null 2>&1 || true
+kill -TERM $agent
+wait $agent || true
+journalctl --sync 2>/dev/null || sleep 1
+journalctl -D /run/log/journal -o json --no-pager SYSLOG_IDENTIFIER=guestward
+"#;
+
+#[test]
+fn under_systemd_the_daemon_logs_native_journal_entries_with_structured_fields() {
+    for tool in [
+        "/lib/systemd/systemd-journald",
+        "/usr/bin/systemd-cat",
+        "/usr/bin/journalctl",
+    ] {
+        assert!(
+            std::path::Path::new(tool).exists(),
+            "{tool} is missing (make setup-test installs systemd)"
+        );
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("gw-journal-")
+        .tempdir_in("/tmp")
+        .expect("scratch");
+    for dir in ["commands", "root", "keys"] {
+        std::fs::create_dir(scratch.path().join(dir)).expect("dir");
+    }
+    std::fs::copy(
+        guestward_tests::artifacts::component("version"),
+        scratch.path().join("commands/version.wasm"),
+    )
+    .expect("copy version");
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", JOURNAL_SCRIPT])
+        .env("SCRATCH", scratch.path())
+        .env("GW", guestward_tests::artifacts::guestward_bin())
+        .env("CACHE", guestward_tests::artifacts::shared_cache())
+        .output()
+        .expect("run unshare");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let context = format!(
+        "{stdout}\n{}\njournald: {}",
+        String::from_utf8_lossy(&output.stderr),
+        std::fs::read_to_string(scratch.path().join("journald.log")).unwrap_or_default()
+    );
+    assert!(output.status.success(), "{context}");
+    let entries: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let field = |entry: &serde_json::Value, name: &str| entry[name].as_str().unwrap_or_default().to_owned();
+    // Native entries, not lines of text from the stream.
+    assert!(!entries.is_empty(), "{context}");
+    for entry in &entries {
+        assert_eq!(field(entry, "_TRANSPORT"), "journal", "{entry}");
+    }
+    let call = entries
+        .iter()
+        .find(|entry| field(entry, "MESSAGE") == "call" && field(entry, "COMMAND") == "version")
+        .unwrap_or_else(|| panic!("no call entry: {context}"));
+    assert_eq!(field(call, "COMPONENT"), "version", "{call}");
+    assert_eq!(field(call, "CODE"), "0", "{call}");
+    assert_eq!(field(call, "PRIORITY"), "6", "{call}");
+    assert!(!field(call, "REQUEST").is_empty(), "{call}");
+    let unknown = entries
+        .iter()
+        .find(|entry| field(entry, "COMMAND") == "nosuchcommand")
+        .unwrap_or_else(|| panic!("no entry for the unknown command: {context}"));
+    assert!(!field(unknown, "REQUEST").is_empty(), "{unknown}");
+    assert!(
+        entries.iter().any(|entry| field(entry, "MESSAGE") == "guestward ready"),
+        "{context}"
+    );
+}
+
+/// `JOURNAL_STREAM` inherited with stderr elsewhere (here a file) is not
+/// the journal: the logs stay where stderr goes.
+#[test]
+fn a_journal_stream_that_is_not_stderr_leaves_the_logs_on_stderr() {
+    let agent = AgentBuilder::new().env("JOURNAL_STREAM", "1:1").start();
+    assert!(agent.log().contains("guestward ready"), "{}", agent.log());
+}

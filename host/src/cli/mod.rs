@@ -374,9 +374,10 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let stderr = match cli.log_format {
-        LogFormat::Text => stderr.with_filter(filter).boxed(),
-        LogFormat::Json => stderr.json().with_filter(filter).boxed(),
+    let stderr = match (journal(), cli.log_format) {
+        (Some(journal), _) => journal.with_filter(filter).boxed(),
+        (None, LogFormat::Text) => stderr.with_filter(filter).boxed(),
+        (None, LogFormat::Json) => stderr.json().with_filter(filter).boxed(),
     };
     let audit_log = match &cli.command {
         Command::Serve(args) => match &args.audit_log {
@@ -406,6 +407,41 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     };
     tracing_subscriber::registry().with(stderr).with(audit).init();
     Ok(())
+}
+
+/// The journal, when systemd connected our stderr to it: every event
+/// becomes a native entry whose fields (`COMPONENT`, `COMMAND`, `REQUEST`,
+/// `CODE`, …) `journalctl` can match on, instead of a line of text.
+fn journal() -> Option<tracing_journald::Layer> {
+    let stream = std::env::var("JOURNAL_STREAM").ok()?;
+    let stderr = rustix::fs::fstat(std::io::stderr()).ok()?;
+    if !is_journal_stream(&stream, stderr.st_dev, stderr.st_ino) {
+        return None;
+    }
+    let journal = tracing_journald::layer().ok()?;
+    // Syslog's meaning of the levels (the crate's default makes info a
+    // notice): `journalctl -p notice` shows warnings and worse.
+    let priorities = tracing_journald::PriorityMappings {
+        info: tracing_journald::Priority::Informational,
+        debug: tracing_journald::Priority::Debug,
+        ..tracing_journald::PriorityMappings::new()
+    };
+    Some(
+        journal
+            .with_field_prefix(None)
+            .with_syslog_identifier("guestward".to_owned())
+            .with_priority_mappings(priorities),
+    )
+}
+
+/// `JOURNAL_STREAM` (`DEV:INODE`) names stderr: systemd sets it for the
+/// service, and a process that inherited it with stderr elsewhere (a
+/// terminal, a file) must not take it for its own.
+fn is_journal_stream(stream: &str, dev: u64, ino: u64) -> bool {
+    let Some((stream_dev, stream_ino)) = stream.split_once(':') else {
+        return false;
+    };
+    stream_dev.parse() == Ok(dev) && stream_ino.parse() == Ok(ino)
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -743,6 +779,16 @@ async fn inspect(path: &Path, policy: Option<PathBuf>) -> anyhow::Result<ExitCod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_stream_that_is_stderr_counts_as_the_journal() {
+        assert!(is_journal_stream("64769:1234", 64769, 1234));
+        assert!(!is_journal_stream("64769:1234", 64769, 1235));
+        assert!(!is_journal_stream("64768:1234", 64769, 1234));
+        for garbage in ["", "64769", "64769:", ":1234", "a:b", "64769:1234:5", " 64769:1234"] {
+            assert!(!is_journal_stream(garbage, 64769, 1234), "{garbage:?}");
+        }
+    }
 
     #[test]
     fn values_are_json_when_they_parse() {
