@@ -193,7 +193,11 @@ install-files:
 	install -d -m 0755 $(DESTDIR)$(SYSCONF) $(DESTDIR)$(SYSCONF)/policy.d $(DESTDIR)$(SYSCONF)/trusted-keys
 	install -D -m 0644 host/src/policy/default.toml $(DESTDIR)$(DOCDIR)/policy.toml
 	install -D -m 0644 dist/guestward.toml $(DESTDIR)$(DOCDIR)/guestward.toml
-	install -D -m 0644 dist/guestward.service $(DESTDIR)$(UNITDIR)/guestward.service
+	@# The unit names /usr/sbin and /usr/lib/guestward; another PREFIX moves them.
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/sbin/guestward|$(SBINDIR)/guestward|g' -e 's|/usr/lib/guestward|$(LIBDIR)|g' \
+	  dist/guestward.service > $(DESTDIR)$(UNITDIR)/guestward.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/guestward.service
 	$(INSTALL_BIN) generate man $(DESTDIR)$(MANDIR)/man8
 	install -d -m 0755 $(DESTDIR)$(DATADIR)/bash-completion/completions \
 	  $(DESTDIR)$(DATADIR)/zsh/vendor-completions $(DESTDIR)$(DATADIR)/fish/vendor_completions.d

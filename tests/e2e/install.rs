@@ -25,10 +25,15 @@ fn repository() -> PathBuf {
 
 /// `make install-files` of the binary under test into `destdir`.
 fn install(destdir: &Path) {
+    install_with(destdir, &[]);
+}
+
+fn install_with(destdir: &Path, variables: &[&str]) {
     let output = Command::new("make")
         .current_dir(repository())
         .arg("--no-print-directory")
         .arg("install-files")
+        .args(variables)
         .arg(format!("INSTALL_BIN={}", artifacts::guestward_bin().display()))
         .arg(format!("DESTDIR={}", destdir.display()))
         .env_remove("MAKEFLAGS")
@@ -106,6 +111,27 @@ fn make_install_lays_out_an_image_and_an_upgrade_keeps_the_operators_files() {
     assert!(root.join("usr/share/zsh/vendor-completions/_guestward").is_file());
     assert!(
         root.join("usr/share/fish/vendor_completions.d/guestward.fish")
+            .is_file()
+    );
+
+    // Another PREFIX: the unit names where the binary and commands are.
+    let elsewhere = tempfile::tempdir().unwrap();
+    install_with(elsewhere.path(), &["PREFIX=/opt/guestward"]);
+    let unit = std::fs::read_to_string(
+        elsewhere
+            .path()
+            .join("opt/guestward/lib/systemd/system/guestward.service"),
+    )
+    .unwrap();
+    assert!(unit.contains("ExecStart=/opt/guestward/sbin/guestward serve"), "{unit}");
+    assert!(
+        !unit.contains("/usr/sbin") && !unit.contains("/usr/lib/guestward"),
+        "{unit}"
+    );
+    assert!(
+        elsewhere
+            .path()
+            .join("opt/guestward/lib/guestward/commands/version.wasm")
             .is_file()
     );
 
