@@ -16,7 +16,7 @@
 //! a file may be written is the policy's `files` grants.
 
 use guestward_sdk::legacy::b64decode;
-use guestward_sdk::{Command, Reply, Request, agent, export_command, files};
+use guestward_sdk::{Command, EXCERPT_CHARS, Reply, Request, agent, excerpt, export_command, files};
 
 pub struct InjectFile;
 
@@ -68,7 +68,7 @@ fn parse_file_inject(value: &str) -> Result<(String, Vec<u8>), String> {
 
 fn write(path: &str, contents: &[u8]) -> Result<(), String> {
     if !path.starts_with('/') {
-        return Err(format!("The path must be absolute: {path:?}"));
+        return Err(format!("The path must be absolute: {:?}", excerpt(path, EXCERPT_CHARS)));
     }
     let backup_suffix = agent::setting("backup-suffix").filter(|suffix| !suffix.is_empty());
     let ssh_owner = authorized_keys_owner(path)?;
@@ -149,7 +149,9 @@ fn describe(path: &str, error: &files::Error) -> String {
     match error {
         files::Error::NotGranted(text) => format!("Not allowed to write there: {text}"),
         files::Error::InvalidPath(text) => format!("Invalid path: {text}"),
-        files::Error::NotFound(text) | files::Error::AlreadyExists(text) => format!("{path}: {text}"),
+        files::Error::NotFound(text) | files::Error::AlreadyExists(text) => {
+            format!("{}: {text}", excerpt(path, EXCERPT_CHARS))
+        }
         files::Error::NotADirectory(text)
         | files::Error::IsADirectory(text)
         | files::Error::TooLarge(text)
@@ -170,6 +172,25 @@ mod tests {
 
     fn injectfile(data: &[u8]) -> (String, String) {
         call("injectfile", &format!("\"{}\"", b64encode(data)))
+    }
+
+    #[test]
+    fn a_huge_path_is_quoted_short() {
+        // Found by `guestward fuzz`: a 390 KB relative path was quoted whole
+        // in "The path must be absolute", and the reply, over the 16 KiB
+        // limit, reached the hypervisor as a size error.
+        testing::reset();
+        testing::load_asks::<InjectFile>("injectfile").unwrap();
+        let path = "7tm".repeat(100_000);
+        let value = format!("\"{}\"", b64encode(format!("{path},hello").as_bytes()));
+        let reply = testing::call::<InjectFile>("injectfile", &value);
+        assert_eq!(reply.code, "500");
+        assert!(
+            reply.message.starts_with("The path must be absolute: \"7tm7tm"),
+            "{}",
+            &reply.message[..80]
+        );
+        assert!(reply.message.len() < 300, "{} bytes", reply.message.len());
     }
 
     #[test]
