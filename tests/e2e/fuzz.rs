@@ -3,9 +3,10 @@
 //! well-behaved command, and repeats a run for a seed.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use guestward_tests::artifacts;
+use guestward_tests::artifacts::guestward;
 
 /// The probe's grants (it imports every interface), with short limits so
 /// that a spinning input costs little.
@@ -17,14 +18,6 @@ programs = [["/bin/echo", "*"]]
 download = ["https://updates.example.com/agent/"]
 limits = { deadline-ms = 300, memory-mib = 16, reply-bytes = 1024 }
 "#;
-
-fn guestward(args: &[&str]) -> Output {
-    Command::new(artifacts::guestward_bin())
-        .args(args)
-        .env_remove("GUESTWARD_LOG")
-        .output()
-        .unwrap()
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
