@@ -49,7 +49,7 @@
 //!
 //! # Versions
 //!
-//! The WIT this crate is built from, `guestward:command@1.0.0`, ships inside
+//! The WIT this crate is built from, `guestward:command@1.1.0`, ships inside
 //! it (`wit/command.wit`). The rule: **SDK `1.x` targets
 //! `guestward:command@1.x`**. The SDK's major version is the WIT's; its
 //! minor version is at least the WIT minor it carries, so a new WIT minor
@@ -61,9 +61,10 @@
 //! package this SDK carries.
 
 /// The WIT package this SDK is built from and its components target.
-pub const WIT_PACKAGE: &str = "guestward:command@1.0.0";
+pub const WIT_PACKAGE: &str = "guestward:command@1.1.0";
 
 pub mod legacy;
+pub mod qga;
 mod reply;
 mod request;
 
@@ -199,9 +200,9 @@ host_interface!(
 );
 host_interface!(
     /// Facts about the agent: its version, its loaded commands, the
-    /// operator's settings for this component, and the time left in this
-    /// call (always granted).
-    agent { types: [], functions: [version, commands, setting, remaining_ms] }
+    /// operator's settings for this component, the time left in this
+    /// call, and the commands the operator turned off (always granted).
+    agent { types: [], functions: [version, commands, setting, remaining_ms, disabled_commands] }
 );
 host_interface!(
     /// Files under the path prefixes the policy grants.

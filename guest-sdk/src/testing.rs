@@ -97,6 +97,8 @@ pub struct TestHost {
     pub version: String,
     /// What `agent::commands` answers (sorted by the caller).
     pub commands: Vec<String>,
+    /// What `agent::disabled_commands` answers (sorted by the caller).
+    pub disabled_commands: Vec<String>,
     /// Files by absolute path (directories are implied by their files).
     pub files: BTreeMap<String, Vec<u8>>,
     /// XenStore keys and values.
@@ -357,6 +359,11 @@ pub mod agent {
     /// [`TestHost::commands`](super::TestHost::commands).
     pub fn commands() -> Vec<String> {
         with_host(|host| host.commands.clone())
+    }
+
+    /// [`TestHost::disabled_commands`](super::TestHost::disabled_commands).
+    pub fn disabled_commands() -> Vec<String> {
+        with_host(|host| host.disabled_commands.clone())
     }
 
     /// The setting `name` from [`TestHost::settings`](super::TestHost::settings).

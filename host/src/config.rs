@@ -58,6 +58,16 @@ pub struct ConfigFile {
     pub accept_v1_signatures: bool,
     /// Also append the audit records to this file (JSON lines, mode 0600).
     pub audit_log: Option<PathBuf>,
+    /// The virtio-serial port of the QEMU guest agent protocol; `""` turns
+    /// it off. Default: QEMU's port when the machine has one.
+    pub qga_device: Option<PathBuf>,
+    /// A unix socket speaking the QEMU guest agent protocol.
+    pub qga_socket: Option<PathBuf>,
+    /// Only these QGA commands run (qemu-ga's `--allow-rpcs`).
+    pub qga_allow_rpcs: Option<Vec<String>>,
+    /// These QGA commands never run (qemu-ga's `--block-rpcs`).
+    #[serde(default)]
+    pub qga_block_rpcs: Vec<String>,
 }
 
 impl ConfigFile {

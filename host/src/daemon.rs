@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::capability::{Capabilities, Policy};
 use crate::dispatch::Dispatcher;
+use crate::exchange::LocalListener;
+use crate::exchange::qga::{self, QgaOptions};
 use crate::exchange::socket::SocketExchange;
 use crate::exchange::xenstore::{self as xenstore_exchange, ExchangeOptions};
 use crate::install::InstallService;
@@ -38,6 +40,8 @@ pub struct DaemonSettings {
     /// machine's own (for `--root`).
     pub interfaces: Option<PathBuf>,
     pub socket: Option<PathBuf>,
+    /// The QEMU guest agent protocol's port and socket.
+    pub qga: QgaOptions,
     pub cache: Option<PathBuf>,
     /// How long xenstored may take to answer before the connection is
     /// taken for dead.
@@ -68,7 +72,8 @@ impl Agent {
             ..RuntimeOptions::for_policy(&settings.policy)
         };
         let (installer, install_requests) = mpsc::channel(4);
-        let capabilities = Capabilities::new(Arc::new(root), xenstore.clone(), Some(installer));
+        let mut capabilities = Capabilities::new(Arc::new(root), xenstore.clone(), Some(installer));
+        capabilities.agent = crate::capability::agent::Agent::with_qga_filter(settings.qga.filter.clone());
         let runtime = Arc::new(Runtime::new(&options, capabilities)?);
         let mut components = Runtime::read_dir(&settings.commands)?;
         for dir in &settings.extra_commands {
@@ -128,8 +133,14 @@ async fn compile_in_child(settings: &DaemonSettings) {
 
 /// Serve until SIGTERM or SIGINT; answers in flight are written first.
 pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
-    if settings.xenstore.is_none() && settings.socket.is_none() {
-        anyhow::bail!("nothing to serve: no XenStore (no xenbus device, no --xenstore) and no --socket");
+    if settings.xenstore.is_none()
+        && settings.socket.is_none()
+        && settings.qga.device.is_none()
+        && settings.qga.socket.is_none()
+    {
+        anyhow::bail!(
+            "nothing to serve: no XenStore (no xenbus device, no --xenstore), no QGA port (no virtio port, no --qga-device), no --socket and no --qga-socket"
+        );
     }
     // Before anything can answer: a SIGTERM from then on is a clean stop.
     let signals = Signals::install()?;
@@ -151,6 +162,7 @@ pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
             shutdown.clone(),
         )));
     }
+    tasks.extend(serve_qga(&settings.qga, &agent.dispatcher, &shutdown).await?);
     if let Some(client) = agent.xenstore.clone() {
         tasks.push(tokio::spawn(xenstore_exchange::serve(
             client,
@@ -195,6 +207,30 @@ pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Start the QGA exchange on its socket and its port, whichever are set.
+async fn serve_qga(
+    options: &QgaOptions,
+    dispatcher: &Arc<Dispatcher>,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let session = qga::Session::new(dispatcher.clone(), options.filter.clone());
+    let mut tasks = Vec::new();
+    if let Some(path) = &options.socket {
+        let listener = LocalListener::bind(path)
+            .await
+            .with_context(|| format!("cannot serve the QGA socket {}", path.display()))?;
+        tasks.push(tokio::spawn(qga::serve_socket(
+            listener,
+            session.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(path) = &options.device {
+        tasks.push(tokio::spawn(qga::serve_device(path.clone(), session, shutdown.clone())));
+    }
+    Ok(tasks)
 }
 
 /// SIGTERM and SIGINT, caught from the moment they are installed.

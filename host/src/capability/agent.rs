@@ -9,6 +9,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use super::{CallInfo, Capability};
 use crate::policy::{PolicyError, SectionErrors};
+use crate::protocol::qga::RpcFilter;
 use crate::wit::agent as wit;
 
 /// The version `version` reports.
@@ -21,9 +22,19 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Debug, Clone, Default)]
 pub struct Agent {
     commands: Arc<RwLock<Arc<[String]>>>,
+    /// The operator's QGA allow and block lists.
+    qga_filter: Arc<RpcFilter>,
 }
 
 impl Agent {
+    /// An agent whose QGA commands are narrowed by `filter`.
+    pub fn with_qga_filter(filter: RpcFilter) -> Self {
+        Self {
+            qga_filter: Arc::new(filter),
+            ..Self::default()
+        }
+    }
+
     /// Record the commands the daemon now answers.
     pub fn set_commands(&self, mut names: Vec<String>) {
         names.sort();
@@ -49,6 +60,7 @@ pub struct Settings(BTreeMap<String, String>);
 #[derive(Debug)]
 pub struct CallAgent {
     commands: Arc<[String]>,
+    qga_filter: Arc<RpcFilter>,
     settings: Option<Arc<Settings>>,
     /// When the call's deadline passes.
     deadline: Instant,
@@ -77,6 +89,7 @@ impl Capability for Agent {
     fn call_state(&self, settings: Option<&Arc<Settings>>, call: &CallInfo<'_>) -> CallAgent {
         CallAgent {
             commands: self.commands(),
+            qga_filter: self.qga_filter.clone(),
             settings: settings.cloned(),
             deadline: call.deadline,
         }
@@ -107,6 +120,10 @@ impl wit::Host for CallAgent {
         let left = self.deadline.saturating_duration_since(Instant::now());
         u32::try_from(left.as_millis()).unwrap_or(u32::MAX)
     }
+
+    fn disabled_commands(&mut self) -> Vec<String> {
+        self.qga_filter.disabled(&self.commands)
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +136,7 @@ mod tests {
     fn remaining_time_counts_down_to_the_deadline_and_stops_at_zero() {
         let mut call = CallAgent {
             commands: Arc::from([]),
+            qga_filter: Arc::default(),
             settings: None,
             deadline: Instant::now() + Duration::from_secs(3),
         };

@@ -14,6 +14,7 @@ use guestward::capability::xenstore::Xenstore;
 use guestward::capability::{Capabilities, Policy};
 use guestward::config::{self, ConfigFile};
 use guestward::daemon::{self, DaemonSettings};
+use guestward::exchange::qga::{self, QgaOptions, RpcFilter};
 use guestward::exchange::socket;
 use guestward::exchange::xenstore::ExchangeOptions;
 use guestward::protocol::{Reply, nova};
@@ -268,6 +269,24 @@ struct ServeArgs {
     /// Serve no local socket.
     #[arg(long, conflicts_with = "socket")]
     no_socket: bool,
+    /// The virtio-serial port of the QEMU guest agent protocol (default
+    /// /dev/virtio-ports/org.qemu.guest_agent.0 when it exists).
+    #[arg(long)]
+    qga_device: Option<PathBuf>,
+    /// Serve no QGA port.
+    #[arg(long, conflicts_with = "qga_device")]
+    no_qga_device: bool,
+    /// Also serve the QEMU guest agent protocol on this unix socket.
+    #[arg(long)]
+    qga_socket: Option<PathBuf>,
+    /// Only these QGA commands run (comma-separated, as qemu-ga's
+    /// `--allow-rpcs`).
+    #[arg(long, value_delimiter = ',')]
+    qga_allow_rpcs: Option<Vec<String>>,
+    /// These QGA commands never run (comma-separated, as qemu-ga's
+    /// `--block-rpcs`).
+    #[arg(long, value_delimiter = ',')]
+    qga_block_rpcs: Vec<String>,
     /// Compiled-component cache (default /var/cache/guestward).
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -591,7 +610,31 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
     allow_unsigned.extend(file.allow_unsigned.iter().cloned());
     let accept_v1 = args.accept_v1_signatures || file.accept_v1_signatures;
     let trust = trust_store(&trusted_keys, &allow_unsigned, accept_v1, &policy)?;
+    let qga = QgaOptions {
+        device: match args.qga_device.or(file.qga_device.clone()) {
+            Some(device) => unless(args.no_qga_device, device),
+            // QEMU's port, when this machine has one (never for a scratch root).
+            None => Some(PathBuf::from(qga::DEFAULT_DEVICE))
+                .filter(|device| !args.no_qga_device && root == Path::new("/") && device.exists()),
+        },
+        socket: args
+            .qga_socket
+            .or(file.qga_socket.clone())
+            .and_then(|path| unless(false, path)),
+        filter: RpcFilter {
+            allow: args
+                .qga_allow_rpcs
+                .or(file.qga_allow_rpcs.clone())
+                .map(|names| names.into_iter().collect()),
+            block: args
+                .qga_block_rpcs
+                .into_iter()
+                .chain(file.qga_block_rpcs.iter().cloned())
+                .collect(),
+        },
+    };
     Ok(DaemonSettings {
+        qga,
         trust,
         xenstore,
         commands,

@@ -8,14 +8,20 @@
 //!   `data/guest/<id>` out.
 //! * [`socket`]: a local unix socket (root only) for administration and
 //!   development (`guestward call`), speaking the same Nova protocol.
+//! * [`qga`]: the QEMU guest agent protocol, on the virtio-serial port of
+//!   KVM clouds and on a unix socket.
 
+mod listener;
+pub mod qga;
 pub mod socket;
 pub mod xenstore;
+
+pub use listener::LocalListener;
 
 use tokio::sync::oneshot;
 
 use crate::dispatch::{Dispatcher, Refusal};
-use crate::protocol::{Reply, Request, nova};
+use crate::protocol::{Protocol, Reply, Request, nova};
 
 /// A Nova request handed to the dispatcher: answered at once (malformed,
 /// unknown, refused), or later.
@@ -48,6 +54,10 @@ pub fn submit_nova(dispatcher: &Dispatcher, raw: &[u8], request_id: &str) -> Pen
             return Pending::Now(error);
         }
     };
+    if Protocol::of(&request.name).0 != Protocol::Nova {
+        // Another protocol's command (`qga:…`): not reachable from here.
+        return Pending::Now(nova::unknown_command(&request.name));
+    }
     match dispatcher.submit(request, request_id) {
         Ok(receiver) => Pending::Later(receiver),
         Err(Refusal::UnknownCommand(name)) => Pending::Now(nova::unknown_command(&name)),

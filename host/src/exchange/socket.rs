@@ -5,15 +5,15 @@
 //! status`), which is not a command.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::sync::watch;
+
+use super::listener::LocalListener;
 
 use crate::dispatch::Dispatcher;
 use crate::protocol::nova;
@@ -22,106 +22,29 @@ use crate::status::{self, StatusBoard};
 /// The longest request line accepted.
 pub const MAX_LINE: usize = nova::MAX_REQUEST_BYTES;
 
-/// A bound, not yet serving, socket.
+/// The local socket, bound and not yet serving.
 #[derive(Debug)]
 pub struct SocketExchange {
-    path: PathBuf,
-    listener: UnixListener,
+    listener: LocalListener,
 }
 
 impl SocketExchange {
-    /// Bind `path` (mode 0600, its directory created 0700 if missing). A
-    /// stale socket file is replaced; a live one means another daemon is
-    /// serving there, which is an error.
+    /// Bind `path` (see [`LocalListener::bind`]).
     pub async fn bind(path: &Path) -> io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        }
-        if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket()) {
-            if UnixStream::connect(path).await.is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{}: another guestward is serving there", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         Ok(Self {
-            path: path.to_owned(),
-            listener,
+            listener: LocalListener::bind(path).await?,
         })
     }
 
     /// Serve connections until `shutdown` turns true, then remove the socket.
-    pub async fn serve(
-        self,
-        dispatcher: Arc<Dispatcher>,
-        status: Arc<StatusBoard>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        tracing::info!(socket = %self.path.display(), "serving the local socket");
+    pub async fn serve(self, dispatcher: Arc<Dispatcher>, status: Arc<StatusBoard>, shutdown: watch::Receiver<bool>) {
+        tracing::info!(socket = %self.listener.path().display(), "serving the local socket");
         let counter = Arc::new(AtomicU64::new(0));
-        let own_uid = rustix::process::geteuid().as_raw();
-        let mut backoff = AcceptBackoff::default();
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        backoff.reset();
-                        let uid = stream.peer_cred().map(|cred| cred.uid()).ok();
-                        if uid.is_some_and(|uid| uid == 0 || uid == own_uid) {
-                            let connection = serve_connection(stream, dispatcher.clone(), status.clone(), counter.clone());
-                            tokio::spawn(connection);
-                        } else {
-                            tracing::warn!(?uid, "refused a local connection from another user");
-                        }
-                    }
-                    Err(error) => {
-                        // Out of descriptors (EMFILE/ENFILE) the connection stays
-                        // queued and accept fails again at once: wait instead of
-                        // spinning, and say so once per streak, not per try.
-                        let pause = backoff.next();
-                        if backoff.is_first() {
-                            tracing::warn!(%error, "local socket accept failed; retrying with back-off");
-                        }
-                        tokio::select! {
-                            _ = shutdown.changed() => break,
-                            () = tokio::time::sleep(pause) => {}
-                        }
-                    }
-                },
-            }
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// How long to wait after a failed accept: 10 ms, doubling to 1 s.
-#[derive(Debug, Default)]
-struct AcceptBackoff {
-    failures: u32,
-}
-
-impl AcceptBackoff {
-    const FIRST: Duration = Duration::from_millis(10);
-    const MAX: Duration = Duration::from_secs(1);
-
-    fn next(&mut self) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        Self::FIRST
-            .saturating_mul(1 << (self.failures - 1).min(10))
-            .min(Self::MAX)
-    }
-
-    fn is_first(&self) -> bool {
-        self.failures == 1
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
+        self.listener
+            .accept_until(shutdown, move |stream| {
+                serve_connection(stream, dispatcher.clone(), status.clone(), counter.clone())
+            })
+            .await;
     }
 }
 
@@ -189,17 +112,4 @@ pub async fn call(path: &Path, request: &str) -> io::Result<String> {
     let mut answer = Vec::new();
     read_line(&mut reader, &mut answer).await?;
     String::from_utf8(answer).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "answer is not UTF-8"))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn accept_back_off_doubles_to_a_second_and_resets() {
-        let mut backoff = super::AcceptBackoff::default();
-        let pauses: Vec<u128> = (0..9).map(|_| backoff.next().as_millis()).collect();
-        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
-        backoff.reset();
-        assert_eq!(backoff.next().as_millis(), 10);
-        assert!(backoff.is_first());
-    }
 }

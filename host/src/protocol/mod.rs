@@ -1,13 +1,46 @@
 //! How bytes become requests and replies.
 //!
 //! [`nova`] is the Nova XenAPI agent protocol (JSON `{name, value}` in,
-//! `{"message": …, "returncode": …}` out). Other protocols (QGA) get a module
-//! of their own that produces the same [`Request`] and consumes the same
-//! [`Reply`].
+//! `{"message": …, "returncode": …}` out); [`qga`] is the QEMU guest agent
+//! protocol (`{"execute", "arguments"}` in, `{"return"}` or `{"error"}`
+//! out). Both produce the same [`Request`] and consume the same [`Reply`]:
+//! a command's name says which protocol it belongs to ([`Protocol`]).
 
 pub mod nova;
+pub mod qga;
 
 use serde_json::value::RawValue;
+
+/// The protocol a command name belongs to. Components name QGA commands
+/// with the prefix `qga:` (`qga:guest-ping`); plain names are Nova
+/// commands. An exchange routes only its own protocol's names, so the
+/// hypervisor of one protocol can never reach the other's commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Nova,
+    Qga,
+}
+
+impl Protocol {
+    const QGA_PREFIX: &'static str = "qga:";
+
+    /// The protocol of a component's command name, and the name as that
+    /// protocol spells it (`guest-ping` for `qga:guest-ping`).
+    pub fn of(name: &str) -> (Self, &str) {
+        match name.strip_prefix(Self::QGA_PREFIX) {
+            Some(plain) => (Self::Qga, plain),
+            None => (Self::Nova, name),
+        }
+    }
+
+    /// The command name a component declares for this protocol's `name`.
+    pub fn command_name(self, name: &str) -> String {
+        match self {
+            Self::Nova => name.to_owned(),
+            Self::Qga => format!("{}{name}", Self::QGA_PREFIX),
+        }
+    }
+}
 
 /// One parsed request: a command name and the JSON text of its value.
 #[derive(Debug)]

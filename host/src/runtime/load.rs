@@ -10,6 +10,7 @@ use super::component::{
 };
 use super::{EPOCH_TICK, Runtime, call};
 use crate::capability::{ComponentPolicy, Grants, Policy, Unavailable};
+use crate::protocol::Protocol;
 use crate::trust::TrustError;
 use crate::wit::CommandPre;
 
@@ -329,10 +330,12 @@ pub fn wasm_files(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
+/// A plain name, or one with a protocol's prefix (`qga:guest-ping`).
 fn valid_command_name(name: &str) -> bool {
-    !name.is_empty()
+    let (_, plain) = Protocol::of(name);
+    !plain.is_empty()
         && name.len() <= 64
-        && name
+        && plain
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }

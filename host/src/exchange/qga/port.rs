@@ -1,0 +1,72 @@
+//! The virtio-serial port: a character device the hypervisor's side
+//! connects to and disconnects from as it pleases (libvirt opens it when
+//! it has something to ask, a migration closes it).
+//!
+//! While no host is connected, reads on a virtio port end at once (end of
+//! file, and poll reports a hang-up), so the port cannot be waited on; it
+//! is closed and reopened after [`REOPEN_PAUSE`]. The same loop survives a
+//! port that is not there yet (hot-plugged later) or busy (another agent
+//! holds it). A terminal (a pty in tests, a serial line) is put in raw
+//! mode so that no byte, 0xFF included, is translated.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::fs::{Mode, OFlags};
+use tokio::io::Join;
+use tokio::net::unix::pipe;
+use tokio::sync::watch;
+
+use super::Session;
+
+/// Where QEMU's `virtserialport` named `org.qemu.guest_agent.0` appears.
+pub const DEFAULT_DEVICE: &str = "/dev/virtio-ports/org.qemu.guest_agent.0";
+
+/// How long to wait before reopening a port whose host side went away.
+const REOPEN_PAUSE: Duration = Duration::from_secs(1);
+
+/// Serve the port at `path` until `shutdown`, one session per opening.
+pub async fn serve(path: PathBuf, session: Session, mut shutdown: watch::Receiver<bool>) {
+    tracing::info!(device = %path.display(), "serving the QGA protocol on a port");
+    let mut failing = false;
+    loop {
+        match open(&path) {
+            Ok(port) => {
+                if failing {
+                    tracing::info!(device = %path.display(), "the QGA port is open again");
+                }
+                failing = false;
+                session.serve(port, shutdown.clone()).await;
+            }
+            Err(error) if !failing => {
+                tracing::warn!(device = %path.display(), %error, "cannot open the QGA port; retrying every second");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(REOPEN_PAUSE) => {}
+        }
+    }
+}
+
+/// Open a port for reading and writing without blocking a thread: one
+/// descriptor, duplicated, registered once as a reader and once as a
+/// writer (tokio's pipe halves accept any pollable character device).
+fn open(path: &Path) -> io::Result<Join<pipe::Receiver, pipe::Sender>> {
+    let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::empty())?;
+    if rustix::termios::isatty(&fd) {
+        let mut termios = rustix::termios::tcgetattr(&fd)?;
+        termios.make_raw();
+        rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &termios)?;
+    }
+    let writer = pipe::Sender::from_owned_fd_unchecked(fd.try_clone()?)?;
+    let reader = pipe::Receiver::from_owned_fd_unchecked(fd)?;
+    Ok(tokio::io::join(reader, writer))
+}
