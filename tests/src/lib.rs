@@ -16,6 +16,8 @@
 //! * [`artifacts`]: where the binary and the built components are.
 //! * [`bench`]: latency percentiles for the benchmarks.
 //! * [`peer`]: the benchmarks' peer, Debian's qemu-ga, and `/proc` readings.
+//! * [`qga`]: the host side of the QEMU guest agent protocol (libvirt's
+//!   part), for guestward's QGA socket and qemu-ga's.
 
 pub mod agent;
 pub mod artifacts;
@@ -28,6 +30,7 @@ pub mod hypervisor;
 pub mod netns;
 pub mod nova;
 pub mod peer;
+pub mod qga;
 pub mod xenstored;
 
 pub use agent::{Agent, AgentBuilder};

@@ -1,8 +1,9 @@
-//! `features`: the comma-joined, sorted names of every loaded command. Nova
-//! reads it to choose between `file_inject` and `injectfile`
+//! `features`: the comma-joined, sorted names of every loaded Nova command
+//! (not the QGA ones, `qga:…`, which the Nova hypervisor cannot call).
+//! Nova reads it to choose between `file_inject` and `injectfile`
 //! (legacy-agent.md §3.2). The argument is ignored.
 
-use guestward_sdk::{Command, Reply, Request, agent, export_command};
+use guestward_sdk::{Command, Reply, Request, agent, export_command, qga};
 
 pub struct Features;
 
@@ -12,6 +13,7 @@ impl Command for Features {
 
     fn handle(_request: Request<'_>) -> Reply {
         let mut names = agent::commands();
+        names.retain(|name| !name.starts_with(qga::PREFIX));
         // The host sends them sorted; sorting again keeps the answer
         // deterministic whatever host this runs on.
         names.sort();
@@ -28,7 +30,14 @@ mod tests {
 
     #[test]
     fn joins_the_sorted_command_names_with_commas() {
-        testing::with_host(|host| host.commands = vec!["version".into(), "features".into(), "keyinit".into()]);
+        testing::with_host(|host| {
+            host.commands = vec![
+                "version".into(),
+                "features".into(),
+                "qga:guest-ping".into(),
+                "keyinit".into(),
+            ]
+        });
         let reply = Features::handle(Request::new("features", r#""""#));
         assert_eq!(reply.code, "0");
         assert_eq!(reply.message, "features,keyinit,version");

@@ -113,7 +113,7 @@ impl Session {
         let execute = Protocol::of(&request.name).1.to_owned();
         if !self.filter.is_enabled(&execute) {
             tracing::info!(command = request.name, "refused a QGA command the operator disabled");
-            return Reply::new(class::GENERIC_ERROR, format!("Command {execute} has been disabled"));
+            return Reply::new(class::COMMAND_NOT_FOUND, format!("Command {execute} has been disabled"));
         }
         let request_id = format!("qga-{}", self.counter.fetch_add(1, Ordering::Relaxed) + 1);
         match self.dispatcher.submit(request, &request_id) {

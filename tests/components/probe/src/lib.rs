@@ -6,7 +6,9 @@
 //! Each command takes a JSON value; file and XenStore errors come back as
 //! `500` with the error's debug text, so that tests can tell them apart.
 
-use guestward_sdk::{Command, Reply, Request, agent, download, export_command, files, log, programs, state, xenstore};
+use guestward_sdk::{
+    Command, Reply, Request, agent, download, export_command, files, log, programs, qga, state, xenstore,
+};
 use serde_json::Value;
 
 pub struct Probe;
@@ -40,6 +42,13 @@ impl Command for Probe {
         "run",
         "setting",
         "fetch",
+        // QGA commands: answer the arguments back, answer nothing, fail
+        // with the class asked for, answer after a pause.
+        "qga:probe-echo",
+        "qga:probe-silent",
+        "qga:probe-fail",
+        "qga:probe-sleep",
+        "qga:probe-disabled",
     ];
     const SUMMARY: &'static str = "Test probe: exercises host interfaces and sandbox limits";
 
@@ -49,6 +58,14 @@ impl Command for Probe {
         let string = || value.as_str().unwrap_or_default().to_owned();
         match request.name() {
             "echo" => Reply::ok(request.raw_value()),
+            "qga:probe-echo" => qga::ok(value),
+            "qga:probe-silent" => qga::no_response(),
+            "qga:probe-fail" => Reply::new(text("class"), text("desc")),
+            "qga:probe-sleep" => {
+                std::thread::sleep(std::time::Duration::from_millis(value["ms"].as_u64().unwrap_or(0)));
+                qga::ok(serde_json::json!({}))
+            }
+            "qga:probe-disabled" => qga::ok(serde_json::json!(agent::disabled_commands())),
             "count" => count(),
             "spin" => spin(),
             "grow" => grow(),
