@@ -279,9 +279,13 @@ fn the_port_is_reopened_when_the_host_side_goes_away_and_comes_back() {
     let port = dir.path().join("org.qemu.guest_agent.0");
     // A pty stands in for the virtio port: the agent opens the path; the
     // test is the host, on the pty's other side.
-    let first = Pty::open(&port);
+    // The agent starts before the port exists (udev makes it later in a
+    // real boot) and serves it when it appears.
     let agent = probe_agent().arg(&format!("--qga-device={}", port.display())).start();
-    let mut host = first;
+    std::thread::sleep(Duration::from_millis(300));
+    let mut host = Pty::open(&port);
+    let first = host.request_until_answered(r#"{"execute":"probe-echo","id":1}"#, Duration::from_secs(30));
+    assert_eq!(first, "{\"return\": {}, \"id\": 1}\n", "{}", agent.log());
     assert_eq!(
         host.request(r#"{"execute":"probe-echo","id":1}"#),
         "{\"return\": {}, \"id\": 1}\n"
@@ -376,6 +380,6 @@ impl Pty {
             // keeps a later copy from being appended to an earlier one.
             self.send(&[0xFF]);
         }
-        panic!("the agent never reopened the port");
+        panic!("the agent never opened the port");
     }
 }

@@ -613,9 +613,9 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
     let qga = QgaOptions {
         device: match args.qga_device.or(file.qga_device.clone()) {
             Some(device) => unless(args.no_qga_device, device),
-            // QEMU's port, when this machine has one (never for a scratch root).
-            None => Some(PathBuf::from(qga::DEFAULT_DEVICE))
-                .filter(|device| !args.no_qga_device && root == Path::new("/") && device.exists()),
+            // QEMU's port, served when it appears (udev makes it after an
+            // early start; never for a scratch root).
+            None => Some(PathBuf::from(qga::DEFAULT_DEVICE)).filter(|_| !args.no_qga_device && root == Path::new("/")),
         },
         socket: args
             .qga_socket
