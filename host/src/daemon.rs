@@ -152,6 +152,8 @@ pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
         settings.socket.clone(),
         agent.xenstore.as_ref().map(XsClient::link_state),
     ));
+    status.set_qga_socket(settings.qga.socket.clone());
+    tasks.extend(serve_qga(&settings.qga, &agent.dispatcher, &status, &shutdown).await?);
     if let Some(path) = &settings.socket {
         let socket = SocketExchange::bind(path)
             .await
@@ -162,7 +164,6 @@ pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
             shutdown.clone(),
         )));
     }
-    tasks.extend(serve_qga(&settings.qga, &agent.dispatcher, &shutdown).await?);
     if let Some(client) = agent.xenstore.clone() {
         tasks.push(tokio::spawn(xenstore_exchange::serve(
             client,
@@ -209,10 +210,12 @@ pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Start the QGA exchange on its socket and its port, whichever are set.
+/// Start the QGA exchange on its socket and its port, whichever are set;
+/// the port's state goes to `status`.
 async fn serve_qga(
     options: &QgaOptions,
     dispatcher: &Arc<Dispatcher>,
+    status: &StatusBoard,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let session = qga::Session::new(dispatcher.clone(), options.filter.clone());
@@ -228,7 +231,14 @@ async fn serve_qga(
         )));
     }
     if let Some(path) = &options.device {
-        tasks.push(tokio::spawn(qga::serve_device(path.clone(), session, shutdown.clone())));
+        let (state, watched) = watch::channel(qga::PortState::Waiting);
+        status.watch_qga_port(path.clone(), watched);
+        tasks.push(tokio::spawn(qga::serve_device(
+            path.clone(),
+            session,
+            state,
+            shutdown.clone(),
+        )));
     }
     Ok(tasks)
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,21 @@ pub struct StatusBoard {
     dispatcher: Arc<Dispatcher>,
     socket: Option<PathBuf>,
     xenstore: Option<watch::Receiver<LinkState>>,
+    /// Set once the QGA exchange is started.
+    qga_socket: OnceLock<PathBuf>,
+    qga_port: OnceLock<(PathBuf, watch::Receiver<PortState>)>,
+}
+
+/// The state of the QGA exchange's port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortState {
+    /// The device does not exist (yet).
+    Waiting,
+    /// Open: a session is serving it.
+    Open,
+    /// The host side went away or the device cannot be opened; retried
+    /// every second.
+    Reopening { error: String },
 }
 
 /// The status request, as the local socket receives it.
@@ -60,9 +75,10 @@ pub struct StatusReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ExchangeReport {
-    /// `xenstore` or `socket`.
+    /// `xenstore`, `socket`, `qga-port` or `qga-socket`.
     pub name: String,
-    /// `connected`, `reconnecting` or `listening`.
+    /// `connected`, `reconnecting`, `listening`, `waiting` (for a port
+    /// that does not exist), `open` or `reopening`.
     pub state: String,
     /// The socket's path, or the last connection error.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,7 +108,22 @@ impl StatusBoard {
             dispatcher,
             socket,
             xenstore,
+            qga_socket: OnceLock::new(),
+            qga_port: OnceLock::new(),
         }
+    }
+
+    /// The QGA exchange listens on `path`.
+    pub fn set_qga_socket(&self, path: Option<PathBuf>) {
+        if let Some(path) = path {
+            let _ = self.qga_socket.set(path);
+        }
+    }
+
+    /// The QGA exchange serves the port at `path`, whose state `state`
+    /// follows.
+    pub fn watch_qga_port(&self, path: PathBuf, state: watch::Receiver<PortState>) {
+        let _ = self.qga_port.set((path, state));
     }
 
     pub fn report(&self) -> StatusReport {
@@ -121,6 +152,25 @@ impl StatusBoard {
         if let Some(path) = &self.socket {
             exchanges.push(ExchangeReport {
                 name: "socket".into(),
+                state: "listening".into(),
+                detail: Some(path.display().to_string()),
+            });
+        }
+        if let Some((path, state)) = self.qga_port.get() {
+            let (state, detail) = match &*state.borrow() {
+                PortState::Waiting => ("waiting", format!("{} does not exist", path.display())),
+                PortState::Open => ("open", path.display().to_string()),
+                PortState::Reopening { error } => ("reopening", format!("{}: {error}", path.display())),
+            };
+            exchanges.push(ExchangeReport {
+                name: "qga-port".into(),
+                state: state.into(),
+                detail: Some(detail),
+            });
+        }
+        if let Some(path) = self.qga_socket.get() {
+            exchanges.push(ExchangeReport {
+                name: "qga-socket".into(),
                 state: "listening".into(),
                 detail: Some(path.display().to_string()),
             });
@@ -156,8 +206,8 @@ impl fmt::Display for StatusReport {
         writeln!(f, "\nexchanges:")?;
         for exchange in &self.exchanges {
             match &exchange.detail {
-                Some(detail) => writeln!(f, "  {:<9} {} ({detail})", exchange.name, exchange.state)?,
-                None => writeln!(f, "  {:<9} {}", exchange.name, exchange.state)?,
+                Some(detail) => writeln!(f, "  {:<10} {} ({detail})", exchange.name, exchange.state)?,
+                None => writeln!(f, "  {:<10} {}", exchange.name, exchange.state)?,
             }
         }
         writeln!(f, "\ncomponents:")?;

@@ -282,10 +282,20 @@ fn the_port_is_reopened_when_the_host_side_goes_away_and_comes_back() {
     // The agent starts before the port exists (udev makes it later in a
     // real boot) and serves it when it appears.
     let agent = probe_agent().arg(&format!("--qga-device={}", port.display())).start();
-    std::thread::sleep(Duration::from_millis(300));
+    let port_state = || {
+        let status: serde_json::Value = serde_json::from_str(&agent.request(r#"{"status": {}}"#)).unwrap();
+        let exchanges = status["exchanges"].as_array().cloned().unwrap_or_default();
+        let port = exchanges
+            .iter()
+            .find(|exchange| exchange["name"] == "qga-port")
+            .cloned();
+        port.map(|port| port["state"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(port_state().as_deref(), Some("waiting"));
     let mut host = Pty::open(&port);
     let first = host.request_until_answered(r#"{"execute":"probe-echo","id":1}"#, Duration::from_secs(30));
     assert_eq!(first, "{\"return\": {}, \"id\": 1}\n", "{}", agent.log());
+    assert_eq!(port_state().as_deref(), Some("open"));
     assert_eq!(
         host.request(r#"{"execute":"probe-echo","id":1}"#),
         "{\"return\": {}, \"id\": 1}\n"

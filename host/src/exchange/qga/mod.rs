@@ -24,6 +24,7 @@ pub use crate::protocol::qga::RpcFilter;
 use crate::protocol::qga::{self, DELIMITER, Frame, QgaRequest, class};
 use crate::protocol::{Protocol, Reply, Request};
 
+pub use crate::status::PortState;
 pub use port::DEFAULT_DEVICE;
 
 /// How long one answer may take to leave: a host that stopped reading
@@ -153,7 +154,12 @@ pub async fn serve_socket(listener: LocalListener, session: Session, shutdown: w
 }
 
 /// Serve the port at `path` until `shutdown`, reopening it whenever the
-/// host side goes away.
-pub async fn serve_device(path: PathBuf, session: Session, shutdown: watch::Receiver<bool>) {
-    port::serve(path, session, shutdown).await;
+/// host side goes away; its state is published to `state`.
+pub async fn serve_device(
+    path: PathBuf,
+    session: Session,
+    state: watch::Sender<PortState>,
+    shutdown: watch::Receiver<bool>,
+) {
+    port::serve(path, session, state, shutdown).await;
 }

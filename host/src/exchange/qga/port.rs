@@ -22,6 +22,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
 use super::Session;
+use crate::status::PortState;
 
 /// Where QEMU's `virtserialport` named `org.qemu.guest_agent.0` appears.
 pub const DEFAULT_DEVICE: &str = "/dev/virtio-ports/org.qemu.guest_agent.0";
@@ -30,11 +31,17 @@ pub const DEFAULT_DEVICE: &str = "/dev/virtio-ports/org.qemu.guest_agent.0";
 const REOPEN_PAUSE: Duration = Duration::from_secs(1);
 
 /// Serve the port at `path` until `shutdown`, one session per opening.
-pub async fn serve(path: PathBuf, session: Session, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    path: PathBuf,
+    session: Session,
+    state: watch::Sender<PortState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut failing = false;
     let mut announced = false;
     loop {
         if !path.exists() {
+            state.send_replace(PortState::Waiting);
             tracing::debug!(device = %path.display(), "waiting for the QGA port to appear");
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -55,13 +62,21 @@ pub async fn serve(path: PathBuf, session: Session, mut shutdown: watch::Receive
                     tracing::info!(device = %path.display(), "the QGA port is open again");
                 }
                 failing = false;
+                state.send_replace(PortState::Open);
                 session.serve(port, shutdown.clone()).await;
+                state.send_replace(PortState::Reopening {
+                    error: "the host side closed the port".to_owned(),
+                });
             }
-            Err(error) if !failing => {
-                tracing::warn!(device = %path.display(), %error, "cannot open the QGA port; retrying every second");
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(device = %path.display(), %error, "cannot open the QGA port; retrying every second");
+                }
                 failing = true;
+                state.send_replace(PortState::Reopening {
+                    error: error.to_string(),
+                });
             }
-            Err(_) => {}
         }
         if *shutdown.borrow() {
             return;
