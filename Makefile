@@ -23,12 +23,16 @@ TEST_COMMANDS := probe impostor squatter compat
 # the network daemons resetnetwork's files are brought up by, in network
 # namespaces of the tests' own (systemd-networkd from systemd,
 # NetworkManager, ifupdown, netplan, D-Bus for NetworkManager, iproute2),
-# and debootstrap for the Debian root the package is installed into.
+# debootstrap for the Debian root the package is installed into, Debian's
+# qemu-ga (the QGA tests compare answers with it) and e2fsprogs (the
+# file systems the freeze tests freeze).
 # They are installed without being started (a policy-rc.d that says no,
 # while apt runs): the tests start private copies, never the host's.
 APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc python3 openssl ifupdown netplan.io \
-                systemd network-manager dbus iproute2 debootstrap
+                systemd network-manager dbus iproute2 debootstrap qemu-guest-agent e2fsprogs
 XENSTORED    := /usr/lib/xen-4.17/bin/xenstored
+# The QGA peer the tests and the benchmarks compare with, on a unix socket.
+QEMU_GA      := /usr/sbin/qemu-ga
 
 PREFIX   ?= /usr
 SBINDIR  ?= $(PREFIX)/sbin
@@ -49,7 +53,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Fuzz targets (host/fuzz): FUZZ_SECONDS each, with nightly and cargo-fuzz;
 # then `guestward fuzz` of every built-in command for FUZZ_SECONDS each.
-FUZZ_TARGETS := xenstore_frames nova_request policy network_config builtin_commands
+FUZZ_TARGETS := xenstore_frames nova_request qga_stream policy network_config builtin_commands
 FUZZ_SECONDS ?= 60
 # `make test`'s fuzz smoke: this many runs of each built-in command, with a
 # fixed seed (a CI failure replays as it happened).
@@ -76,6 +80,8 @@ setup-test: setup-rust
 	command -v dbus-daemon >/dev/null || missing="$$missing dbus"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	[ -x /usr/sbin/debootstrap ] || missing="$$missing debootstrap"; \
+	[ -x $(QEMU_GA) ] || missing="$$missing qemu-guest-agent"; \
+	command -v mkfs.ext4 >/dev/null || missing="$$missing e2fsprogs"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -155,12 +161,7 @@ examples: setup-rust
 	   CARGO_TARGET_DIR=$(AUTHORS_TARGET) $(CARGO) build --locked --profile $(WASM_PROFILE) --target $(WASM_TARGET)) || exit 1; \
 	done
 
-# The peer the benchmarks compare with: Debian's qemu-ga, on a unix socket.
-QEMU_GA := /usr/sbin/qemu-ga
-
 setup-bench: setup-test
-	@[ -x $(QEMU_GA) ] || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends qemu-guest-agent; }
 
 # Every figure beside its peer, in one run (GUESTWARD_IDLE_SECONDS: the idle
 # window, 60 s by default); then the reliability suite at full size (30

@@ -595,6 +595,45 @@ fn push_qemu_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// The protocol's invariants on arbitrary input, shared by the cargo-fuzz
+/// target `qga_stream` and a unit test: whatever the bytes and however
+/// they are split, decoding never panics, splitting never changes what is
+/// decoded, and every answer is one line of valid JSON carrying the id it
+/// should.
+#[doc(hidden)]
+pub fn check_stream(data: &[u8]) {
+    let split = data.first().map_or(0, |&byte| usize::from(byte) % (data.len() + 1));
+    let (mut whole, mut parts) = (Vec::new(), Vec::new());
+    Decoder::default().push(data, &mut whole);
+    let mut decoder = Decoder::default();
+    decoder.push(&data[..split], &mut parts);
+    decoder.push(&data[split..], &mut parts);
+    assert_eq!(whole, parts, "splitting the input changed the frames");
+    for frame in whole {
+        let answer = match frame {
+            Frame::Invalid(desc) => encode_error(class::GENERIC_ERROR, &desc, None),
+            Frame::Value(text) => match parse(&text) {
+                Ok(parsed) => {
+                    // Echo the arguments as a command's return value.
+                    let reply = Reply::ok(parsed.request.value.get());
+                    let answer = encode_reply(&reply, parsed.id.as_deref());
+                    let answer = answer.unwrap_or_default();
+                    let decoded: serde_json::Value =
+                        serde_json::from_str(&answer).unwrap_or_else(|error| panic!("{answer:?}: {error}"));
+                    let arguments: serde_json::Value = serde_json::from_str(parsed.request.value.get()).unwrap_or_default();
+                    assert_eq!(decoded["return"], arguments, "{answer}");
+                    answer
+                }
+                Err(refused) => refused.encode(),
+            },
+        };
+        assert!(answer.is_ascii() && answer.ends_with('\n') && answer.matches('\n').count() == 1, "{answer:?}");
+        let decoded: serde_json::Value =
+            serde_json::from_str(&answer).unwrap_or_else(|error| panic!("{answer:?}: {error}"));
+        assert!(decoded.get("return").is_some() || decoded["error"]["class"].is_string(), "{answer}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,6 +738,37 @@ mod tests {
         assert_eq!(parsed.id.map(|id| id.get().to_owned()).as_deref(), Some(r#""x""#));
         let bare = parse(br#"{"execute":"guest-ping"}"#).map(|parsed| parsed.request.value.get().to_owned());
         assert_eq!(bare.ok().as_deref(), Some("{}"));
+    }
+
+    #[test]
+    fn random_streams_keep_the_invariants() {
+        // A deterministic stand-in for the fuzz target, so CI runs it:
+        // JSON-ish bytes, 0xFF, quotes and braces, in runs.
+        const ALPHABET: &[u8] = b"{}[]\"':,\\ \n0123456789aeu-xecutarg\xff\xfe\xc3\xa9";
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let seeds = [
+            &br#"{"execute":"guest-sync","arguments":{"id":1},"id":"x"}"#[..],
+            br#"{'execute':'a','arguments':{'k':'v\'q'}}"#,
+            b"[[[[{\"a\":\"\\\"}\"}]]]]",
+        ];
+        for round in 0..3000 {
+            let mut data = seeds[round % seeds.len()].to_vec();
+            for _ in 0..(next() % 8) {
+                let at = (next() as usize) % (data.len() + 1);
+                match next() % 3 {
+                    0 => data.insert(at, ALPHABET[(next() as usize) % ALPHABET.len()]),
+                    1 if at < data.len() => drop(data.remove(at)),
+                    _ => data.splice(at..at, seeds[(next() as usize) % seeds.len()].iter().copied()).for_each(drop),
+                }
+            }
+            check_stream(&data);
+        }
     }
 
     #[test]
