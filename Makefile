@@ -23,11 +23,12 @@ TEST_COMMANDS := probe impostor squatter compat
 # the network daemons resetnetwork's files are brought up by, in network
 # namespaces of the tests' own (systemd-networkd from systemd,
 # NetworkManager, ifupdown, netplan, D-Bus for NetworkManager, iproute2),
-# and debootstrap for the Debian root the package is installed into.
+# and debootstrap for the Debian root the package is installed into, and
+# Debian's qemu-ga, whose answers the QGA tests compare with.
 # They are installed without being started (a policy-rc.d that says no,
 # while apt runs): the tests start private copies, never the host's.
 APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc python3 openssl ifupdown netplan.io \
-                systemd network-manager dbus iproute2 debootstrap
+                systemd network-manager dbus iproute2 debootstrap qemu-guest-agent
 XENSTORED    := /usr/lib/xen-4.17/bin/xenstored
 
 PREFIX   ?= /usr
@@ -76,6 +77,7 @@ setup-test: setup-rust
 	command -v dbus-daemon >/dev/null || missing="$$missing dbus"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	[ -x /usr/sbin/debootstrap ] || missing="$$missing debootstrap"; \
+	[ -x $(QEMU_GA) ] || missing="$$missing qemu-guest-agent"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

@@ -21,6 +21,7 @@ mod operator;
 mod package;
 mod password;
 mod protocol;
+mod qga_accounts;
 mod reliability;
 mod resetnetwork;
 mod sandbox;

@@ -21,6 +21,7 @@ pub struct AgentBuilder {
     policy: Option<String>,
     interfaces: Option<String>,
     args: Vec<String>,
+    qga: bool,
     log_level: Option<String>,
     config: Option<String>,
     cache: Option<PathBuf>,
@@ -112,6 +113,13 @@ impl AgentBuilder {
         self
     }
 
+    /// Also serve the QEMU guest agent protocol on a socket
+    /// ([`Agent::qga_socket`]).
+    pub fn qga(mut self) -> Self {
+        self.qga = true;
+        self
+    }
+
     /// Start the agent and wait until it answers `version` on its socket.
     pub fn start(self) -> Agent {
         let agent = self.spawn();
@@ -183,6 +191,9 @@ impl AgentBuilder {
             let path = dir.join("guestward.toml");
             std::fs::write(&path, config).expect("write config");
             command.args(["--config".as_ref(), path.as_os_str()]);
+        }
+        if self.qga {
+            command.args(["--qga-socket".as_ref(), dir.join("qga.sock").as_os_str()]);
         }
         command.args(&self.args);
         command.env("GUESTWARD_LOG", self.log_level.as_deref().unwrap_or("debug"));
@@ -271,6 +282,17 @@ impl Agent {
     /// The agent's local socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("agent.sock")
+    }
+
+    /// The agent's QGA socket (with [`AgentBuilder::qga`]).
+    pub fn qga_socket(&self) -> PathBuf {
+        self.dir.join("qga.sock")
+    }
+
+    /// A new connection to the agent's QGA socket.
+    pub fn qga(&self) -> crate::qga_client::QgaClient {
+        crate::qga_client::QgaClient::connect(&self.qga_socket())
+            .unwrap_or_else(|error| panic!("cannot connect to the QGA socket: {error}\n{}", self.log()))
     }
 
     /// Everything the agent logged so far.

@@ -16,6 +16,8 @@
 //! * [`artifacts`]: where the binary and the built components are.
 //! * [`bench`]: latency percentiles for the benchmarks.
 //! * [`peer`]: the benchmarks' peer, Debian's qemu-ga, and `/proc` readings.
+//! * [`qga_client`]: a client for a QEMU guest agent protocol socket
+//!   (guestward's or qemu-ga's).
 
 pub mod agent;
 pub mod artifacts;
@@ -28,6 +30,7 @@ pub mod hypervisor;
 pub mod netns;
 pub mod nova;
 pub mod peer;
+pub mod qga_client;
 pub mod xenstored;
 
 pub use agent::{Agent, AgentBuilder};
