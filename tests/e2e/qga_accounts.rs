@@ -188,9 +188,12 @@ fn ssh_keys_are_added_listed_and_removed_with_the_modes_sshd_wants() {
     assert!(!root.join("srv").exists());
 }
 
+/// A file, its contents, and its mode and owner.
+type Snapshot = (std::path::PathBuf, Vec<u8>, (u32, u32, u32));
+
 /// Root's keys, bob's keys and /etc as they were before an attack.
 struct Targets {
-    files: Vec<(std::path::PathBuf, Vec<u8>, (u32, u32, u32))>,
+    files: Vec<Snapshot>,
 }
 
 impl Targets {
