@@ -30,6 +30,10 @@ impl QemuGa {
             .arg(&socket)
             .arg("-t")
             .arg(dir.path())
+            // A pid file of its own: the default, /var/run/qemu-ga.pid, is
+            // locked by whichever other qemu-ga runs (a parallel test).
+            .arg("-f")
+            .arg(dir.path().join("qemu-ga.pid"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -54,6 +58,11 @@ impl QemuGa {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// A connection to its socket.

@@ -13,10 +13,13 @@
 //! * [`cipher`]: base64, AES-128-CBC and the legacy padding check.
 //! * [`hash`]: crypt(3) hashes, each scheme with its parameters.
 //! * [`shadow`]: rewriting the password file line by line.
+//! * [`qga`]: `guest-set-user-password` of the QEMU guest agent protocol,
+//!   through the same rewriting, lock and hash schemes.
 
 pub mod cipher;
 pub mod dh;
 pub mod hash;
+pub mod qga;
 pub mod shadow;
 
 use guestward_sdk::{Command, Reply, Request, agent, export_command, files, log, programs, state};
@@ -41,12 +44,14 @@ const PWD_MKDB: &str = "/usr/sbin/pwd_mkdb";
 pub struct Password;
 
 impl Command for Password {
-    const NAMES: &'static [&'static str] = &["keyinit", "password"];
-    const SUMMARY: &'static str = "Set a password through Nova's Diffie-Hellman key exchange";
+    const NAMES: &'static [&'static str] = &["keyinit", "password", "qga:guest-set-user-password"];
+    const SUMMARY: &'static str =
+        "Set a password: Nova's Diffie-Hellman exchange, or the QEMU guest agent's guest-set-user-password";
     const ASKS: &'static str = include_str!("../policy.toml");
 
     fn handle(request: Request<'_>) -> Reply {
         let result = match request.name() {
+            "qga:guest-set-user-password" => return qga::set_user_password(&request),
             "keyinit" => keyinit(request.raw_value()),
             _ => password(request.raw_value()),
         };
@@ -115,6 +120,59 @@ impl Database {
 }
 
 fn set_password(account: &str, password: &cipher::Password) -> Result<(), String> {
+    set_hash(account, &mut |old_hash, default_scheme| {
+        hash_like(password.as_bytes(), old_hash, default_scheme)
+    })
+    .map_err(|error| error.to_string())
+}
+
+/// Why the password database was not changed.
+#[derive(Debug)]
+pub(crate) enum SetError {
+    /// The account has no line in the database (`path`).
+    NoAccount { account: String, path: &'static str },
+    /// Anything else, in the legacy agent's words.
+    Failed(String),
+}
+
+impl std::fmt::Display for SetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoAccount { account, path } => write!(f, "No account '{account}' in {path}"),
+            Self::Failed(text) => f.write_str(text),
+        }
+    }
+}
+
+impl From<String> for SetError {
+    fn from(text: String) -> Self {
+        Self::Failed(text)
+    }
+}
+
+/// Hash `password` as the account's old hash was hashed (its scheme and
+/// parameters), or with the system's default scheme when the old one names
+/// no usable scheme.
+pub(crate) fn hash_like(password: &[u8], old_hash: &str, default_scheme: &hash::Scheme) -> Result<String, String> {
+    let mut random = |buffer: &mut [u8]| {
+        // WASI randomness does not fail; a zero salt would still hash.
+        let _ = getrandom::fill(buffer);
+    };
+    let (scheme, salt_len) = match hash::existing_scheme(old_hash) {
+        Some((scheme, salt_len)) => (scheme, Some(salt_len)),
+        None => (default_scheme.clone(), None),
+    };
+    hash::hash_password(password, &scheme, salt_len, &mut random)
+}
+
+/// Replace the account's hash with `new_hash(old hash, the system's default
+/// scheme)` in the password database, under the `lckpwdf(3)` lock, by
+/// atomic replacement (and `pwd_mkdb` on FreeBSD, restoring the file if it
+/// fails).
+pub(crate) fn set_hash(
+    account: &str,
+    new_hash: &mut dyn FnMut(&str, &hash::Scheme) -> Result<String, String>,
+) -> Result<(), SetError> {
     let database = Database::detect()?;
     let path = database.path();
     let _lock = files::lock(PASSWORD_LOCK, LOCK_TIMEOUT_MS)
@@ -124,19 +182,12 @@ fn set_password(account: &str, password: &cipher::Password) -> Result<(), String
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok());
     let default_scheme = hash::default_scheme(login_defs.as_deref());
-    let mut random = |buffer: &mut [u8]| {
-        // WASI randomness does not fail; a zero salt would still hash.
-        let _ = getrandom::fill(buffer);
-    };
-    let rewritten = shadow::rewrite(&old, account, &mut |old_hash| {
-        let (scheme, salt_len) = match hash::existing_scheme(old_hash) {
-            Some((scheme, salt_len)) => (scheme, Some(salt_len)),
-            None => (default_scheme.clone(), None),
-        };
-        hash::hash_password(password.as_bytes(), &scheme, salt_len, &mut random)
-    })?;
+    let rewritten = shadow::rewrite(&old, account, &mut |old_hash| new_hash(old_hash, &default_scheme))?;
     if rewritten.accounts_changed == 0 {
-        return Err(format!("No account '{account}' in {path}"));
+        return Err(SetError::NoAccount {
+            account: account.to_owned(),
+            path,
+        });
     }
     replace(path, &rewritten.contents)?;
     if let Database::MasterPasswd = database
@@ -144,7 +195,7 @@ fn set_password(account: &str, password: &cipher::Password) -> Result<(), String
     {
         replace(path, &old)?;
         log::log(log::Level::Error, &format!("pwd_mkdb failed: {error}"));
-        return Err("Rebuilding the passwd database failed".to_owned());
+        return Err(SetError::Failed("Rebuilding the passwd database failed".to_owned()));
     }
     Ok(())
 }
