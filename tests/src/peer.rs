@@ -56,6 +56,11 @@ impl QemuGa {
         self.child.id()
     }
 
+    /// Its unix socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// A connection to its socket.
     pub fn connect(&self) -> std::io::Result<QgaConnection> {
         QgaConnection::open(&self.socket)
