@@ -27,8 +27,6 @@ const SOAK_CALLS: usize = 10_000;
 /// QGA round trips measured on each agent, after as many warm-up ones.
 const QGA_CALLS: usize = 5_000;
 const QGA_WARM_UP: usize = 500;
-/// The built-in policy, to which the QGA figure's stand-in is added.
-const BUILTIN_POLICY: &str = include_str!("../../host/src/policy/default.toml");
 
 fn main() -> anyhow::Result<()> {
     Xenstored::require_tools().map_err(anyhow::Error::msg)?;
@@ -260,7 +258,7 @@ fn qga_agent() -> anyhow::Result<Option<(Agent, &'static str)>> {
     };
     let agent = AgentBuilder::new()
         .component_file(&probe)
-        .policy(&format!("{BUILTIN_POLICY}\n[component.probe]\n"))
+        .policy(guestward_tests::agent::PROBE_POLICY)
         .qga()
         .log_level("warn")
         .start();
