@@ -15,6 +15,7 @@ use guestward::xenstore::{Endpoint, XsClient};
 use guestward_tests::bench::Samples;
 use guestward_tests::hypervisor::{ids, requests};
 use guestward_tests::peer::{self, QemuGa};
+use guestward_tests::qga::QgaClient;
 use guestward_tests::{Agent, AgentBuilder, Hypervisor, Xenstored, artifacts};
 
 const DOMID: u32 = 7;
@@ -23,6 +24,9 @@ const STARTS: usize = 3;
 const SOCKET_CALLS: usize = 5_000;
 const ROUND_TRIPS: usize = 1_000;
 const SOAK_CALLS: usize = 10_000;
+/// QGA round trips measured on each agent, after as many warm-up ones.
+const QGA_CALLS: usize = 5_000;
+const QGA_WARM_UP: usize = 500;
 
 fn main() -> anyhow::Result<()> {
     Xenstored::require_tools().map_err(anyhow::Error::msg)?;
@@ -51,6 +55,7 @@ fn main() -> anyhow::Result<()> {
     let agent = AgentBuilder::new().xenstore(bridge.socket()).log_level("warn").start();
     let (qemu_ga, _) = QemuGa::start()?;
     local_socket(&agent, &qemu_ga)?;
+    qga_socket(&qemu_ga)?;
     runtime.block_on(xenstore_figures(&xenstored))?;
     idle_cost(&agent, &qemu_ga, idle);
     runtime.block_on(soak(&xenstored, &agent))?;
@@ -213,6 +218,81 @@ fn local_socket(agent: &Agent, qemu_ga: &QemuGa) -> anyhow::Result<()> {
         micros(info.quantile(0.5)),
     );
     Ok(())
+}
+
+/// `guest-ping` over guestward's QGA socket beside qemu-ga's, one
+/// persistent connection each and the same client for both: the goal is
+/// parity, the limit 1.5×.
+fn qga_socket(qemu_ga: &QemuGa) -> anyhow::Result<()> {
+    let Some((agent, command)) = qga_agent()? else {
+        row("QGA socket: guest-ping p50", "not served", "-");
+        return Ok(());
+    };
+    let ours = qga_round_trips(&agent.qga_socket(), command)?;
+    let peer = qga_round_trips(qemu_ga.socket(), "guest-ping")?;
+    let ratio = |fraction| ours.quantile(fraction).as_secs_f64() / peer.quantile(fraction).as_secs_f64();
+    row(
+        &format!("QGA socket: {command} p50 vs guest-ping (limit ×1.5)"),
+        micros(ours.quantile(0.5)),
+        format!("{} (×{:.2})", micros(peer.quantile(0.5)), ratio(0.5)),
+    );
+    row(
+        &format!("QGA socket: {command} p99 vs guest-ping"),
+        micros(ours.quantile(0.99)),
+        format!("{} (×{:.2})", micros(peer.quantile(0.99)), ratio(0.99)),
+    );
+    Ok(())
+}
+
+/// An agent serving QGA with the built-in commands and the command to
+/// time: `guest-ping`; in a build where no built-in answers it yet, the
+/// probe's `probe-echo` (when `make test` built it) stands in, as it takes
+/// the same path: parse, dispatch, one component call, encode.
+fn qga_agent() -> anyhow::Result<Option<(Agent, &'static str)>> {
+    let agent = AgentBuilder::new().qga().log_level("warn").start();
+    if answers(&agent, "guest-ping")? {
+        return Ok(Some((agent, "guest-ping")));
+    }
+    let Some(probe) = artifacts::built_component("probe") else {
+        return Ok(None);
+    };
+    let agent = AgentBuilder::new()
+        .component_file(&probe)
+        .policy(guestward_tests::agent::PROBE_POLICY)
+        .qga()
+        .log_level("warn")
+        .start();
+    Ok(answers(&agent, "probe-echo")?.then_some((agent, "probe-echo")))
+}
+
+/// Whether the agent's QGA socket answers `command` with a `return`.
+fn answers(agent: &Agent, command: &str) -> anyhow::Result<bool> {
+    let mut client = QgaClient::connect(&agent.qga_socket())?;
+    client.send(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())?;
+    Ok(client.answer()?.starts_with(b"{\"return\""))
+}
+
+/// Round trips of `command` on one connection to `socket`. Every answer is
+/// read before the next request (qemu-ga exits when a client leaves one
+/// unread).
+fn qga_round_trips(socket: &Path, command: &str) -> anyhow::Result<Samples> {
+    let mut client = QgaClient::connect(socket)?;
+    let request = format!("{{\"execute\":\"{command}\"}}\n");
+    let mut samples = Samples::with_capacity(QGA_CALLS);
+    for index in 0..QGA_WARM_UP + QGA_CALLS {
+        let started = Instant::now();
+        client.send(request.as_bytes())?;
+        let answer = client.answer()?;
+        if index >= QGA_WARM_UP {
+            samples.push(started.elapsed());
+        }
+        anyhow::ensure!(
+            answer.starts_with(b"{\"return\""),
+            "{command} answered {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    Ok(samples)
 }
 
 /// The XenStore round trip beside a dom0 write and read of the same size

@@ -23,6 +23,7 @@ mod password;
 mod protocol;
 mod qga;
 mod qga_accounts;
+mod qga_libvirt;
 mod reliability;
 mod resetnetwork;
 mod sandbox;

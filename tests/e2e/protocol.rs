@@ -89,24 +89,4 @@ guest_test!(
     }
 );
 
-/// A policy granting the probe component a XenStore prefix and a scratch
-/// directory, with short limits.
-pub const PROBE_POLICY: &str = r#"
-[limits]
-deadline-ms = 3000
-memory-mib = 32
-
-[component.version]
-[component.features]
-
-[component.probe]
-files = [
-    { path = "/etc/app", access = "read-write" },
-    { path = "/etc/readonly", access = "read" },
-]
-xenstore = ["vm-data"]
-programs = [["/bin/echo", "*"], ["/usr/bin/env"]]
-download = ["https://updates.example.com/agent/"]
-settings = { greeting = "hello" }
-limits = { reply-bytes = 2000, log-lines = 10 }
-"#;
+pub use guestward_tests::agent::PROBE_POLICY;

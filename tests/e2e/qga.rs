@@ -127,7 +127,8 @@ fn a_delimiter_byte_drops_the_partial_request_and_resynchronises() {
     // A stuck, unfinished object would swallow every later request...
     qga.send(b"{\"execute\":\"probe-echo\",\"arguments\":{\"x\":[").unwrap();
     assert!(qga.is_silent_for(Duration::from_millis(200)));
-    // ...until the host sends 0xFF, as libvirt does before syncing.
+    // ...until the host sends 0xFF, as a client of guest-sync-delimited
+    // does before syncing (libvirt syncs with guest-sync instead).
     let mut resync = vec![0xFF];
     resync.extend_from_slice(br#"{"execute":"probe-echo","id":"synced"}"#);
     qga.send(&resync).unwrap();

@@ -44,17 +44,27 @@ pub fn guestward_bin() -> PathBuf {
 /// A command component built for wasm32-wasip2 (`version`, `features`,
 /// `probe`, …), from `$GUESTWARD_WASM_DIR` or the Makefile's output.
 pub fn component(name: &str) -> PathBuf {
-    let dir = match std::env::var_os("GUESTWARD_WASM_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => target_dir().join("wasm32-wasip2/wasm"),
-    };
-    let path = dir.join(format!("{name}.wasm"));
+    let path = component_path(name);
     assert!(
         path.exists(),
         "{} is missing: build the components first (`make test` does: make components)",
         path.display()
     );
     path
+}
+
+/// The component `name` if it was built (`make bench` builds only the
+/// built-ins; the test components come with `make test`).
+pub fn built_component(name: &str) -> Option<PathBuf> {
+    Some(component_path(name)).filter(|path| path.exists())
+}
+
+fn component_path(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("GUESTWARD_WASM_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => target_dir().join("wasm32-wasip2/wasm"),
+    };
+    dir.join(format!("{name}.wasm"))
 }
 
 /// The built-in command components: those the binary under test pinned

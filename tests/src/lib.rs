@@ -27,6 +27,7 @@ pub mod debian_root;
 mod dom0_wire;
 pub mod http;
 pub mod hypervisor;
+pub mod libvirt;
 pub mod netns;
 pub mod nova;
 pub mod peer;

@@ -60,7 +60,7 @@ impl QemuGa {
         self.child.id()
     }
 
-    /// Its socket.
+    /// Its unix socket.
     pub fn socket(&self) -> &Path {
         &self.socket
     }
