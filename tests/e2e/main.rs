@@ -22,6 +22,7 @@ mod package;
 mod password;
 mod protocol;
 mod qga;
+mod qga_peer;
 mod reliability;
 mod resetnetwork;
 mod sandbox;
