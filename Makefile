@@ -15,7 +15,7 @@ WASM_DIR     := target/$(WASM_TARGET)/$(WASM_PROFILE)
 # is built (host/build.rs), and finds them next to its binary.
 BUILTIN_DIR  := target/builtin-commands
 # Built-in command components, and the components only the tests load.
-COMMANDS      := version features password injectfile kmsactivate agentupdate resetnetwork sshkeys shutdown
+COMMANDS      := version features password injectfile kmsactivate agentupdate resetnetwork qga sshkeys shutdown
 TEST_COMMANDS := probe impostor squatter compat
 # What the tests run against: the real xenstored and its tools, gcc for the
 # harness's LD_PRELOAD shim, Debian's python3 (fcntl locks, libxcrypt's crypt)

@@ -276,10 +276,12 @@ host_interface!(
     }
 );
 host_interface!(
-    /// The machine's network interfaces, read-only (`network = true`).
+    /// The machine's network interfaces, read-only (`network = true`):
+    /// names, MACs and state; and (WIT 1.1.0) every interface with its IP
+    /// addresses and counters.
     network {
-        types: [Error, NetworkInterface],
-        functions: [interfaces],
+        types: [Error, NetworkInterface, InterfaceDetails, IpAddress, IpAddressType, InterfaceStatistics],
+        functions: [interfaces, addresses],
         error_cases: [NotGranted, Failed]
     }
 );

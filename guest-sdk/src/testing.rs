@@ -137,6 +137,9 @@ pub struct TestHost {
     pub permissions: BTreeMap<String, Permissions>,
     /// What `network::interfaces` answers.
     pub interfaces: Vec<crate::network::NetworkInterface>,
+    /// What `network::addresses` answers (the daemon answers at most 1024
+    /// interfaces and 4096 addresses, and fails past that).
+    pub interface_details: Vec<crate::network::InterfaceDetails>,
     /// The hostname `hostname::set` set last.
     pub hostname: Option<String>,
     /// What `hostname::set` fails with instead of setting it, if set.
@@ -784,24 +787,54 @@ pub mod hostname {
     }
 }
 
-/// `network`, natively: the interfaces are [`TestHost::interfaces`].
+/// `network`, natively: the interfaces are [`TestHost::interfaces`] and
+/// [`TestHost::interface_details`].
 pub mod network {
     use super::{FaultKind, component, fault, with_host};
-    use crate::network::{Error, NetworkInterface};
+    use crate::network::{Error, InterfaceDetails, NetworkInterface};
 
-    /// [`TestHost::interfaces`](super::TestHost::interfaces).
-    pub fn interfaces() -> Result<Vec<NetworkInterface>, Error> {
+    /// The daemon's most interfaces and addresses in one answer.
+    const MAX_INTERFACES: usize = 1024;
+    const MAX_ADDRESSES: usize = 4096;
+
+    /// The grant, then the faults injected for `call`.
+    fn check(call: &str) -> Result<(), Error> {
         if with_host(|host| host.grants.as_ref().is_some_and(|grants| !grants.network)) {
             return Err(Error::NotGranted(format!(
                 "component {} may not list the network interfaces",
                 component()
             )));
         }
-        fault("network.interfaces", "", |kind, text| match kind {
+        fault(call, "", |kind, text| match kind {
             FaultKind::NotGranted => Error::NotGranted(text),
             FaultKind::Io => Error::Failed(text),
-        })?;
+        })
+    }
+
+    /// [`TestHost::interfaces`](super::TestHost::interfaces).
+    pub fn interfaces() -> Result<Vec<NetworkInterface>, Error> {
+        check("network.interfaces")?;
         Ok(with_host(|host| host.interfaces.clone()))
+    }
+
+    /// [`TestHost::interface_details`](super::TestHost::interface_details),
+    /// or the daemon's failure when there are more than it answers.
+    pub fn addresses() -> Result<Vec<InterfaceDetails>, Error> {
+        check("network.addresses")?;
+        let details = with_host(|host| host.interface_details.clone());
+        let addresses: usize = details.iter().map(|nic| nic.ip_addresses.len()).sum();
+        if details.len() > MAX_INTERFACES {
+            return Err(Error::Failed(format!(
+                "cannot list the network interfaces: the machine has {} network interfaces, more than the {MAX_INTERFACES} a command is given",
+                details.len()
+            )));
+        }
+        if addresses > MAX_ADDRESSES {
+            return Err(Error::Failed(format!(
+                "cannot list the network interfaces: the machine has {addresses} IP addresses, more than the {MAX_ADDRESSES} a command is given"
+            )));
+        }
+        Ok(details)
     }
 }
 

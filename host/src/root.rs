@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 
+pub mod addresses;
+
+pub use addresses::InterfaceDetails;
+
 /// Where, under a `--root` directory, machine changes are recorded.
 pub const ACTIONS_LOG: &str = ".guestward/actions.log";
 
@@ -32,6 +36,14 @@ pub struct NetworkInterface {
     pub mac: String,
     #[serde(default)]
     pub up: bool,
+    /// Its IP addresses with their prefix (`"192.0.2.2/24"`, `"fe80::1/64"`),
+    /// for `network.addresses`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Its counters (`{"rx-bytes": 1, …}`, absent ones 0), for
+    /// `network.addresses`.
+    #[serde(default)]
+    pub statistics: Option<addresses::Statistics>,
 }
 
 impl Root {
@@ -102,6 +114,25 @@ impl Root {
         Ok(interfaces)
     }
 
+    /// Every interface with its addresses and counters, loopback
+    /// included, in the kernel's order (under `--root`, the file's order).
+    pub fn network_details(&self) -> io::Result<Vec<InterfaceDetails>> {
+        let details = match &self.interfaces_file {
+            Some(file) => read_interfaces_file(file)?
+                .into_iter()
+                .map(|nic| details_of(nic, file))
+                .collect::<io::Result<Vec<_>>>()?,
+            None if self.is_host_root() => addresses::from_machine()?,
+            None => {
+                return Err(io::Error::other(
+                    "under --root the network interfaces come from --interfaces FILE, and none was given",
+                ));
+            }
+        };
+        addresses::check_bounds(&details)?;
+        Ok(details)
+    }
+
     /// Set the running system's hostname; under `--root`, record it.
     pub fn set_hostname(&self, name: &str) -> io::Result<()> {
         if self.records_changes() {
@@ -165,6 +196,37 @@ fn read_interfaces_file(file: &Path) -> io::Result<Vec<NetworkInterface>> {
         .collect()
 }
 
+/// An `--interfaces` entry as `network.addresses` reports it.
+fn details_of(nic: NetworkInterface, file: &Path) -> io::Result<InterfaceDetails> {
+    let ip_addresses = nic
+        .addresses
+        .iter()
+        .map(|text| {
+            parse_ip_prefix(text).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: invalid address {text:?} (ADDRESS/PREFIX)", file.display()),
+                )
+            })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(InterfaceDetails {
+        name: nic.name,
+        hardware_address: Some(nic.mac),
+        ip_addresses,
+        statistics: nic.statistics,
+    })
+}
+
+/// `192.0.2.2/24`, `fe80::1/64`: the prefix no longer than the address.
+fn parse_ip_prefix(text: &str) -> Option<addresses::IpPrefix> {
+    let (address, prefix) = text.split_once('/')?;
+    let address: std::net::IpAddr = address.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok()?;
+    let bits = if address.is_ipv4() { 32 } else { 128 };
+    (prefix <= bits).then_some(addresses::IpPrefix { address, prefix })
+}
+
 /// `/sys/class/net/<name>/{address,flags,type}`: every interface with a
 /// hardware address, loopback (type 772) excluded.
 fn read_sys_class_net(dir: &Path) -> io::Result<Vec<NetworkInterface>> {
@@ -191,6 +253,8 @@ fn read_sys_class_net(dir: &Path) -> io::Result<Vec<NetworkInterface>> {
             name: entry.file_name().to_string_lossy().into_owned(),
             mac,
             up: flags & IFF_UP != 0,
+            addresses: Vec::new(),
+            statistics: None,
         });
     }
     Ok(interfaces)
@@ -233,12 +297,16 @@ mod tests {
                 NetworkInterface {
                     name: "eth0".into(),
                     mac: "bc:76:4e:20:5e:b2".into(),
-                    up: true
+                    up: true,
+                    addresses: Vec::new(),
+                    statistics: None,
                 },
                 NetworkInterface {
                     name: "eth1".into(),
                     mac: "bc:76:4e:20:5e:fb".into(),
-                    up: false
+                    up: false,
+                    addresses: Vec::new(),
+                    statistics: None,
                 },
             ]
         );
@@ -249,6 +317,49 @@ mod tests {
                 .to_string()
                 .contains("invalid MAC")
         );
+    }
+
+    #[test]
+    fn details_come_from_the_file_under_a_root_in_its_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nics.json");
+        std::fs::write(
+            &file,
+            r#"[{"name":"lo","mac":"00:00:00:00:00:00","addresses":["127.0.0.1/8","::1/128"],
+                "statistics":{"rx-bytes":5,"tx-packets":2}},
+               {"name":"eth0","mac":"BC:76:4E:20:5E:B2"}]"#,
+        )
+        .unwrap();
+        let root = Root::open(dir.path()).unwrap().with_interfaces_file(Some(file.clone()));
+        let details = root.network_details().unwrap();
+        assert_eq!(details[0].name, "lo");
+        assert_eq!(details[0].ip_addresses[1].address.to_string(), "::1");
+        assert_eq!(details[0].ip_addresses[1].prefix, 128);
+        let stats = details[0].statistics.unwrap();
+        assert_eq!((stats.rx_bytes, stats.tx_packets, stats.tx_bytes), (5, 2, 0));
+        assert_eq!(details[1].hardware_address.as_deref(), Some("bc:76:4e:20:5e:b2"));
+        assert!(details[1].ip_addresses.is_empty() && details[1].statistics.is_none());
+        for bad in [r#""10.0.0.1""#, r#""10.0.0.1/33""#, r#""fe80::1/129""#, r#""x/8""#] {
+            std::fs::write(
+                &file,
+                format!(r#"[{{"name":"eth0","mac":"bc:76:4e:20:5e:b2","addresses":[{bad}]}}]"#),
+            )
+            .unwrap();
+            let error = root.network_details().unwrap_err().to_string();
+            assert!(error.contains("invalid address"), "{bad}: {error}");
+        }
+        let many: Vec<String> = (0..=super::addresses::MAX_INTERFACES)
+            .map(|n| format!(r#"{{"name":"veth{n}","mac":"bc:76:4e:20:5e:b2"}}"#))
+            .collect();
+        std::fs::write(&file, format!("[{}]", many.join(","))).unwrap();
+        assert!(
+            root.network_details()
+                .unwrap_err()
+                .to_string()
+                .contains("more than the 1024")
+        );
+        let bare = Root::open(dir.path()).unwrap();
+        assert!(bare.network_details().unwrap_err().to_string().contains("--interfaces"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod protocol;
 mod qga;
 mod qga_accounts;
 mod qga_libvirt;
+mod qga_peer;
 mod reliability;
 mod resetnetwork;
 mod sandbox;

@@ -63,7 +63,6 @@ fn qemu_ga_answers_libvirts_read_only_calls_as_libvirt_reads_them() {
 }
 
 #[test]
-#[ignore = "needs issue 16's qga, password and sshkeys components (branches qga-info, qga-accounts); drop this line when they are merged"]
 fn guestward_answers_libvirts_calls_as_libvirt_reads_them() {
     let agent = AgentBuilder::new().qga().log_level("info").start();
     add_account(&agent.root());

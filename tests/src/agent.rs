@@ -44,6 +44,7 @@ pub struct AgentBuilder {
     interfaces: Option<String>,
     args: Vec<String>,
     qga: bool,
+    host_root: bool,
     log_level: Option<String>,
     config: Option<String>,
     cache: Option<PathBuf>,
@@ -135,6 +136,14 @@ impl AgentBuilder {
         self
     }
 
+    /// Act on the machine itself (no `--root`): only for tests that call
+    /// read-only commands, to compare with another agent on the same
+    /// machine.
+    pub fn host_root(mut self) -> Self {
+        self.host_root = true;
+        self
+    }
+
     /// Also serve the QEMU guest agent protocol on a socket
     /// ([`Agent::qga_socket`]).
     pub fn qga(mut self) -> Self {
@@ -186,13 +195,15 @@ impl AgentBuilder {
         command
             .arg("serve")
             .args(["--commands".as_ref(), commands.as_os_str()])
-            .args(["--root".as_ref(), root.as_os_str()])
             .args(["--socket".as_ref(), dir.join("agent.sock").as_os_str()])
             .args([
                 "--cache".as_ref(),
                 self.cache.clone().unwrap_or_else(artifacts::shared_cache).as_os_str(),
             ])
             .args(["--trusted-keys".as_ref(), keys.as_os_str()]);
+        if !self.host_root {
+            command.args(["--root".as_ref(), root.as_os_str()]);
+        }
         if self.allow_unsigned {
             command.args(["--allow-unsigned".as_ref(), commands.as_os_str()]);
         }

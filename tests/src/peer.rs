@@ -25,6 +25,8 @@ impl QemuGa {
         let dir = tempfile::Builder::new().prefix("qga-").tempdir_in("/tmp")?;
         let socket = dir.path().join("qga.sock");
         let started = Instant::now();
+        // A pid file of its own: the default, /var/run/qemu-ga.pid, is
+        // locked by any other qemu-ga running.
         let child = Command::new(QEMU_GA)
             .args(["-m", "unix-listen", "-p"])
             .arg(&socket)
@@ -78,7 +80,9 @@ impl Drop for QemuGa {
     }
 }
 
-/// One connection to qemu-ga, requests one line at a time.
+/// One connection to a QGA socket (qemu-ga's or guestward's), requests
+/// one line at a time. Read every answer before dropping it: qemu-ga 7.2
+/// exits when a client closes with an answer unread.
 pub struct QgaConnection {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
@@ -86,7 +90,8 @@ pub struct QgaConnection {
 }
 
 impl QgaConnection {
-    fn open(socket: &Path) -> std::io::Result<Self> {
+    /// Connect to the QGA socket at `socket`.
+    pub fn open(socket: &Path) -> std::io::Result<Self> {
         let stream = UnixStream::connect(socket)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok(Self {
@@ -105,6 +110,34 @@ impl QgaConnection {
             return Err(std::io::Error::other(format!("qemu-ga answered {}", self.line)));
         }
         Ok(&self.line)
+    }
+
+    /// Send one request (a JSON text, without the newline); the answer's
+    /// bytes, up to and including its newline (a `guest-sync-delimited`
+    /// answer starts with 0xFF).
+    pub fn request_bytes(&mut self, request: &str) -> std::io::Result<Vec<u8>> {
+        writeln!(self.writer, "{request}")?;
+        let mut answer = Vec::new();
+        self.reader.read_until(b'\n', &mut answer)?;
+        if !answer.ends_with(b"\n") {
+            return Err(std::io::Error::other(format!(
+                "the answer to {request} ended early: {}",
+                String::from_utf8_lossy(&answer)
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// Send one request; its answer, parsed (a 0xFF before it dropped).
+    pub fn request(&mut self, request: &str) -> std::io::Result<serde_json::Value> {
+        let answer = self.request_bytes(request)?;
+        let text = answer.strip_prefix(&[0xFF]).unwrap_or(&answer);
+        serde_json::from_slice(text).map_err(|error| {
+            std::io::Error::other(format!(
+                "the answer to {request} is not JSON ({error}): {}",
+                String::from_utf8_lossy(&answer)
+            ))
+        })
     }
 }
 

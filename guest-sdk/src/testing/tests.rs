@@ -243,6 +243,10 @@ fn switches_need_their_key() {
         network::Error::NotGranted("component c may not list the network interfaces".into())
     );
     assert_eq!(
+        network::addresses().unwrap_err(),
+        network::Error::NotGranted("component c may not list the network interfaces".into())
+    );
+    assert_eq!(
         update::install(&[]).unwrap_err(),
         update::Error::NotGranted("this component may not install components".into())
     );
@@ -253,6 +257,7 @@ fn switches_need_their_key() {
     granted("hostname = true\nnetwork = true\nupdate = true\ndownload = [\"https://example.com/\"]");
     hostname::set("h").unwrap();
     network::interfaces().unwrap();
+    network::addresses().unwrap();
     update::install(&[]).unwrap();
     assert_eq!(
         download::fetch("https://example.org/a", 10).unwrap_err(),
@@ -390,4 +395,30 @@ fn values_longer_than_any_real_one_are_refused_first_and_not_quoted() {
         hostname::set("two words").unwrap_err().text(),
         "\"two words\" is not a valid hostname"
     );
+}
+
+#[test]
+fn addresses_past_the_daemons_bounds_fail_as_the_daemon_fails() {
+    granted("network = true");
+    let nic = |addresses: usize| network::InterfaceDetails {
+        name: "veth".into(),
+        hardware_address: None,
+        ip_addresses: vec![
+            network::IpAddress {
+                address_type: network::IpAddressType::Ipv4,
+                address: "10.0.0.1".into(),
+                prefix: 8,
+            };
+            addresses
+        ],
+        statistics: None,
+    };
+    with_host(|host| host.interface_details = vec![nic(1); 1024]);
+    assert_eq!(network::addresses().unwrap().len(), 1024);
+    with_host(|host| host.interface_details = vec![nic(0); 1025]);
+    assert!(
+        matches!(network::addresses(), Err(network::Error::Failed(text)) if text.contains("1025 network interfaces"))
+    );
+    with_host(|host| host.interface_details = vec![nic(4096), nic(1)]);
+    assert!(matches!(network::addresses(), Err(network::Error::Failed(text)) if text.contains("4097 IP addresses")));
 }
