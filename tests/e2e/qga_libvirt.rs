@@ -64,8 +64,16 @@ fn qemu_ga_answers_libvirts_read_only_calls_as_libvirt_reads_them() {
 
 #[test]
 fn guestward_answers_libvirts_calls_as_libvirt_reads_them() {
-    let agent = AgentBuilder::new().qga().log_level("info").start();
+    // Under --root the interfaces come from a file, as a cloud's would.
+    let interfaces = r#"[{"name": "eth0", "mac": "52:54:00:12:34:56", "up": true,
+        "addresses": ["192.0.2.10/24", "fe80::5054:ff:fe12:3456/64"]}]"#;
+    let agent = AgentBuilder::new()
+        .qga()
+        .interfaces(interfaces)
+        .log_level("info")
+        .start();
     add_account(&agent.root());
+    add_machine_facts(&agent.root());
     let mut calls: Vec<AgentCall> = agent_calls()
         .into_iter()
         .filter(|call| call.execute() != "guest-shutdown" && !call.execute().starts_with("guest-fsfreeze"))
@@ -80,6 +88,26 @@ fn guestward_answers_libvirts_calls_as_libvirt_reads_them() {
     });
     assert_eq!(calls.len(), READ_ONLY.len() - 1 + 2 + 4);
     replay(&mut agent.qga(), &calls);
+}
+
+/// What the read-only commands read, in the agent's root: under `--root`
+/// even /proc comes from there.
+fn add_machine_facts(root: &std::path::Path) {
+    let kernel = root.join("proc/sys/kernel");
+    std::fs::create_dir_all(&kernel).unwrap();
+    for (name, value) in [
+        ("hostname", "guest1\n"),
+        ("osrelease", "6.1.0-13-cloud-amd64\n"),
+        ("version", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.55-1 (2023-09-29)\n"),
+        ("arch", "x86_64\n"),
+    ] {
+        std::fs::write(kernel.join(name), value).unwrap();
+    }
+    std::fs::write(
+        root.join("etc/os-release"),
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n",
+    )
+    .unwrap();
 }
 
 /// The fixture's account in the agent's root: passwd, shadow, a home.

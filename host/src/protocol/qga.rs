@@ -620,17 +620,24 @@ pub fn check_stream(data: &[u8]) {
                     let answer = answer.unwrap_or_default();
                     let decoded: serde_json::Value =
                         serde_json::from_str(&answer).unwrap_or_else(|error| panic!("{answer:?}: {error}"));
-                    let arguments: serde_json::Value = serde_json::from_str(parsed.request.value.get()).unwrap_or_default();
+                    let arguments: serde_json::Value =
+                        serde_json::from_str(parsed.request.value.get()).unwrap_or_default();
                     assert_eq!(decoded["return"], arguments, "{answer}");
                     answer
                 }
                 Err(refused) => refused.encode(),
             },
         };
-        assert!(answer.is_ascii() && answer.ends_with('\n') && answer.matches('\n').count() == 1, "{answer:?}");
+        assert!(
+            answer.is_ascii() && answer.ends_with('\n') && answer.matches('\n').count() == 1,
+            "{answer:?}"
+        );
         let decoded: serde_json::Value =
             serde_json::from_str(&answer).unwrap_or_else(|error| panic!("{answer:?}: {error}"));
-        assert!(decoded.get("return").is_some() || decoded["error"]["class"].is_string(), "{answer}");
+        assert!(
+            decoded.get("return").is_some() || decoded["error"]["class"].is_string(),
+            "{answer}"
+        );
     }
 }
 
@@ -764,7 +771,9 @@ mod tests {
                 match next() % 3 {
                     0 => data.insert(at, ALPHABET[(next() as usize) % ALPHABET.len()]),
                     1 if at < data.len() => drop(data.remove(at)),
-                    _ => data.splice(at..at, seeds[(next() as usize) % seeds.len()].iter().copied()).for_each(drop),
+                    _ => data
+                        .splice(at..at, seeds[(next() as usize) % seeds.len()].iter().copied())
+                        .for_each(drop),
                 }
             }
             check_stream(&data);
