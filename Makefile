@@ -15,19 +15,20 @@ WASM_DIR     := target/$(WASM_TARGET)/$(WASM_PROFILE)
 # is built (host/build.rs), and finds them next to its binary.
 BUILTIN_DIR  := target/builtin-commands
 # Built-in command components, and the components only the tests load.
-COMMANDS      := version features password injectfile kmsactivate agentupdate resetnetwork
-TEST_COMMANDS := probe impostor squatter compat
+COMMANDS      := version features password injectfile kmsactivate agentupdate resetnetwork fsfreeze
+TEST_COMMANDS := probe impostor squatter compat freezer
 # What the tests run against: the real xenstored and its tools, gcc for the
 # harness's LD_PRELOAD shim, Debian's python3 (fcntl locks, libxcrypt's crypt)
 # and openssl (the host side of the password exchange, as Nova runs it), and
 # the network daemons resetnetwork's files are brought up by, in network
 # namespaces of the tests' own (systemd-networkd from systemd,
 # NetworkManager, ifupdown, netplan, D-Bus for NetworkManager, iproute2),
-# and debootstrap for the Debian root the package is installed into.
+# debootstrap for the Debian root the package is installed into, and
+# e2fsprogs for the ext4 image the fsfreeze tests loop-mount and freeze.
 # They are installed without being started (a policy-rc.d that says no,
 # while apt runs): the tests start private copies, never the host's.
 APT_PACKAGES := xen-utils-4.17 xenstore-utils gcc python3 openssl ifupdown netplan.io \
-                systemd network-manager dbus iproute2 debootstrap
+                systemd network-manager dbus iproute2 debootstrap e2fsprogs
 XENSTORED    := /usr/lib/xen-4.17/bin/xenstored
 
 PREFIX   ?= /usr
@@ -76,6 +77,7 @@ setup-test: setup-rust
 	command -v dbus-daemon >/dev/null || missing="$$missing dbus"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	[ -x /usr/sbin/debootstrap ] || missing="$$missing debootstrap"; \
+	[ -x /sbin/mkfs.ext4 ] || missing="$$missing e2fsprogs"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -126,12 +128,17 @@ test: setup-test test-components lint examples
 GUESTWARD ?= target/release/guestward
 FUZZ_SEED  ?= 0
 FUZZ_BUDGET ?= --runs $(FUZZ_SMOKE_RUNS)
+# The built-in policy plus the drop-ins that turn on what it leaves off
+# (fsfreeze): those commands are fuzzed too, on the scratch root, where
+# freezing is simulated.
+FUZZ_POLICY := target/fuzz-policy.toml
 fuzz-smoke:
 	rm -rf target/fuzz-findings
+	@mkdir -p target && cat host/src/policy/default.toml dist/policy.d/*.toml > $(FUZZ_POLICY)
 	@for name in $(COMMANDS); do \
 	  echo "fuzz $$name ($(FUZZ_BUDGET), seed $(FUZZ_SEED))"; \
 	  $(GUESTWARD) fuzz $(BUILTIN_DIR)/$$name.wasm $(FUZZ_BUDGET) --seed $(FUZZ_SEED) \
-	    --policy host/src/policy/default.toml --corpus $(FUZZ_CORPUS)/$$name \
+	    --policy $(FUZZ_POLICY) --corpus $(FUZZ_CORPUS)/$$name \
 	    --findings target/fuzz-findings/$$name || exit 1; \
 	done
 
