@@ -28,8 +28,9 @@ const BLOCKED: Duration = Duration::from_millis(300);
 
 /// An ext4 image mounted on a loop device under a scratch directory.
 struct LoopFs {
-    dir: tempfile::TempDir,
     mnt: PathBuf,
+    /// Holds the image and the mount point (removed after the unmount).
+    _dir: tempfile::TempDir,
 }
 
 impl LoopFs {
@@ -51,7 +52,7 @@ impl LoopFs {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         run("mount", &["-o", "loop", image.to_str().unwrap(), mnt.to_str().unwrap()]);
-        Some(Self { dir, mnt })
+        Some(Self { mnt, _dir: dir })
     }
 
     fn mount_point(&self) -> &str {
