@@ -132,10 +132,13 @@ mod tests {
 
     use super::*;
 
+    /// Whether the gate is open, what went through, and its waiters.
+    type GateState = (Mutex<(bool, Vec<u8>)>, Condvar);
+
     /// A file that takes no write until opened, like one on a frozen
     /// filesystem until the thaw.
     #[derive(Clone, Default)]
-    struct Gate(Arc<(Mutex<(bool, Vec<u8>)>, Condvar)>);
+    struct Gate(Arc<GateState>);
 
     impl Gate {
         fn open(&self) {
