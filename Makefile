@@ -15,8 +15,8 @@ WASM_DIR     := target/$(WASM_TARGET)/$(WASM_PROFILE)
 # is built (host/build.rs), and finds them next to its binary.
 BUILTIN_DIR  := target/builtin-commands
 # Built-in command components, and the components only the tests load.
-COMMANDS      := version features password injectfile kmsactivate agentupdate resetnetwork qga sshkeys shutdown
-TEST_COMMANDS := probe impostor squatter compat
+COMMANDS      := version features password injectfile kmsactivate agentupdate resetnetwork qga sshkeys shutdown fsfreeze
+TEST_COMMANDS := probe impostor squatter compat freezer
 # What the tests run against: the real xenstored and its tools, gcc for the
 # harness's LD_PRELOAD shim, Debian's python3 (fcntl locks, libxcrypt's crypt)
 # and openssl (the host side of the password exchange, as Nova runs it), and
@@ -132,12 +132,17 @@ test: setup-test test-components lint examples
 GUESTWARD ?= target/release/guestward
 FUZZ_SEED  ?= 0
 FUZZ_BUDGET ?= --runs $(FUZZ_SMOKE_RUNS)
+# The built-in policy plus the drop-ins that turn on what it leaves off
+# (fsfreeze): those commands are fuzzed too, on the scratch root, where
+# freezing is simulated.
+FUZZ_POLICY := target/fuzz-policy.toml
 fuzz-smoke:
 	rm -rf target/fuzz-findings
+	@mkdir -p target && cat host/src/policy/default.toml dist/policy.d/*.toml > $(FUZZ_POLICY)
 	@for name in $(COMMANDS); do \
 	  echo "fuzz $$name ($(FUZZ_BUDGET), seed $(FUZZ_SEED))"; \
 	  $(GUESTWARD) fuzz $(BUILTIN_DIR)/$$name.wasm $(FUZZ_BUDGET) --seed $(FUZZ_SEED) \
-	    --policy host/src/policy/default.toml --corpus $(FUZZ_CORPUS)/$$name \
+	    --policy $(FUZZ_POLICY) --corpus $(FUZZ_CORPUS)/$$name \
 	    --findings target/fuzz-findings/$$name || exit 1; \
 	done
 

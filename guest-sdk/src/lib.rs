@@ -104,7 +104,7 @@ pub trait Command {
     /// (`files = [{ path = "/etc/hostname", access = "read-write" }]`,
     /// `programs = [["/sbin/ifup", "*"]]`, `xenstore = ["vm-data/networking"]`,
     /// `download = ["https://example.com/"]`, `hostname = true`,
-    /// `network = true`, `update = true`). Empty: nothing beyond `log`,
+    /// `network = true`, `update = true`, `freeze = true`). Empty: nothing beyond `log`,
     /// `state` and `agent`, which every component has. Keep it in a
     /// `policy.toml` next to `Cargo.toml` and write
     /// `const ASKS: &'static str = include_str!("../policy.toml");`.
@@ -300,6 +300,15 @@ host_interface!(
         types: [ComponentFile, Error],
         functions: [install],
         error_cases: [NotGranted, Refused, Unavailable, Failed]
+    }
+);
+host_interface!(
+    /// Freezing and thawing filesystems for consistent snapshots
+    /// (`freeze = true`); the daemon holds the freeze between calls.
+    freeze {
+        types: [Error, FreezeStatus],
+        functions: [status, freeze, thaw],
+        error_cases: [NotGranted, AlreadyFrozen, Failed]
     }
 );
 

@@ -42,8 +42,8 @@
 //!   [`load_asks`] for the command's own [`Command::ASKS`]): a `files` path
 //!   outside the rules, a write under a read-only rule, a XenStore key
 //!   outside the prefixes, a program whose argument list matches no
-//!   pattern, a URL outside the prefixes, `hostname`, `network` and
-//!   `update` without their key: each gets the interface's `not-granted`
+//!   pattern, a URL outside the prefixes, `hostname`, `network`,
+//!   `update` and `freeze` without their key: each gets the interface's `not-granted`
 //!   error with the daemon's text, naming the component. Malformed paths
 //!   and keys get `invalid-path` and `invalid-key`. Without a policy entry,
 //!   everything is granted.
@@ -58,6 +58,9 @@
 //! * **Faults**: [`Fault`]s inject `not-granted` or `io` errors into a call
 //!   (`files.read`) or a whole interface (`files`), for one path, key,
 //!   program or URL or for all, every time or a given number of times.
+//! * **Freezing**: [`TestHost::mounts`] are the filesystems a freeze
+//!   applies to and [`TestHost::frozen`] those frozen; a second freeze gets
+//!   the daemon's `already-frozen`.
 //! * **Fixtures**: files from a directory ([`TestHost::add_files_from`]) or
 //!   the [`TestHost::files`] map, XenStore keys from JSON
 //!   ([`TestHost::add_xenstore_json`]) or the [`TestHost::xenstore`] map.
@@ -144,6 +147,13 @@ pub struct TestHost {
     pub hostname: Option<String>,
     /// What `hostname::set` fails with instead of setting it, if set.
     pub hostname_error: Option<crate::hostname::Error>,
+    /// The mount points a freeze applies to, in mount order (what
+    /// `freeze::freeze` freezes, last first).
+    pub mounts: Vec<String>,
+    /// The mount points frozen now, in the order they were frozen.
+    pub frozen: Vec<String>,
+    /// What `freeze::freeze` fails with instead of freezing, if set.
+    pub freeze_error: Option<crate::freeze::Error>,
     /// When the current [`call`] started.
     call_started: Option<Instant>,
     /// Lines logged in the current call.
@@ -784,6 +794,71 @@ pub mod hostname {
                 Ok(())
             }
         })
+    }
+}
+
+/// `freeze`, natively: [`TestHost::mounts`] are the filesystems,
+/// [`TestHost::frozen`] those frozen, with the daemon's rules and texts.
+pub mod freeze {
+    use super::{FaultKind, component, fault, with_host};
+    use crate::freeze::{Error, FreezeStatus};
+
+    fn granted(what: &str) -> Result<(), Error> {
+        if with_host(|host| host.grants.as_ref().is_some_and(|grants| !grants.freeze)) {
+            return Err(Error::NotGranted(format!(
+                "component {} may not {what} filesystems",
+                component()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Frozen while [`TestHost::frozen`](super::TestHost::frozen) is not empty.
+    pub fn status() -> FreezeStatus {
+        if with_host(|host| host.frozen.is_empty()) {
+            FreezeStatus::Thawed
+        } else {
+            FreezeStatus::Frozen
+        }
+    }
+
+    /// Freeze the [`TestHost::mounts`](super::TestHost::mounts) (those
+    /// exactly named in `mountpoints`, if given), last first, each once.
+    pub fn freeze(mountpoints: Option<&[String]>) -> Result<u32, Error> {
+        granted("freeze")?;
+        if with_host(|host| !host.frozen.is_empty()) {
+            return Err(Error::AlreadyFrozen(
+                "the filesystems are frozen already: thaw them first".to_owned(),
+            ));
+        }
+        fault("freeze.freeze", "", |kind, text| match kind {
+            FaultKind::NotGranted => Error::NotGranted(text),
+            FaultKind::Io => Error::Failed(text),
+        })?;
+        with_host(|host| {
+            if let Some(error) = &host.freeze_error {
+                return Err(error.clone());
+            }
+            let mut frozen: Vec<String> = Vec::new();
+            for mount in host.mounts.iter().rev() {
+                let wanted = mountpoints.is_none_or(|names| names.contains(mount));
+                if wanted && !frozen.contains(mount) {
+                    frozen.push(mount.clone());
+                }
+            }
+            host.frozen = frozen;
+            Ok(u32::try_from(host.frozen.len()).unwrap_or(u32::MAX))
+        })
+    }
+
+    /// Thaw what is frozen: how many.
+    pub fn thaw() -> Result<u32, Error> {
+        granted("thaw")?;
+        fault("freeze.thaw", "", |kind, text| match kind {
+            FaultKind::NotGranted => Error::NotGranted(text),
+            FaultKind::Io => Error::Failed(text),
+        })?;
+        with_host(|host| Ok(u32::try_from(std::mem::take(&mut host.frozen).len()).unwrap_or(u32::MAX)))
     }
 }
 

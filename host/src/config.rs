@@ -16,6 +16,12 @@ pub const DEFAULT_POLICY_DIR: &str = "/etc/guestward/policy.d";
 pub const DEFAULT_SOCKET: &str = "/run/guestward/guestward.sock";
 /// The default compiled-component cache.
 pub const DEFAULT_CACHE: &str = "/var/cache/guestward";
+/// How long filesystems stay frozen when the host never thaws them: ten
+/// minutes. A quiesced snapshot freezes, snapshots every disk (a
+/// volume-backed server's through the block storage service) and thaws,
+/// which takes seconds to a few minutes; a host that died meanwhile must
+/// not leave the guest's writers hanging for good.
+pub const DEFAULT_FREEZE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Settings as written in the file; every key optional.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -68,6 +74,9 @@ pub struct ConfigFile {
     /// These QGA commands never run (qemu-ga's `--block-rpcs`).
     #[serde(default)]
     pub qga_block_rpcs: Vec<String>,
+    /// Seconds filesystems stay frozen (guest-fsfreeze-freeze) before the
+    /// daemon thaws them by itself, when the host never does.
+    pub freeze_timeout_seconds: Option<u64>,
 }
 
 impl ConfigFile {
@@ -111,6 +120,11 @@ impl ConfigFile {
 
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_seconds.unwrap_or(30))
+    }
+
+    pub fn freeze_timeout(&self) -> Duration {
+        self.freeze_timeout_seconds
+            .map_or(DEFAULT_FREEZE_TIMEOUT, |seconds| Duration::from_secs(seconds.max(1)))
     }
 }
 

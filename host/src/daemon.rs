@@ -47,6 +47,8 @@ pub struct DaemonSettings {
     /// taken for dead.
     pub xenstore_timeout: Duration,
     pub exchange: ExchangeOptions,
+    /// How long filesystems stay frozen when the host never thaws them.
+    pub freeze_timeout: Duration,
     /// Which components may run.
     pub trust: TrustStore,
 }
@@ -73,7 +75,9 @@ impl Agent {
         };
         let (installer, install_requests) = mpsc::channel(4);
         let mut capabilities = Capabilities::new(Arc::new(root), xenstore.clone(), Some(installer));
-        capabilities.agent = crate::capability::agent::Agent::with_qga_filter(settings.qga.filter.clone());
+        capabilities.freeze.set_timeout(settings.freeze_timeout);
+        capabilities.agent = crate::capability::agent::Agent::with_qga_filter(settings.qga.filter.clone())
+            .with_frozen_flag(capabilities.freeze.frozen_flag());
         let runtime = Arc::new(Runtime::new(&options, capabilities)?);
         let mut components = Runtime::read_dir(&settings.commands)?;
         for dir in &settings.extra_commands {
@@ -206,6 +210,7 @@ pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
     for task in tasks {
         let _ = tokio::time::timeout(settings.exchange.drain + Duration::from_secs(1), task).await;
     }
+    agent.runtime.capabilities().freeze.thaw_at_shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! the bottom of the crate, importing nothing from it.
 //!
 //! The interfaces that do I/O (`files`, `xenstore`, `programs`, `hostname`,
-//! `network`, `download`, `update`) have async host functions, so they never
+//! `network`, `download`, `update`, `freeze`) have async host functions, so they never
 //! block the thread driving other components; `log`, `state` and `agent`
 //! answer from memory. Exports are called asynchronously so that a component
 //! yields to other work at every epoch tick.
@@ -18,6 +18,7 @@ wasmtime::component::bindgen!({
         "guestward:command/network": async,
         "guestward:command/download": async,
         "guestward:command/update": async,
+        "guestward:command/freeze": async,
     },
     exports: { default: async },
 });

@@ -10,6 +10,7 @@ mod dispatch;
 mod download;
 mod exchange;
 mod files;
+mod fsfreeze;
 mod fuzz;
 mod hardening;
 mod hostile;

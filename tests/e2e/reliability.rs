@@ -347,7 +347,7 @@ fn guestward_compile_fills_the_cache_and_the_daemon_then_starts_warm() {
     // cached by `guestward compile` (running them kept ~2 MiB resident).
     assert_eq!(
         agent.log().matches("info() answer taken from the cache").count(),
-        artifacts::builtin().len(),
+        artifacts::builtin_loaded().len(),
         "{}",
         agent.log()
     );

@@ -22,7 +22,7 @@ fn built_in_components_run_unsigned_because_they_are_pinned() {
     assert_eq!(agent.call("version", "null"), answer(AGENT_VERSION, "0"));
     assert_eq!(
         agent.log().matches(r#"provenance="built-in (pinned)""#).count(),
-        artifacts::builtin().len(),
+        artifacts::builtin_loaded().len(),
         "{}",
         agent.log()
     );

@@ -73,6 +73,18 @@ pub fn builtin() -> Vec<&'static str> {
     guestward::trust::BUILTIN_PINS.iter().map(|(name, _)| *name).collect()
 }
 
+/// Built-in components the built-in policy leaves off: found in the
+/// commands directory, not loaded unless a drop-in turns them on.
+pub const OFF_BY_DEFAULT: &[&str] = &["fsfreeze"];
+
+/// The built-in components the built-in policy loads.
+pub fn builtin_loaded() -> Vec<&'static str> {
+    builtin()
+        .into_iter()
+        .filter(|name| !OFF_BY_DEFAULT.contains(name))
+        .collect()
+}
+
 /// What `features` answers when exactly the built-ins are loaded.
 pub const BUILTIN_FEATURES: &str =
     "agentupdate,features,file_inject,injectfile,keyinit,kmsactivate,password,resetnetwork,version";

@@ -43,6 +43,8 @@ pub struct Grants {
     pub network: bool,
     /// `update = true`.
     pub update: bool,
+    /// `freeze = true`.
+    pub freeze: bool,
 }
 
 /// One `files` rule: the path and everything below it.
@@ -109,6 +111,7 @@ pub(super) fn parse(text: &str) -> Result<Entry, PolicyError> {
             "hostname" => entry.grants.hostname = boolean(key, value)?,
             "network" => entry.grants.network = boolean(key, value)?,
             "update" => entry.grants.update = boolean(key, value)?,
+            "freeze" => entry.grants.freeze = boolean(key, value)?,
             "limits" => entry.limits = limits(value)?,
             "settings" => entry.settings = settings(value)?,
             "signers" => {

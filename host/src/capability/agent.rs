@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker};
 
+use super::freeze::FrozenFlag;
 use super::{CallInfo, Capability};
 use crate::policy::{PolicyError, SectionErrors};
-use crate::protocol::qga::RpcFilter;
+use crate::protocol::qga::{self, RpcFilter};
 use crate::wit::agent as wit;
 
 /// The version `version` reports.
@@ -24,6 +25,8 @@ pub struct Agent {
     commands: Arc<RwLock<Arc<[String]>>>,
     /// The operator's QGA allow and block lists.
     qga_filter: Arc<RpcFilter>,
+    /// Set while filesystems are frozen, when QGA commands are disabled.
+    frozen: FrozenFlag,
 }
 
 impl Agent {
@@ -33,6 +36,11 @@ impl Agent {
             qga_filter: Arc::new(filter),
             ..Self::default()
         }
+    }
+
+    /// An agent that reports QGA commands disabled while `frozen` is set.
+    pub fn with_frozen_flag(self, frozen: FrozenFlag) -> Self {
+        Self { frozen, ..self }
     }
 
     /// Record the commands the daemon now answers.
@@ -61,6 +69,7 @@ pub struct Settings(BTreeMap<String, String>);
 pub struct CallAgent {
     commands: Arc<[String]>,
     qga_filter: Arc<RpcFilter>,
+    frozen: FrozenFlag,
     settings: Option<Arc<Settings>>,
     /// When the call's deadline passes.
     deadline: Instant,
@@ -90,6 +99,7 @@ impl Capability for Agent {
         CallAgent {
             commands: self.commands(),
             qga_filter: self.qga_filter.clone(),
+            frozen: self.frozen.clone(),
             settings: settings.cloned(),
             deadline: call.deadline,
         }
@@ -122,7 +132,13 @@ impl wit::Host for CallAgent {
     }
 
     fn disabled_commands(&mut self) -> Vec<String> {
-        self.qga_filter.disabled(&self.commands)
+        let mut disabled = self.qga_filter.disabled(&self.commands);
+        if self.frozen.is_frozen() {
+            disabled.extend(qga::disabled_while_frozen(&self.commands));
+            disabled.sort();
+            disabled.dedup();
+        }
+        disabled
     }
 }
 
@@ -137,6 +153,7 @@ mod tests {
         let mut call = CallAgent {
             commands: Arc::from([]),
             qga_filter: Arc::default(),
+            frozen: FrozenFlag::default(),
             settings: None,
             deadline: Instant::now() + Duration::from_secs(3),
         };

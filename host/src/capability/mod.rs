@@ -19,6 +19,7 @@
 pub mod agent;
 pub mod download;
 pub mod files;
+pub mod freeze;
 pub mod hostname;
 pub mod log;
 pub mod network;
@@ -112,6 +113,7 @@ not_granted_is_a_refusal!(
     crate::wit::network::Error,
     crate::wit::download::Error,
     crate::wit::update::Error,
+    crate::wit::freeze::Error,
 );
 
 /// One host interface.
@@ -377,9 +379,10 @@ capabilities! {
     xenstore: xenstore::Xenstore = xenstore::Xenstore::new(xenstore),
     programs: programs::Programs = programs::Programs::new(root.clone()),
     hostname: hostname::Hostname = hostname::Hostname::new(root.clone()),
-    network: network::Network = network::Network::new(root),
+    network: network::Network = network::Network::new(root.clone()),
     download: download::Download = download::Download,
     update: update::Update = update::Update::new(installer),
+    freeze: freeze::Freeze = freeze::Freeze::new(root.clone()),
 }
 
 /// A list section (`files = [...]`): an empty list grants the interface with
@@ -424,7 +427,7 @@ mod tests {
     fn each_interface_is_granted_by_the_key_of_its_name() {
         let none = grants("");
         for interface in [
-            "files", "xenstore", "programs", "hostname", "network", "download", "update",
+            "files", "xenstore", "programs", "hostname", "network", "download", "update", "freeze",
         ] {
             let Err(Unavailable::NotGranted(hint)) = none.allows(interface) else {
                 panic!("{interface} granted without a key");
@@ -432,7 +435,7 @@ mod tests {
             assert!(hint.contains(&format!("`{interface}")), "{interface}: {hint}");
         }
         let all = grants(
-            "[component.c]\nfiles = []\nxenstore = []\nprograms = []\nhostname = true\nnetwork = true\ndownload = []\nupdate = true\n",
+            "[component.c]\nfiles = []\nxenstore = []\nprograms = []\nhostname = true\nnetwork = true\ndownload = []\nupdate = true\nfreeze = true\n",
         );
         for interface in INTERFACES {
             assert_eq!(all.allows(interface), Ok(()), "{interface}");
@@ -442,8 +445,8 @@ mod tests {
 
     #[test]
     fn false_flags_grant_nothing() {
-        let grants = grants("[component.c]\nhostname = false\nnetwork = false\nupdate = false\n");
-        for interface in ["hostname", "network", "update"] {
+        let grants = grants("[component.c]\nhostname = false\nnetwork = false\nupdate = false\nfreeze = false\n");
+        for interface in ["hostname", "network", "update", "freeze"] {
             assert!(grants.allows(interface).is_err(), "{interface}");
         }
     }

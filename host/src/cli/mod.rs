@@ -4,6 +4,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -23,6 +24,8 @@ use guestward::runtime::{ComponentSource, Runtime, RuntimeOptions};
 use guestward::status::StatusReport;
 use guestward::trust::{self, TrustStore};
 use guestward::xenstore::{Endpoint, XsClient};
+
+use self::audit_file::AuditFile;
 
 /// Guestward: a guest agent whose every command runs in a WebAssembly sandbox.
 #[derive(Debug, Parser)]
@@ -287,6 +290,10 @@ struct ServeArgs {
     /// `--block-rpcs`).
     #[arg(long, value_delimiter = ',')]
     qga_block_rpcs: Vec<String>,
+    /// Thaw frozen filesystems after SECONDS when the host never thaws
+    /// them (default 600).
+    #[arg(long, value_name = "SECONDS")]
+    freeze_timeout_seconds: Option<u64>,
     /// Compiled-component cache (default /var/cache/guestward).
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -311,6 +318,7 @@ struct ServeArgs {
     accept_v1_signatures: bool,
 }
 
+mod audit_file;
 mod fuzz;
 mod generate;
 mod keys;
@@ -334,11 +342,21 @@ pub fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error.into()),
     };
-    match runtime.block_on(run(cli.command)) {
+    let code = match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(error) => fail(&error),
+    };
+    if let Some(audit) = AUDIT_FILE.get() {
+        audit.drain(AUDIT_DRAIN);
     }
+    code
 }
+
+/// The audit file's writer, for the records still queued at exit.
+static AUDIT_FILE: std::sync::OnceLock<AuditFile> = std::sync::OnceLock::new();
+
+/// How long exit waits for queued audit records.
+const AUDIT_DRAIN: Duration = Duration::from_secs(2);
 
 /// The command's output, on stdout (logs go to stderr).
 pub(crate) fn print_line(text: &str) {
@@ -415,10 +433,12 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot open the audit log {}", path.display()))?;
             let only_audit = tracing_subscriber::filter::Targets::new()
                 .with_target(guestward::runtime::AUDIT_TARGET, tracing::Level::INFO);
+            let writer = AuditFile::start(file).context("cannot start the audit log's writer")?;
+            let _ = AUDIT_FILE.set(writer.clone());
             Some(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_writer(std::sync::Mutex::new(file))
+                    .with_writer(writer)
                     .with_filter(only_audit),
             )
         }
@@ -647,6 +667,9 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
         socket: unless(args.no_socket, socket),
         cache: unless(args.no_cache, cache),
         xenstore_timeout: file.xenstore_timeout(),
+        freeze_timeout: args
+            .freeze_timeout_seconds
+            .map_or(file.freeze_timeout(), |seconds| Duration::from_secs(seconds.max(1))),
         exchange: ExchangeOptions {
             rescan: file.rescan(),
             drain: file.drain(),

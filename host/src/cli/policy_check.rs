@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use guestward::capability::{Capabilities, Policy};
 use guestward::root::Root;
-use guestward::runtime::{Registry, Runtime, RuntimeOptions};
+use guestward::runtime::{Registry, Runtime, RuntimeOptions, is_off_by_default};
 use guestward::trust::TrustStore;
 
 pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow::Result<ExitCode> {
@@ -53,6 +53,12 @@ pub async fn check(policy: Policy, commands: &Path, trust: TrustStore) -> anyhow
                     Err(reason) => print_line(&format!("  asks      {reason}")),
                 }
                 loaded.push(component);
+            }
+            Err(error) if is_off_by_default(&bytes, &error, &policy) => {
+                print_line(&format!(
+                    "\noff: {} (the policy does not turn it on: {error})",
+                    bytes.name()
+                ));
             }
             Err(error) => {
                 print_line(&format!("\nrefused: {error}"));

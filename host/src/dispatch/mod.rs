@@ -102,6 +102,12 @@ impl Dispatcher {
         self.lock_lanes().retain(|_, lane| loaded(lane));
     }
 
+    /// The capabilities calls are served with (the QGA exchange asks the
+    /// freeze whether filesystems are frozen).
+    pub fn capabilities(&self) -> &crate::capability::Capabilities {
+        self.runtime.capabilities()
+    }
+
     /// The counters of the calls made so far, per command.
     pub fn stats(&self) -> &CallStats {
         &self.stats

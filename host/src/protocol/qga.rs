@@ -303,6 +303,40 @@ impl RpcFilter {
     }
 }
 
+/// The commands qemu-ga keeps enabled while filesystems are frozen; it
+/// answers every other one with [`frozen_refusal`]'s words, because a
+/// command that writes would hang on a frozen filesystem.
+pub const ENABLED_WHILE_FROZEN: &[&str] = &[
+    "guest-ping",
+    "guest-info",
+    "guest-sync",
+    "guest-sync-delimited",
+    "guest-fsfreeze-status",
+    "guest-fsfreeze-thaw",
+];
+
+/// qemu-ga's answer, while frozen, to a command not in
+/// [`ENABLED_WHILE_FROZEN`] (`execute` is `guest-get-host-name`), whatever
+/// its arguments.
+pub fn frozen_refusal(execute: &str) -> Reply {
+    Reply::new(
+        class::COMMAND_NOT_FOUND,
+        format!("Command {execute} has been disabled: the agent is in frozen state"),
+    )
+}
+
+/// The loaded QGA command names (`qga:guest-get-time`) disabled while
+/// filesystems are frozen.
+pub fn disabled_while_frozen(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter(
+            |name| matches!(Protocol::of(name), (Protocol::Qga, execute) if !ENABLED_WHILE_FROZEN.contains(&execute)),
+        )
+        .cloned()
+        .collect()
+}
+
 /// A request, parsed: the command, routed by its QGA name, and the `id`
 /// to echo.
 #[derive(Debug)]
@@ -819,5 +853,29 @@ mod tests {
         };
         assert_eq!(allow.disabled(&names), ["qga:guest-shutdown"]);
         assert!(RpcFilter::default().disabled(&names).is_empty());
+    }
+
+    #[test]
+    fn frozen_filesystems_leave_only_qemu_gas_few_commands_enabled() {
+        let names: Vec<String> = [
+            "qga:guest-ping",
+            "qga:guest-fsfreeze-thaw",
+            "qga:guest-fsfreeze-freeze",
+            "qga:guest-get-time",
+            "password",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            disabled_while_frozen(&names),
+            ["qga:guest-fsfreeze-freeze", "qga:guest-get-time"]
+        );
+        let refusal = frozen_refusal("guest-get-host-name");
+        assert_eq!(
+            encode_reply(&refusal, None).as_deref(),
+            Some(
+                "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"Command guest-get-host-name has been disabled: the agent is in frozen state\"}}\n"
+            )
+        );
     }
 }

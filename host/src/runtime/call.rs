@@ -139,6 +139,15 @@ impl Runtime {
                 Reply::error(format!("command '{command}' {}", deadline_text(&component.limits))),
             ),
         };
+        if outcome != Outcome::Replied {
+            // Filesystems frozen by a call that failed are thawed before
+            // anything answers: nobody may be left waiting on them.
+            let freeze = &store.data().capabilities.freeze;
+            self.capabilities
+                .freeze
+                .thaw_after_failure(freeze, outcome.name())
+                .await;
+        }
         let report = CallReport {
             reply,
             outcome,

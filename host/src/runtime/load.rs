@@ -114,6 +114,10 @@ impl Runtime {
                     );
                     loaded.push(component);
                 }
+                Err(error) if is_off_by_default(&bytes, &error, policy) => tracing::info!(
+                    component = bytes.name(),
+                    "command component off: the policy does not grant what it needs ({error})"
+                ),
                 Err(error) => tracing::error!(%error, "refused command component"),
             }
         }
@@ -275,6 +279,18 @@ fn check_names(names: &[String]) -> Result<(), String> {
         return Err(format!("{bad:?} is not a valid command name"));
     }
     Ok(())
+}
+
+/// A built-in component the policy leaves off (fsfreeze): no entry names
+/// it, and what it imports is not granted without one. Not an error: the
+/// built-in policy does this on purpose, and the operator turns it on with
+/// a drop-in.
+pub fn is_off_by_default(bytes: &ComponentSource, error: &LoadError, policy: &Policy) -> bool {
+    let name = bytes.name();
+    let builtin = crate::trust::BUILTIN_PINS
+        .iter()
+        .any(|(pinned, sha256)| *pinned == name && *sha256 == bytes.sha256);
+    builtin && !policy.names(&name) && matches!(error, LoadError::Refused { .. })
 }
 
 /// An `info()` answer with its asks checked as a policy entry (a bad one

@@ -35,7 +35,7 @@ pub use self::call::{AUDIT_TARGET, CallReport, OUTPUT_TARGET, Outcome};
 pub use self::component::{ComponentInfo, ComponentSource, Inspection, LoadedComponent, SignatureSource};
 use self::engine::{EPOCH_TICK, EpochTicker, POOL_INSTANCES, Ticking};
 use self::limits::CallLimiter;
-pub use self::load::{LoadError, wasm_files};
+pub use self::load::{LoadError, is_off_by_default, wasm_files};
 pub use self::registry::Registry;
 use crate::capability::{self, CallStates, Capabilities, HasCallStates, Policy};
 use crate::trust::TrustStore;

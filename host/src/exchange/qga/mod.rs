@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::listener::LocalListener;
+use crate::capability::freeze::FrozenFlag;
 use crate::dispatch::{Dispatcher, Refusal};
 pub use crate::protocol::qga::RpcFilter;
 use crate::protocol::qga::{self, DELIMITER, Frame, QgaRequest, class};
@@ -38,11 +39,14 @@ pub struct Session {
     dispatcher: Arc<Dispatcher>,
     filter: Arc<RpcFilter>,
     counter: Arc<AtomicU64>,
+    /// Set while filesystems are frozen (see [`Session::refused_while_frozen`]).
+    frozen: FrozenFlag,
 }
 
 impl Session {
     pub fn new(dispatcher: Arc<Dispatcher>, filter: RpcFilter) -> Self {
         Self {
+            frozen: dispatcher.capabilities().freeze.frozen_flag(),
             dispatcher,
             filter: Arc::new(filter),
             counter: Arc::default(),
@@ -112,6 +116,9 @@ impl Session {
     /// Run a parsed request's command, or refuse it.
     async fn run(&self, request: Request) -> Reply {
         let execute = Protocol::of(&request.name).1.to_owned();
+        if let Some(refusal) = self.refused_while_frozen(&request.name, &execute) {
+            return refusal;
+        }
         if !self.filter.is_enabled(&execute) {
             tracing::info!(command = request.name, "refused a QGA command the operator disabled");
             return Reply::new(class::COMMAND_NOT_FOUND, format!("Command {execute} has been disabled"));
@@ -127,6 +134,22 @@ impl Session {
             ),
             Err(refusal @ Refusal::Busy(_)) => Reply::error(refusal.to_string()),
         }
+    }
+}
+
+impl Session {
+    /// While filesystems are frozen, qemu-ga refuses every command it
+    /// knows but a few (before looking at the arguments, and before the
+    /// operator's lists): they could write and hang on a frozen
+    /// filesystem. Unknown commands are still "not found".
+    fn refused_while_frozen(&self, name: &str, execute: &str) -> Option<Reply> {
+        let refused = self.frozen.is_frozen()
+            && !qga::ENABLED_WHILE_FROZEN.contains(&execute)
+            && self.dispatcher.registry().route(name).is_some();
+        refused.then(|| {
+            tracing::info!(command = name, "refused a QGA command while the filesystems are frozen");
+            qga::frozen_refusal(execute)
+        })
     }
 }
 
