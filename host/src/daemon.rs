@@ -143,7 +143,7 @@ pub async fn serve(settings: DaemonSettings) -> anyhow::Result<()> {
         && settings.qga.socket.is_none()
     {
         anyhow::bail!(
-            "nothing to serve: no XenStore (no xenbus device, no --xenstore), no QGA port (no virtio port, no --qga-device), no --socket and no --qga-socket"
+            "nothing to serve: no XenStore (no xenbus device, no --xenstore), the QGA port off (--no-qga-device, or a --root), no --socket and no --qga-socket"
         );
     }
     // Before anything can answer: a SIGTERM from then on is a clean stop.

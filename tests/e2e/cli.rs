@@ -51,7 +51,7 @@ fn inspect_shows_names_imports_and_needs() {
     let text = stdout(&output);
     assert!(text.contains("names      echo, count, spin"), "{text}");
     assert!(
-        text.contains("guestward:command/files@1.0.0 (granted by policy)"),
+        text.contains("guestward:command/files@1.1.0 (granted by policy)"),
         "{text}"
     );
     assert!(text.contains("needs      policy grants for: files, xenstore"), "{text}");
@@ -110,7 +110,8 @@ fn serve_finds_the_builtin_commands_next_to_the_binary() {
 
 #[test]
 fn serve_with_nothing_to_serve_says_so() {
-    let output = guestward(&["serve", "--no-socket", "--no-cache"]);
+    // (Without --no-qga-device the agent would wait for QEMU's port.)
+    let output = guestward(&["serve", "--no-socket", "--no-cache", "--no-qga-device"]);
     assert_eq!(output.status.code(), Some(2));
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("nothing to serve"), "{error}");

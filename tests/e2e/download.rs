@@ -77,7 +77,7 @@ fn a_component_without_a_download_grant_cannot_import_it() {
     let policy = PROBE_POLICY.replace("download = [\"https://updates.example.com/agent/\"]", "");
     let agent = AgentBuilder::new().component("probe").policy(&policy).start();
     assert!(
-        agent.log().contains("imports guestward:command/download@1.0.0"),
+        agent.log().contains("imports guestward:command/download@1.1.0"),
         "{}",
         agent.log()
     );

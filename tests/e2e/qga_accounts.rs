@@ -327,8 +327,13 @@ fn symlinks_and_hard_links_a_user_plants_lead_nowhere() {
 fn guest_shutdown_is_off_by_default_and_recorded_never_answered_when_granted() {
     let agent = AgentBuilder::new().qga().start();
     let mut qga = agent.qga();
-    let answer = qga.execute("guest-shutdown", "");
-    assert!(desc(&answer).starts_with("guest-shutdown is off: "), "{answer}");
+    // Off by default: not loaded, so not found (and not in guest-info).
+    assert_eq!(
+        qga.request(r#"{"execute":"guest-shutdown"}"#),
+        "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"The command guest-shutdown has not been found\"}}\n"
+    );
+    let info = qga.execute("guest-info", "");
+    assert!(!info.to_string().contains("guest-shutdown"), "{info}");
     let actions = agent.root().join(".guestward/actions.log");
     assert!(!actions.exists() || !std::fs::read_to_string(&actions).unwrap().contains("shutdown"));
     drop(agent);
@@ -394,7 +399,9 @@ fn argument_errors_read_as_qemu_gas() {
     ];
     let (qemu_ga, _) = QemuGa::start().expect("qemu-ga");
     let mut theirs = QgaClient::connect(qemu_ga.socket()).unwrap();
-    let agent = agent_with_accounts(AgentBuilder::new());
+    // With the shipped drop-ins, which turn guest-shutdown on.
+    let drop_ins = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/policy.d");
+    let agent = agent_with_accounts(AgentBuilder::new().arg("--policy-dir").arg(drop_ins));
     let mut ours = agent.qga();
     for request in requests {
         let expected = theirs.request(request);

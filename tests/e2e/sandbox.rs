@@ -191,7 +191,7 @@ fn a_component_importing_what_its_policy_does_not_grant_is_refused_at_load() {
     let agent = AgentBuilder::new().component("probe").start();
     let log = agent.log();
     assert!(
-        log.contains("refused command component") && log.contains("imports guestward:command/files@1.0.0"),
+        log.contains("refused command component") && log.contains("imports guestward:command/files@1.1.0"),
         "{log}"
     );
     assert_eq!(agent.call("version", "null"), answer(AGENT_VERSION, "0"));

@@ -75,7 +75,7 @@ pub fn builtin() -> Vec<&'static str> {
 
 /// Built-in components the built-in policy leaves off: found in the
 /// commands directory, not loaded unless a drop-in turns them on.
-pub const OFF_BY_DEFAULT: &[&str] = &["fsfreeze"];
+pub const OFF_BY_DEFAULT: &[&str] = &["fsfreeze", "shutdown"];
 
 /// The built-in components the built-in policy loads.
 pub fn builtin_loaded() -> Vec<&'static str> {
