@@ -3,7 +3,7 @@
 //!
 //! The files are templates in `host/templates/`, with `{{name}}`,
 //! `{{component}}`, `{{type_name}}` and `{{sdk_dependency}}` filled in. The
-//! crate depends on the SDK by version (`guestward-sdk = "1.0"`); with
+//! crate depends on the SDK by version (`guestward-sdk = "1.1"`); with
 //! `--sdk-path`, by version and path together, so it builds against a
 //! local SDK today and against crates.io once the SDK is published there.
 
@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use super::print_line;
 
 /// The SDK version a new crate asks for: the SDK of this repository.
-const SDK_REQUIREMENT: &str = "1.0";
+const SDK_REQUIREMENT: &str = "1.1";
 
 /// (path in the new crate, template).
 const FILES: &[(&str, &str)] = &[
@@ -164,7 +164,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         new("hello", Some(dir.path().join("hello")), None).unwrap();
         let manifest = std::fs::read_to_string(dir.path().join("hello/Cargo.toml")).unwrap();
-        assert!(manifest.contains("guestward-sdk = \"1.0\"\n"), "{manifest}");
+        assert!(manifest.contains("guestward-sdk = \"1.1\"\n"), "{manifest}");
     }
 
     /// A new crate asks for the SDK this repository holds.
