@@ -27,6 +27,10 @@ const SOAK_CALLS: usize = 10_000;
 /// QGA round trips measured on each agent, after as many warm-up ones.
 const QGA_CALLS: usize = 5_000;
 const QGA_WARM_UP: usize = 500;
+/// Round trips on one agent before the other takes its turn.
+const QGA_BATCH: usize = 100;
+/// The most guestward's QGA round trip may take, as a multiple of qemu-ga's.
+const QGA_LIMIT: f64 = 1.5;
 
 fn main() -> anyhow::Result<()> {
     Xenstored::require_tools().map_err(anyhow::Error::msg)?;
@@ -222,24 +226,32 @@ fn local_socket(agent: &Agent, qemu_ga: &QemuGa) -> anyhow::Result<()> {
 
 /// `guest-ping` over guestward's QGA socket beside qemu-ga's, one
 /// persistent connection each and the same client for both: the goal is
-/// parity, the limit 1.5×.
+/// parity, the limit 1.5×. The two are measured in alternating batches, so
+/// whatever else this shared machine does weighs on both alike (measured
+/// one after the other, the ratio of two runs differed by 0.3).
 fn qga_socket(qemu_ga: &QemuGa) -> anyhow::Result<()> {
     let Some((agent, command)) = qga_agent()? else {
         row("QGA socket: guest-ping p50", "not served", "-");
         return Ok(());
     };
-    let ours = qga_round_trips(&agent.qga_socket(), command)?;
-    let peer = qga_round_trips(qemu_ga.socket(), "guest-ping")?;
-    let ratio = |fraction| ours.quantile(fraction).as_secs_f64() / peer.quantile(fraction).as_secs_f64();
+    let mut ours = QgaRoundTrips::new(&agent.qga_socket(), command)?;
+    let mut peer = QgaRoundTrips::new(qemu_ga.socket(), "guest-ping")?;
+    for _ in 0..QGA_CALLS / QGA_BATCH {
+        ours.measure(QGA_BATCH)?;
+        peer.measure(QGA_BATCH)?;
+    }
+    let ratio =
+        |fraction| ours.samples.quantile(fraction).as_secs_f64() / peer.samples.quantile(fraction).as_secs_f64();
+    let verdict = if ratio(0.5) <= QGA_LIMIT { "meets" } else { "MISSES" };
     row(
-        &format!("QGA socket: {command} p50 vs guest-ping (limit ×1.5)"),
-        micros(ours.quantile(0.5)),
-        format!("{} (×{:.2})", micros(peer.quantile(0.5)), ratio(0.5)),
+        &format!("QGA socket: {command} p50 vs guest-ping ({verdict} limit ×{QGA_LIMIT})"),
+        micros(ours.samples.quantile(0.5)),
+        format!("{} (×{:.2})", micros(peer.samples.quantile(0.5)), ratio(0.5)),
     );
     row(
         &format!("QGA socket: {command} p99 vs guest-ping"),
-        micros(ours.quantile(0.99)),
-        format!("{} (×{:.2})", micros(peer.quantile(0.99)), ratio(0.99)),
+        micros(ours.samples.quantile(0.99)),
+        format!("{} (×{:.2})", micros(peer.samples.quantile(0.99)), ratio(0.99)),
     );
     Ok(())
 }
@@ -272,27 +284,43 @@ fn answers(agent: &Agent, command: &str) -> anyhow::Result<bool> {
     Ok(client.answer()?.starts_with(b"{\"return\""))
 }
 
-/// Round trips of `command` on one connection to `socket`. Every answer is
-/// read before the next request (qemu-ga exits when a client leaves one
-/// unread).
-fn qga_round_trips(socket: &Path, command: &str) -> anyhow::Result<Samples> {
-    let mut client = QgaClient::connect(socket)?;
-    let request = format!("{{\"execute\":\"{command}\"}}\n");
-    let mut samples = Samples::with_capacity(QGA_CALLS);
-    for index in 0..QGA_WARM_UP + QGA_CALLS {
-        let started = Instant::now();
-        client.send(request.as_bytes())?;
-        let answer = client.answer()?;
-        if index >= QGA_WARM_UP {
-            samples.push(started.elapsed());
-        }
-        anyhow::ensure!(
-            answer.starts_with(b"{\"return\""),
-            "{command} answered {}",
-            String::from_utf8_lossy(&answer)
-        );
+/// Round trips of one command on one connection. Every answer is read
+/// before the next request (qemu-ga exits when a client leaves one unread).
+struct QgaRoundTrips {
+    client: QgaClient,
+    request: String,
+    samples: Samples,
+}
+
+impl QgaRoundTrips {
+    /// Connect to `socket` and warm up with as many calls as
+    /// [`QGA_WARM_UP`].
+    fn new(socket: &Path, command: &str) -> anyhow::Result<Self> {
+        let mut round_trips = Self {
+            client: QgaClient::connect(socket)?,
+            request: format!("{{\"execute\":\"{command}\"}}\n"),
+            samples: Samples::with_capacity(QGA_CALLS),
+        };
+        round_trips.measure(QGA_WARM_UP)?;
+        round_trips.samples = Samples::with_capacity(QGA_CALLS);
+        Ok(round_trips)
     }
-    Ok(samples)
+
+    fn measure(&mut self, calls: usize) -> anyhow::Result<()> {
+        for _ in 0..calls {
+            let started = Instant::now();
+            self.client.send(self.request.as_bytes())?;
+            let answer = self.client.answer()?;
+            self.samples.push(started.elapsed());
+            anyhow::ensure!(
+                answer.starts_with(b"{\"return\""),
+                "{} answered {}",
+                self.request.trim_end(),
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The XenStore round trip beside a dom0 write and read of the same size
