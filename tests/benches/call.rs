@@ -23,6 +23,8 @@ const CALLS: &[(&str, &str, &str, usize)] = &[
     ("kmsactivate", "kmsactivate", "{}", 5_000),
     ("agentupdate", "agentupdate", "\"x\"", 5_000),
     ("resetnetwork", "resetnetwork", "\"\"", 5_000),
+    ("qga", "qga:guest-ping", "{}", 20_000),
+    ("qga", "qga:guest-get-osinfo", "{}", 5_000),
 ];
 
 fn main() -> anyhow::Result<()> {
