@@ -147,6 +147,65 @@ fn set_user_password_plain_and_crypted_as_libxcrypt_reads_them() {
     }
 }
 
+/// Debian's shadow tools (`chage`, `passwd -S`) reading the account from
+/// the agent's root: the password change date, and whether a change is
+/// forced at the next login.
+fn shadow_tool(root: &Path, tool: &str, args: &[&str]) -> String {
+    let output = Command::new(tool)
+        .env("LC_ALL", "C")
+        .arg("-R")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("{tool}: {error}"));
+    assert!(
+        output.status.success(),
+        "{tool}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn utc_today() -> String {
+    let output = Command::new("date").args(["-u", "+%F"]).output().expect("date");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn a_new_password_is_dated_today_and_ends_a_forced_change_as_chpasswd_does() {
+    let agent = agent_with_accounts(AgentBuilder::new());
+    let root = agent.root();
+    // alice must change her password at the next login (`passwd -e`).
+    write(
+        &root.join("etc/shadow"),
+        "root:$6$abcdefgh$old:17000:0:99999:7:::\nalice:$6$abcdefgh$old:0:0:99999:7:::\n",
+        0o640,
+    );
+    assert!(shadow_tool(&root, "chage", &["-l", "alice"]).contains("password must be changed"));
+
+    let before = utc_today();
+    let mut qga = agent.qga();
+    assert_eq!(set_password(&mut qga, "alice", "Tr0ub4dor&3", false), ok());
+    let status = shadow_tool(&root, "passwd", &["-S", "alice"]);
+    let fields: Vec<&str> = status.split_whitespace().collect();
+    assert_eq!(fields[..2], ["alice", "P"], "{status}");
+    assert!(
+        [before, utc_today()].contains(&fields[2].to_owned()),
+        "changed on {status}"
+    );
+    assert_eq!(
+        fields[3..],
+        ["0", "99999", "7", "-1"],
+        "the ageing fields are kept: {status}"
+    );
+    let ageing = shadow_tool(&root, "chage", &["-l", "alice"]);
+    assert!(!ageing.contains("must be changed"), "{ageing}");
+    assert!(
+        shadow_tool(&root, "passwd", &["-S", "root"]).contains(" 2016-07-18 "),
+        "root's line untouched"
+    );
+}
+
 #[test]
 fn ssh_keys_are_added_listed_and_removed_with_the_modes_sshd_wants() {
     let agent = agent_with_accounts(AgentBuilder::new());

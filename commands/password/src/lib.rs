@@ -120,11 +120,38 @@ impl Database {
 }
 
 fn set_password(account: &str, password: &cipher::Password) -> Result<(), String> {
-    set_hash(account, &mut |old_hash, default_scheme| {
+    // The legacy agent kept the day of the last change as it was, and its
+    // test vectors say so (legacy-agent.md §8.2).
+    set_hash(account, LastChange::Kept, &mut |old_hash, default_scheme| {
         hash_like(password.as_bytes(), old_hash, default_scheme)
     })
     .map_err(|error| error.to_string())
 }
+
+/// What a new password does to shadow's day of the last change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LastChange {
+    /// Left as it was.
+    Kept,
+    /// Today, as `chpasswd` and `passwd` set it: this also ends a change
+    /// forced at the next login (a day of 0). FreeBSD's file has no such
+    /// field.
+    Today,
+}
+
+impl LastChange {
+    /// The day to write into `database`, if any.
+    fn day(self, database: &Database) -> Option<u64> {
+        let today = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs()
+            / SECONDS_PER_DAY;
+        matches!((self, database), (Self::Today, Database::Shadow)).then_some(today)
+    }
+}
+
+const SECONDS_PER_DAY: u64 = 24 * 60 * 60;
 
 /// Why the password database was not changed.
 #[derive(Debug)]
@@ -171,6 +198,7 @@ pub(crate) fn hash_like(password: &[u8], old_hash: &str, default_scheme: &hash::
 /// fails).
 pub(crate) fn set_hash(
     account: &str,
+    last_change: LastChange,
     new_hash: &mut dyn FnMut(&str, &hash::Scheme) -> Result<String, String>,
 ) -> Result<(), SetError> {
     let database = Database::detect()?;
@@ -182,7 +210,12 @@ pub(crate) fn set_hash(
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok());
     let default_scheme = hash::default_scheme(login_defs.as_deref());
-    let rewritten = shadow::rewrite(&old, account, &mut |old_hash| new_hash(old_hash, &default_scheme))?;
+    let rewritten = shadow::rewrite(
+        &old,
+        account,
+        &mut |old_hash| new_hash(old_hash, &default_scheme),
+        last_change.day(&database),
+    )?;
     if rewritten.accounts_changed == 0 {
         return Err(SetError::NoAccount {
             account: account.to_owned(),
@@ -298,6 +331,13 @@ mod tests {
         assert_eq!((reply.code.as_str(), reply.message.as_str()), ("0", ""));
         let hash = root_hash();
         assert!(hash.starts_with("$6$") && hash != "$6$abcdefgh$old", "{hash}");
+        let shadow = testing::with_host(|host| host.files[SHADOW].clone());
+        let expected = format!("root:{hash}:17000:0:99999:7:::\nbin:*:17000:0:99999:7:::\n");
+        assert_eq!(
+            shadow,
+            expected.as_bytes(),
+            "only the hash changes, as the legacy agent did"
+        );
         assert!(testing::with_host(|host| host.locks == [PASSWORD_LOCK]));
         // The key is gone: a second password needs a new keyinit.
         let again = Password::handle(Request::new("password", &format!("\"{}\"", encrypt(&key, b"x\n"))));

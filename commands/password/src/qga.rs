@@ -8,15 +8,19 @@
 //! qemu-ga's texts, and then the account's line is rewritten exactly as
 //! Nova's `password` does it: under the `lckpwdf(3)` lock, by atomic
 //! replacement, a plain password hashed inside the component with the
-//! account's own scheme (else the system's default). Where qemu-ga would
-//! write something wrong without a word, this refuses: a NUL in the
-//! password (chpasswd silently cut the password there), a `:` in a crypted
-//! hash (it would split the shadow line), and an empty password.
+//! account's own scheme (else the system's default). Unlike Nova's, the
+//! day of the last change becomes today, as chpasswd sets it, which also
+//! ends a change forced at the next login.
+//!
+//! Where qemu-ga would write something wrong without a word, this refuses:
+//! a NUL in the password (chpasswd silently cut the password there), a `:`
+//! in a crypted hash (it would split the shadow line), and an empty
+//! password.
 
 use guestward_sdk::{Reply, Request, log, qga};
 use zeroize::Zeroizing;
 
-use crate::{SetError, hash_like, set_hash};
+use crate::{LastChange, SetError, hash_like, set_hash};
 
 /// qemu-ga's answer whenever chpasswd failed: what libvirt users see for
 /// an account that does not exist.
@@ -46,9 +50,9 @@ pub fn set_user_password(request: &Request<'_>) -> Reply {
         let Some(hash) = crypted_hash(&password) else {
             return qga::generic_error("forbidden characters in crypted password");
         };
-        set_hash(&username, &mut |_, _| Ok(hash.to_owned()))
+        set_hash(&username, LastChange::Today, &mut |_, _| Ok(hash.to_owned()))
     } else {
-        set_hash(&username, &mut |old_hash, default_scheme| {
+        set_hash(&username, LastChange::Today, &mut |old_hash, default_scheme| {
             hash_like(&password, old_hash, default_scheme)
         })
     };
@@ -178,6 +182,48 @@ mod tests {
         let arguments = format!(r#"{{"username":"alice","password":"{}","crypted":false}}"#, b64("pw"));
         assert_eq!(call(&arguments).0, "0");
         assert!(hash_of("alice").starts_with("$y$j9T$"), "{}", hash_of("alice"));
+    }
+
+    fn last_change_of(user: &str) -> String {
+        let shadow = testing::with_host(|host| String::from_utf8(host.files[SHADOW].clone()).unwrap());
+        let line = shadow
+            .lines()
+            .find(|line| line.starts_with(&format!("{user}:")))
+            .unwrap();
+        line.split(':').nth(2).unwrap().to_owned()
+    }
+
+    fn today() -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        now.as_secs() / 86_400
+    }
+
+    #[test]
+    fn the_last_change_becomes_today_as_chpasswd_sets_it_ending_a_forced_change() {
+        setup();
+        testing::with_host(|host| {
+            host.files.insert(
+                SHADOW.into(),
+                b"root:$6$abcdefgh$old:0:0:99999:7:::\nalice:!:17000:0:99999:7:::\n".to_vec(),
+            )
+        });
+        let before = today();
+        let arguments = format!(r#"{{"username":"root","password":"{}","crypted":false}}"#, b64("pw"));
+        assert_eq!(call(&arguments).0, "0");
+        let arguments = format!(
+            r#"{{"username":"alice","password":"{}","crypted":true}}"#,
+            b64("$6$s$h")
+        );
+        assert_eq!(call(&arguments).0, "0");
+        let days = before..=today();
+        for user in ["root", "alice"] {
+            let day: u64 = last_change_of(user).parse().unwrap();
+            assert!(days.contains(&day), "{user}: {day} is not today");
+        }
+        let shadow = testing::with_host(|host| String::from_utf8(host.files[SHADOW].clone()).unwrap());
+        assert!(shadow.lines().all(|line| line.ends_with(":0:99999:7:::")), "{shadow}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Rewriting `/etc/shadow` (or FreeBSD's `/etc/master.passwd`, whose first
-//! two fields are the same): the account's hash changes, every other byte
-//! stays where it was (legacy-agent.md §3.4.1).
+//! two fields are the same): the account's hash changes, and its
+//! last-change day when asked, every other byte stays where it was
+//! (legacy-agent.md §3.4.1).
 
 /// The rewritten file and how many lines were the account's.
 #[derive(Debug, PartialEq, Eq)]
@@ -10,18 +11,20 @@ pub struct Rewritten {
 }
 
 /// Replace field 2 of every line whose first field is `account` with
-/// `new_hash(old hash)`. Comment lines, lines with fewer than three fields
-/// and other accounts' lines are copied as they are, bytes and line endings
-/// included, valid UTF-8 or not.
+/// `new_hash(old hash)`, and field 3 (shadow's day of the last change) with
+/// `changed_on` when there is one. Comment lines, lines with fewer than
+/// three fields and other accounts' lines are copied as they are, bytes and
+/// line endings included, valid UTF-8 or not.
 pub fn rewrite(
     contents: &[u8],
     account: &str,
     new_hash: &mut dyn FnMut(&str) -> Result<String, String>,
+    changed_on: Option<u64>,
 ) -> Result<Rewritten, String> {
     let mut out = Vec::with_capacity(contents.len() + 128);
     let mut accounts_changed = 0;
     for line in contents.split_inclusive(|&byte| byte == b'\n') {
-        match replace_hash(line, account, new_hash)? {
+        match replace_hash(line, account, new_hash, changed_on)? {
             Some(changed) => {
                 out.extend_from_slice(&changed);
                 accounts_changed += 1;
@@ -40,6 +43,7 @@ fn replace_hash(
     line: &[u8],
     account: &str,
     new_hash: &mut dyn FnMut(&str) -> Result<String, String>,
+    changed_on: Option<u64>,
 ) -> Result<Option<Vec<u8>>, String> {
     if line.starts_with(b"#") || line.iter().filter(|&&byte| byte == b':').count() < 2 {
         return Ok(None);
@@ -52,7 +56,21 @@ fn replace_hash(
         return Ok(None);
     }
     let hash = new_hash(&String::from_utf8_lossy(old_hash))?;
-    Ok(Some([user, b":", hash.as_bytes(), b":", rest].concat()))
+    let rest = match changed_on {
+        Some(day) => [day.to_string().as_bytes(), after_first_field(rest)].concat(),
+        None => rest.to_vec(),
+    };
+    Ok(Some([user, b":", hash.as_bytes(), b":", &rest].concat()))
+}
+
+/// What follows the first field of `rest`: from its `:`, or from the line
+/// ending when it is the last field.
+fn after_first_field(rest: &[u8]) -> &[u8] {
+    let end = rest
+        .iter()
+        .position(|&byte| matches!(byte, b':' | b'\r' | b'\n'))
+        .unwrap_or(rest.len());
+    &rest[end..]
 }
 
 #[cfg(test)]
@@ -60,7 +78,7 @@ mod tests {
     use super::*;
 
     fn rewrite_with(contents: &[u8], account: &str) -> Rewritten {
-        rewrite(contents, account, &mut |old| Ok(format!("NEW[{old}]"))).unwrap()
+        rewrite(contents, account, &mut |old| Ok(format!("NEW[{old}]")), None).unwrap()
     }
 
     #[test]
@@ -105,8 +123,29 @@ mod tests {
     }
 
     #[test]
+    fn a_last_change_day_replaces_field_three_of_the_accounts_lines_only() {
+        let day = Some(20_788);
+        let input = b"root:h:17000:0:99999:7:::\nbin:*:0:0:99999:7:::\nalice:!::0:99999:7:::\r\nbob:x:0\r\ncarol:x:\n";
+        let rewrite_day = |account| rewrite(input, account, &mut |old| Ok(format!("N{old}")), day).unwrap();
+        assert_eq!(
+            rewrite_day("root").contents,
+            b"root:Nh:20788:0:99999:7:::\nbin:*:0:0:99999:7:::\nalice:!::0:99999:7:::\r\nbob:x:0\r\ncarol:x:\n"
+        );
+        // A forced change (0), an empty field, the last field of its line.
+        assert!(
+            rewrite_day("bin")
+                .contents
+                .starts_with(b"root:h:17000:0:99999:7:::\nbin:N*:20788:0:")
+        );
+        let alice = rewrite_day("alice").contents;
+        assert!(alice.ends_with(b"alice:N!:20788:0:99999:7:::\r\nbob:x:0\r\ncarol:x:\n"));
+        assert!(rewrite_day("bob").contents.ends_with(b"bob:Nx:20788\r\ncarol:x:\n"));
+        assert!(rewrite_day("carol").contents.ends_with(b"carol:Nx:20788\n"));
+    }
+
+    #[test]
     fn hashing_errors_stop_the_rewrite() {
-        let result = rewrite(b"root:x:1::\n", "root", &mut |_| Err("no".to_owned()));
+        let result = rewrite(b"root:x:1::\n", "root", &mut |_| Err("no".to_owned()), None);
         assert_eq!(result, Err("no".to_owned()));
     }
 }
