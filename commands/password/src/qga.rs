@@ -146,13 +146,18 @@ mod tests {
         (reply.code, reply.message)
     }
 
-    fn hash_of(user: &str) -> String {
+    /// Field `index` (from 0) of the user's shadow line.
+    fn shadow_field(user: &str, index: usize) -> String {
         let shadow = testing::with_host(|host| String::from_utf8(host.files[SHADOW].clone()).unwrap());
         let line = shadow
             .lines()
             .find(|line| line.starts_with(&format!("{user}:")))
             .unwrap();
-        line.split(':').nth(1).unwrap().to_owned()
+        line.split(':').nth(index).unwrap().to_owned()
+    }
+
+    fn hash_of(user: &str) -> String {
+        shadow_field(user, 1)
     }
 
     fn b64(text: &str) -> String {
@@ -184,15 +189,6 @@ mod tests {
         assert!(hash_of("alice").starts_with("$y$j9T$"), "{}", hash_of("alice"));
     }
 
-    fn last_change_of(user: &str) -> String {
-        let shadow = testing::with_host(|host| String::from_utf8(host.files[SHADOW].clone()).unwrap());
-        let line = shadow
-            .lines()
-            .find(|line| line.starts_with(&format!("{user}:")))
-            .unwrap();
-        line.split(':').nth(2).unwrap().to_owned()
-    }
-
     fn today() -> u64 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -219,7 +215,7 @@ mod tests {
         assert_eq!(call(&arguments).0, "0");
         let days = before..=today();
         for user in ["root", "alice"] {
-            let day: u64 = last_change_of(user).parse().unwrap();
+            let day: u64 = shadow_field(user, 2).parse().unwrap();
             assert!(days.contains(&day), "{user}: {day} is not today");
         }
         let shadow = testing::with_host(|host| String::from_utf8(host.files[SHADOW].clone()).unwrap());
