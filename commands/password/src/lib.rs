@@ -142,12 +142,13 @@ pub(crate) enum LastChange {
 impl LastChange {
     /// The day to write into `database`, if any.
     fn day(self, database: &Database) -> Option<u64> {
-        let today = std::time::SystemTime::now()
+        if !matches!((self, database), (Self::Today, Database::Shadow)) {
+            return None;
+        }
+        let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_secs()
-            / SECONDS_PER_DAY;
-        matches!((self, database), (Self::Today, Database::Shadow)).then_some(today)
+            .ok()?;
+        Some(since_epoch.as_secs() / SECONDS_PER_DAY)
     }
 }
 
