@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use guestward_tests::agent::audit_records;
 use guestward_tests::artifacts::guestward;
 use guestward_tests::{AgentBuilder, artifacts};
 
@@ -74,11 +75,9 @@ fn calls_that_hit_a_limit_or_a_refusal_warn_and_say_so_in_the_audit_record() {
     agent.call("read-file", r#""/etc/shadow""#);
     agent.call("big-reply", "100000");
     agent.call("echo", "1");
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let records = audit_records(&audit, |records| {
+        records.iter().any(|record| record["fields"]["command"] == "echo")
+    });
     let outcome = |command: &str| {
         let record = records
             .iter()

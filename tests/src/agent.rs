@@ -425,3 +425,24 @@ impl Drop for Agent {
         self.kill();
     }
 }
+
+/// The records of an audit log (`--audit-log`) once `complete` holds of
+/// them, or whatever is there after 10 s. The agent writes the log from a
+/// thread of its own so that a slow disk holds up no call; a record may
+/// therefore land just after its call's reply.
+pub fn audit_records(path: &Path, complete: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // (Only whole lines: the writer may be halfway through one.)
+        let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        let records: Vec<serde_json::Value> = whole
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+            .collect();
+        if complete(&records) || Instant::now() >= until {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
