@@ -14,6 +14,9 @@ pub const DEFAULT_POLICY: &str = "/etc/guestward/policy.toml";
 pub const DEFAULT_POLICY_DIR: &str = "/etc/guestward/policy.d";
 /// The default local socket.
 pub const DEFAULT_SOCKET: &str = "/run/guestward/guestward.sock";
+/// The default runtime directory (the record of a freeze, for an instance
+/// started after a crash).
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/guestward";
 /// The default compiled-component cache.
 pub const DEFAULT_CACHE: &str = "/var/cache/guestward";
 /// How long filesystems stay frozen when the host never thaws them: ten
@@ -47,6 +50,9 @@ pub struct ConfigFile {
     pub socket: Option<PathBuf>,
     /// Compiled-component cache directory; `""` turns caching off.
     pub cache: Option<PathBuf>,
+    /// Runtime state that must outlive a crash of the daemon but not a
+    /// reboot (a tmpfs).
+    pub runtime_dir: Option<PathBuf>,
     /// Seconds between safety re-scans of `data/host`.
     pub rescan_seconds: Option<u64>,
     /// Seconds xenstored may take to answer before the connection is taken

@@ -43,6 +43,8 @@ pub struct DaemonSettings {
     /// The QEMU guest agent protocol's port and socket.
     pub qga: QgaOptions,
     pub cache: Option<PathBuf>,
+    /// Where state that outlives a crash is kept (a tmpfs).
+    pub runtime_dir: PathBuf,
     /// How long xenstored may take to answer before the connection is
     /// taken for dead.
     pub xenstore_timeout: Duration,
@@ -76,6 +78,7 @@ impl Agent {
         let (installer, install_requests) = mpsc::channel(4);
         let mut capabilities = Capabilities::new(Arc::new(root), xenstore.clone(), Some(installer));
         capabilities.freeze.set_timeout(settings.freeze_timeout);
+        capabilities.freeze.record_in(&settings.runtime_dir).await;
         capabilities.agent = crate::capability::agent::Agent::with_qga_filter(settings.qga.filter.clone())
             .with_frozen_flag(capabilities.freeze.frozen_flag());
         let runtime = Arc::new(Runtime::new(&options, capabilities)?);

@@ -88,7 +88,8 @@ fn run(program: &str, args: &[&str]) {
     assert!(status.success(), "{program} {args:?}: {status}");
 }
 
-/// A `guestward serve` on the machine's root, serving QGA on a socket.
+/// A `guestward serve` on the machine's root, serving QGA on a socket,
+/// with a runtime directory of its own (not the machine's /run/guestward).
 struct Daemon {
     child: Child,
     dir: tempfile::TempDir,
@@ -117,9 +118,21 @@ impl Daemon {
             std::fs::write(path("policy.d").join(name), toml).unwrap();
         }
         std::fs::write(path("guestward.toml"), "").unwrap();
-        let log = std::fs::File::create(path("agent.log")).unwrap();
+        let child = Self::launch(dir.path(), args);
+        let daemon = Self { child, dir };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn launch(dir: &Path, args: &[&str]) -> Child {
+        let path = |name: &str| dir.join(name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path("agent.log"))
+            .unwrap();
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let child = Command::new(artifacts::guestward_bin())
+        Command::new(artifacts::guestward_bin())
             .arg("serve")
             .arg("--config")
             .arg(path("guestward.toml"))
@@ -138,16 +151,29 @@ impl Daemon {
             .arg(path("qga.sock"))
             .arg("--cache")
             .arg(artifacts::shared_cache())
+            .arg("--runtime-dir")
+            .arg(path("run"))
             .args(args)
             .env("GUESTWARD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap();
-        let daemon = Self { child, dir };
-        daemon.wait_ready();
-        daemon
+            .unwrap()
+    }
+
+    /// SIGKILL (nothing is thawed on the way out), then the same daemon
+    /// started again, with the flags `args`.
+    fn kill_and_restart(&mut self, args: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::launch(self.dir.path(), args);
+        self.wait_ready();
+    }
+
+    /// The record a freeze leaves for a successor.
+    fn freeze_marker(&self) -> PathBuf {
+        self.dir.path().join("run/frozen")
     }
 
     /// The documented drop-in (dist/policy.d/fsfreeze.toml).
@@ -410,6 +436,89 @@ fn the_audit_log_on_a_frozen_filesystem_holds_up_no_command() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(while_frozen(&records), 20, "{records}");
+}
+
+#[test]
+fn a_daemon_killed_while_frozen_is_followed_by_one_that_takes_the_freeze_over() {
+    let _turn = take_turn();
+    let Some(fs) = LoopFs::mount() else { return };
+    let mut daemon = Daemon::start(&[Daemon::fsfreeze_dropin(), FREEZER], &[]);
+    assert_eq!(
+        daemon.qga().execute("guest-fsfreeze-freeze-list", &fs.list()),
+        json!({"return": 1})
+    );
+    assert!(daemon.freeze_marker().exists());
+    let file = fs.mnt.join("across-a-kill");
+    let mut writer = start_writer(&file);
+    // The successor's audit log is on the frozen filesystem: even opening
+    // it waits for the thaw, and the successor must start all the same.
+    // (Not the killed instance's: a process with a thread blocked on a
+    // frozen filesystem cannot finish dying until the thaw.)
+    let audit = fs.mnt.join("audit.jsonl");
+    daemon.kill_and_restart(&["--audit-log", audit.to_str().unwrap()]);
+    // Still frozen (nothing thawed on a SIGKILL), and the new instance
+    // knows it: it says so and refuses what could write.
+    assert_blocked(&mut writer, &daemon);
+    assert!(
+        daemon.log().contains("the audit log's filesystem takes no writes yet"),
+        "{}",
+        daemon.log()
+    );
+    let mut qga = daemon.qga();
+    assert_eq!(qga.execute("guest-fsfreeze-status", ""), json!({"return": "frozen"}));
+    assert_eq!(
+        qga.execute("test-freeze-then-panic", &fs.list()),
+        frozen_refusal("test-freeze-then-panic")
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("a previous instance exited with filesystems frozen"),
+        "{}",
+        daemon.log()
+    );
+    // The host's thaw counts the filesystem the killed instance froze.
+    assert_eq!(qga.execute("guest-fsfreeze-thaw", ""), json!({"return": 1}));
+    assert_written(&mut writer, &file, &daemon);
+    assert_eq!(qga.execute("guest-fsfreeze-status", ""), json!({"return": "thawed"}));
+    assert!(!daemon.freeze_marker().exists());
+    // The records of the calls made while frozen reached the file after
+    // the thaw.
+    let records = guestward_tests::agent::audit_records(&audit, |records| {
+        records
+            .iter()
+            .any(|record| record["fields"]["command"] == "qga:guest-fsfreeze-thaw")
+    });
+    assert!(
+        records
+            .iter()
+            .any(|record| record["fields"]["command"] == "qga:guest-fsfreeze-thaw"),
+        "{records:?}"
+    );
+
+    // A crash does not lengthen a freeze: the successor (whose own
+    // timeout is the default ten minutes) thaws at the deadline the
+    // freeze was made with.
+    daemon.kill_and_restart(&["--freeze-timeout-seconds", "2"]);
+    assert_eq!(
+        daemon.qga().execute("guest-fsfreeze-freeze-list", &fs.list()),
+        json!({"return": 1})
+    );
+    let file = fs.mnt.join("after-the-deadline");
+    let mut writer = start_writer(&file);
+    daemon.kill_and_restart(&[]);
+    assert_written(&mut writer, &file, &daemon);
+    assert_eq!(
+        daemon.qga().execute("guest-fsfreeze-status", ""),
+        json!({"return": "thawed"})
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("nobody thawed them by the deadline they were frozen with"),
+        "{}",
+        daemon.log()
+    );
 }
 
 #[test]

@@ -201,7 +201,10 @@ impl AgentBuilder {
                 self.cache.clone().unwrap_or_else(artifacts::shared_cache).as_os_str(),
             ])
             .args(["--trusted-keys".as_ref(), keys.as_os_str()]);
-        if !self.host_root {
+        if self.host_root {
+            // Never the machine's own /run/guestward.
+            command.args(["--runtime-dir".as_ref(), dir.join("run").as_os_str()]);
+        } else {
             command.args(["--root".as_ref(), root.as_os_str()]);
         }
         if self.allow_unsigned {

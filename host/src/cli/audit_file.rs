@@ -7,17 +7,36 @@
 //! count is written as a record of its own once the file takes writes
 //! again. The log itself goes to stderr or the journal (a pipe or a
 //! socket), which a freeze does not block.
+//!
+//! Even opening the file for appending waits on a frozen filesystem, and
+//! a daemon restarted while filesystems are frozen must still start (it is
+//! the one to thaw them): the thread opens the file, and the start waits
+//! for it only a moment.
 
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Records the queue holds while the file does not take writes.
 pub const QUEUE_RECORDS: usize = 1024;
+
+/// How long the start waits for the file to open before it goes on
+/// without (the records wait in the queue).
+const OPEN_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether the audit file was open when the start went on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    Yes,
+    /// Still opening: its filesystem takes no writes (frozen).
+    Waiting,
+}
 
 /// The audit records' way to their file.
 #[derive(Debug, Clone)]
@@ -35,19 +54,55 @@ struct Counts {
 }
 
 impl AuditFile {
-    /// Start the writer thread for `file`.
-    pub fn start(file: impl Write + Send + 'static) -> io::Result<Self> {
-        Self::with_capacity(file, QUEUE_RECORDS)
+    /// Open `path` for appending (created with mode 0600) in the writer
+    /// thread. An error opening it is returned; a file still opening
+    /// after a moment is `Opened::Waiting`.
+    pub fn open(path: &Path) -> io::Result<(Self, Opened)> {
+        let path = path.to_owned();
+        let open = move || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+        };
+        Self::start_opening(open, QUEUE_RECORDS, OPEN_WAIT)
     }
 
-    fn with_capacity(file: impl Write + Send + 'static, capacity: usize) -> io::Result<Self> {
+    /// Start the writer thread, which first runs `open`; wait `wait` for
+    /// it.
+    fn start_opening<W: Write>(
+        open: impl FnOnce() -> io::Result<W> + Send + 'static,
+        capacity: usize,
+        wait: Duration,
+    ) -> io::Result<(Self, Opened)> {
         let (queue, records) = sync_channel(capacity);
+        let (opened, open_result) = sync_channel(1);
         let counts = Arc::new(Counts::default());
         let thread_counts = counts.clone();
         std::thread::Builder::new()
             .name("audit-file".to_owned())
-            .spawn(move || write_records(file, &records, &thread_counts))?;
-        Ok(Self { queue, counts })
+            .spawn(move || match open() {
+                Ok(file) => {
+                    let _ = opened.send(Ok(()));
+                    write_records(file, &records, &thread_counts);
+                }
+                Err(error) => {
+                    let _ = opened.send(Err(error));
+                }
+            })?;
+        let file = Self { queue, counts };
+        match open_result.recv_timeout(wait) {
+            Ok(Ok(())) => Ok((file, Opened::Yes)),
+            Ok(Err(error)) => Err(error),
+            Err(RecvTimeoutError::Timeout) => Ok((file, Opened::Waiting)),
+            Err(RecvTimeoutError::Disconnected) => Err(io::Error::other("the audit log's writer stopped")),
+        }
+    }
+
+    #[cfg(test)]
+    fn with_capacity(file: impl Write + Send + 'static, capacity: usize) -> io::Result<Self> {
+        Self::start_opening(move || Ok(file), capacity, Duration::from_secs(10)).map(|(file, _)| file)
     }
 
     /// Wait until every queued record is written, at most `timeout` (at
@@ -203,5 +258,33 @@ mod tests {
         }
         let expected: String = (0..50).map(|index| format!("record {index}\n")).collect();
         assert_eq!(gate.text(), expected);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_yet_holds_up_no_start_and_gets_the_records_later() {
+        let gate = Gate::default();
+        let opening = gate.clone();
+        let open = move || {
+            // Blocks as an open for writing on a frozen filesystem does.
+            opening.clone().write_all(b"opened\n")?;
+            Ok(opening)
+        };
+        let (file, opened) = AuditFile::start_opening(open, 4, Duration::from_millis(50)).unwrap();
+        assert_eq!(opened, Opened::Waiting);
+        record(&file, "record 0\n");
+        gate.open();
+        file.drain(Duration::from_secs(10));
+        assert_eq!(gate.text(), "opened\nrecord 0\n");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_is_an_error_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = AuditFile::open(&dir.path().join("missing/audit.jsonl")).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        let (_, opened) = AuditFile::open(&dir.path().join("audit.jsonl")).unwrap();
+        assert_eq!(opened, Opened::Yes);
+        let mode = std::fs::metadata(dir.path().join("audit.jsonl")).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
     }
 }

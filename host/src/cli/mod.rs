@@ -1,7 +1,6 @@
 //! The `guestward` command line.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -51,7 +50,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent: answer requests from XenStore and the local socket.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send one request to a running agent over its local socket.
     Call {
         /// The agent's local socket.
@@ -300,6 +299,10 @@ struct ServeArgs {
     /// Compile components at every start instead of caching them.
     #[arg(long, conflicts_with = "cache")]
     no_cache: bool,
+    /// Runtime state that outlives a crash but not a reboot: a tmpfs
+    /// (default /run/guestward, inside the root under --root).
+    #[arg(long)]
+    runtime_dir: Option<PathBuf>,
     /// Also append the audit records (one JSON line per call) to FILE.
     #[arg(long)]
     audit_log: Option<PathBuf>,
@@ -423,17 +426,16 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
         },
         _ => None,
     };
+    let mut still_opening = None;
     let audit = match &audit_log {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+            let (writer, opened) =
+                AuditFile::open(path).with_context(|| format!("cannot open the audit log {}", path.display()))?;
+            if opened == audit_file::Opened::Waiting {
+                still_opening = Some(path);
+            }
             let only_audit = tracing_subscriber::filter::Targets::new()
                 .with_target(guestward::runtime::AUDIT_TARGET, tracing::Level::INFO);
-            let writer = AuditFile::start(file).context("cannot start the audit log's writer")?;
             let _ = AUDIT_FILE.set(writer.clone());
             Some(
                 tracing_subscriber::fmt::layer()
@@ -445,6 +447,12 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
         _ => None,
     };
     tracing_subscriber::registry().with(stderr).with(audit).init();
+    if let Some(path) = still_opening {
+        tracing::warn!(
+            audit_log = %path.display(),
+            "the audit log's filesystem takes no writes yet (frozen?): its records wait until it does"
+        );
+    }
     Ok(())
 }
 
@@ -486,7 +494,7 @@ fn is_journal_stream(stream: &str, dev: u64, ino: u64) -> bool {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
-            daemon::serve(serve_settings(args)?).await?;
+            daemon::serve(serve_settings(*args)?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Call { socket, name, value } => {
@@ -620,6 +628,7 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
         .cache
         .or(file.cache.clone())
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CACHE));
+    let runtime_dir = runtime_dir(args.runtime_dir.or(file.runtime_dir.clone()), &root);
     // An empty path in the file turns the feature off, as the flags do.
     let unless = |off: bool, path: PathBuf| (!off && !path.as_os_str().is_empty()).then_some(path);
     let trusted_keys = args
@@ -666,6 +675,7 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
         interfaces: args.interfaces.or(file.interfaces.clone()),
         socket: unless(args.no_socket, socket),
         cache: unless(args.no_cache, cache),
+        runtime_dir,
         xenstore_timeout: file.xenstore_timeout(),
         freeze_timeout: args
             .freeze_timeout_seconds
@@ -676,6 +686,12 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<DaemonSettings> {
             ..ExchangeOptions::default()
         },
     })
+}
+
+/// The runtime directory named, else the default inside `root`: a
+/// scratch root keeps its state inside, never in the machine's.
+fn runtime_dir(named: Option<PathBuf>, root: &Path) -> PathBuf {
+    named.unwrap_or_else(|| root.join(config::DEFAULT_RUNTIME_DIR.trim_start_matches('/')))
 }
 
 /// The trusted keys, with the policy's signer pins.
@@ -883,6 +899,19 @@ mod tests {
         assert_eq!(
             error_chain(&error),
             "cannot read x.wasm: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn the_runtime_directory_is_the_machines_or_inside_a_scratch_root() {
+        assert_eq!(runtime_dir(None, Path::new("/")), Path::new("/run/guestward"));
+        assert_eq!(
+            runtime_dir(None, Path::new("/tmp/r")),
+            Path::new("/tmp/r/run/guestward")
+        );
+        assert_eq!(
+            runtime_dir(Some(PathBuf::from("/run/x")), Path::new("/tmp/r")),
+            Path::new("/run/x")
         );
     }
 

@@ -9,19 +9,28 @@
 //! nothing is frozen: the mount table is `<root>/proc/self/mountinfo`
 //! (none: no filesystems) and freezes and thaws are recorded in the
 //! root's actions log.
+//!
+//! A freeze is recorded in the runtime directory ([`marker`]) for as long
+//! as it lasts, so that an instance started after one that was killed
+//! while frozen takes the freeze over: it says "frozen", refuses what
+//! qemu-ga refuses while frozen, thaws on the host's word, and keeps the
+//! auto-thaw's deadline.
 
 mod ioctl;
+pub mod marker;
 pub mod mounts;
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use wasmtime::component::{HasSelf, Linker};
 
+use self::marker::{FreezeRecord, Marker};
 use self::mounts::Mount;
 use super::{CallInfo, Capability, Refusals};
 use crate::policy::{PolicyError, SectionErrors};
@@ -51,6 +60,8 @@ impl FrozenFlag {
 #[derive(Debug)]
 struct Shared {
     root: Arc<Root>,
+    /// Where freezes are recorded (none until the daemon says where).
+    marker: OnceLock<Marker>,
     held: Mutex<Option<Held>>,
     frozen: FrozenFlag,
     timeout_ms: AtomicU64,
@@ -84,6 +95,7 @@ impl Freeze {
     pub fn new(root: Arc<Root>) -> Self {
         Self {
             shared: Arc::new(Shared {
+                marker: OnceLock::new(),
                 root,
                 held: Mutex::new(None),
                 frozen: FrozenFlag::default(),
@@ -117,6 +129,20 @@ impl Freeze {
         let id = call.token.id;
         let reason = format!("the call that froze them ended: {outcome}");
         let _ = tokio::task::spawn_blocking(move || shared.thaw_held(&reason, |held| held.call == id)).await;
+    }
+
+    /// Record freezes in `runtime_dir` from now on; first take over a
+    /// freeze a previous instance recorded there and did not undo (it was
+    /// killed while frozen): frozen until the host thaws or the recorded
+    /// auto-thaw deadline passes. Run once, at start, before anything is
+    /// served.
+    pub async fn record_in(&self, runtime_dir: &Path) {
+        if self.shared.marker.set(Marker::in_dir(runtime_dir)).is_err() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let timer = tokio::runtime::Handle::current();
+        let _ = tokio::task::spawn_blocking(move || shared.take_over(&timer)).await;
     }
 
     /// Thaw what this daemon froze, because it stops.
@@ -190,8 +216,16 @@ impl Shared {
             seen.push(mount.device);
             first
         });
+        // Recorded before freezing: a daemon killed halfway must leave
+        // its successor the list. (A freeze that cannot be recorded still
+        // goes ahead, as qemu-ga's does; only a crash would then lose it.)
+        let timeout = self.timeout();
+        let dirs: Vec<String> = targets.iter().map(Mount::dir_text).collect();
+        if !targets.is_empty() {
+            self.remember(&FreezeRecord::due_in(dirs.clone(), timeout));
+        }
         let frozen = if self.simulated() {
-            self.record("fsfreeze-freeze", targets.iter().map(Mount::dir_text).collect(), None);
+            self.record("fsfreeze-freeze", dirs, None);
             targets
                 .iter()
                 .map(|mount| Frozen {
@@ -200,10 +234,11 @@ impl Shared {
                 })
                 .collect()
         } else {
-            freeze_all(&targets)?
+            freeze_all(&targets).inspect_err(|_| self.forget())?
         };
         let count = u32::try_from(frozen.len()).unwrap_or(u32::MAX);
         if count == 0 {
+            self.forget();
             return Ok(0);
         }
         let generation = self.counter.fetch_add(1, Ordering::SeqCst);
@@ -213,18 +248,86 @@ impl Shared {
             generation,
         });
         self.frozen.0.store(true, Ordering::SeqCst);
-        self.start_timer(generation, timer);
+        let reason = format!("nobody thawed them within {} s", timeout.as_secs_f32());
+        self.start_timer(generation, timeout, reason, timer);
         Ok(count)
     }
 
-    /// Thaw after the timeout unless this freeze was thawed before.
-    fn start_timer(self: &Arc<Self>, generation: u64, timer: &tokio::runtime::Handle) {
-        let timeout = Duration::from_millis(self.timeout_ms.load(Ordering::SeqCst));
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::SeqCst))
+    }
+
+    /// See [`Freeze::record_in`].
+    fn take_over(self: &Arc<Self>, timer: &tokio::runtime::Handle) {
+        let Some(marker) = self.marker.get() else { return };
+        let record = match marker.read() {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(error) => {
+                // Written whole by rename, so this is not ours to trust:
+                // what a host thaw would thaw is thawed.
+                tracing::warn!(%error, marker = %marker.path().display(), "cannot read the record of a freeze left by a previous instance: thawing every filesystem");
+                let _ = self.thaw();
+                return;
+            }
+        };
+        let mut held = self.lock();
+        let mounts: Vec<Frozen> = if self.simulated() {
+            record
+                .mountpoints
+                .iter()
+                .map(|dir| Frozen {
+                    dir: dir.clone(),
+                    fd: None,
+                })
+                .collect()
+        } else {
+            // Opening for reading takes no write access: a frozen
+            // filesystem does not block it.
+            record
+                .mountpoints
+                .iter()
+                .filter_map(|dir| {
+                    let fd = open_mount(std::path::Path::new(dir)).ok()?;
+                    Some(Frozen {
+                        dir: dir.clone(),
+                        fd: Some(fd),
+                    })
+                })
+                .collect()
+        };
+        let generation = self.counter.fetch_add(1, Ordering::SeqCst);
+        let remaining = record.remaining();
+        tracing::warn!(
+            mountpoints = record.mountpoints.join(","),
+            auto_thaw_in_s = remaining.as_secs(),
+            "a previous instance exited with filesystems frozen: they stay frozen until the host thaws them or the auto-thaw is due"
+        );
+        *held = Some(Held {
+            mounts,
+            // No call of this instance froze them.
+            call: 0,
+            generation,
+        });
+        self.frozen.0.store(true, Ordering::SeqCst);
+        drop(held);
+        let reason = "nobody thawed them by the deadline they were frozen with (by a previous instance)";
+        self.start_timer(generation, remaining, reason.to_owned(), timer);
+    }
+
+    /// Thaw after `timeout`, for `reason`, unless this freeze was thawed
+    /// before.
+    fn start_timer(
+        self: &Arc<Self>,
+        generation: u64,
+        timeout: Duration,
+        reason: String,
+        timer: &tokio::runtime::Handle,
+    ) {
         let shared: Weak<Self> = Arc::downgrade(self);
         timer.spawn(async move {
             tokio::time::sleep(timeout).await;
             let Some(shared) = shared.upgrade() else { return };
-            let reason = format!("nobody thawed them within {} s", timeout.as_secs_f32());
             let _ =
                 tokio::task::spawn_blocking(move || shared.thaw_held(&reason, |held| held.generation == generation))
                     .await;
@@ -238,6 +341,7 @@ impl Shared {
         let mut held = self.lock();
         let ours = held.take();
         self.frozen.0.store(false, Ordering::SeqCst);
+        self.forget();
         let mut thawed = 0;
         let mut dirs = Vec::new();
         if let Some(ours) = ours {
@@ -276,6 +380,7 @@ impl Shared {
         }
         let Some(ours) = held.take() else { return };
         self.frozen.0.store(false, Ordering::SeqCst);
+        self.forget();
         let thawed: u32 = ours.mounts.iter().map(|mount| u32::from(thaw_one(mount))).sum();
         let dirs: Vec<String> = ours.mounts.iter().map(|mount| mount.dir.clone()).collect();
         if self.simulated() {
@@ -286,6 +391,22 @@ impl Shared {
             mountpoints = dirs.join(","),
             "thawed the frozen filesystems: {reason}"
         );
+    }
+
+    /// Record a freeze for a successor (see [`marker`]).
+    fn remember(&self, record: &FreezeRecord) {
+        let Some(marker) = self.marker.get() else { return };
+        if let Err(error) = marker.write(record) {
+            tracing::warn!(%error, marker = %marker.path().display(), "cannot record the freeze: an instance started after a crash would not know of it");
+        }
+    }
+
+    /// No freeze to pass on any more.
+    fn forget(&self) {
+        let Some(marker) = self.marker.get() else { return };
+        if let Err(error) = marker.remove() {
+            tracing::warn!(%error, marker = %marker.path().display(), "cannot remove the record of a freeze");
+        }
     }
 
     /// Append a freeze or thaw to the root's actions log.

@@ -29,6 +29,18 @@ impl Machine {
         Self { dir, freeze }
     }
 
+    /// As the daemon starts: recording freezes in the root's runtime
+    /// directory.
+    async fn recording() -> Self {
+        let machine = Self::new();
+        machine.freeze.record_in(&machine.runtime_dir()).await;
+        machine
+    }
+
+    fn runtime_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("run/guestward")
+    }
+
     fn call(&self, granted: bool) -> CallFreeze {
         let limits = Limits::default();
         let info = CallInfo {
@@ -174,6 +186,121 @@ async fn shutdown_and_the_last_reference_thaw() {
     drop(freeze);
     let log = std::fs::read_to_string(dir.path().join(ACTIONS_LOG)).unwrap();
     assert!(log.lines().last().unwrap().contains("the agent is stopping"), "{log}");
+}
+
+impl Machine {
+    /// The freeze recorded for a successor.
+    fn marker(&self) -> Option<marker::FreezeRecord> {
+        Marker::in_dir(&self.runtime_dir()).read().unwrap()
+    }
+
+    /// The daemon killed (nothing thaws) and started again on the same
+    /// root, taking over what it left.
+    async fn killed_and_restarted(self, timeout: Duration) -> Self {
+        let Machine { dir, freeze } = self;
+        std::mem::forget(freeze);
+        let freeze = Freeze::new(Arc::new(Root::open(dir.path()).unwrap()));
+        freeze.set_timeout(timeout);
+        let machine = Self { dir, freeze };
+        machine.freeze.record_in(&machine.runtime_dir()).await;
+        machine
+    }
+}
+
+#[tokio::test]
+async fn a_freeze_is_recorded_for_a_successor_until_it_is_thawed() {
+    let machine = Machine::recording().await;
+    assert_eq!(machine.marker(), None);
+    let mut call = machine.call(true);
+    assert_eq!(
+        wit::Host::freeze(&mut call, Some(vec!["/nonexistent".to_owned()]))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(machine.marker(), None, "nothing frozen, nothing recorded");
+    assert_eq!(wit::Host::freeze(&mut call, None).await.unwrap(), 2);
+    let record = machine.marker().unwrap();
+    assert_eq!(record.mountpoints, ["/var/srv", "/srv"]);
+    let remaining = record.remaining();
+    assert!(remaining <= crate::config::DEFAULT_FREEZE_TIMEOUT && remaining > Duration::from_secs(500));
+    let marker = machine.runtime_dir().join(marker::MARKER);
+    let mode = |path: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
+    };
+    assert_eq!((mode(&marker), mode(marker.parent().unwrap())), (0o600, 0o700));
+    assert_eq!(wit::Host::thaw(&mut call).await.unwrap(), 2);
+    assert_eq!(machine.marker(), None);
+    // The daemon's own thaws forget it too.
+    assert_eq!(wit::Host::freeze(&mut call, None).await.unwrap(), 2);
+    machine.freeze.thaw_at_shutdown().await;
+    assert_eq!(machine.marker(), None);
+}
+
+#[tokio::test]
+async fn an_instance_started_after_a_kill_takes_the_freeze_over_until_the_host_thaws() {
+    let machine = Machine::recording().await;
+    assert_eq!(wit::Host::freeze(&mut machine.call(true), None).await.unwrap(), 2);
+    let machine = machine.killed_and_restarted(Duration::from_secs(60)).await;
+    let mut call = machine.call(true);
+    assert_eq!(status(&mut call).await, FreezeStatus::Frozen);
+    assert!(machine.freeze.frozen_flag().is_frozen());
+    let again = wit::Host::freeze(&mut call, None).await;
+    assert!(matches!(again, Err(Error::AlreadyFrozen(_))), "{again:?}");
+    // A failing call of the new instance did not freeze them: it thaws
+    // nothing.
+    machine.freeze.thaw_after_failure(&machine.call(true), "deadline").await;
+    assert!(machine.freeze.frozen_flag().is_frozen());
+    assert_eq!(wit::Host::thaw(&mut call).await.unwrap(), 2);
+    assert_eq!(status(&mut call).await, FreezeStatus::Thawed);
+    assert_eq!(machine.marker(), None);
+    let thaw = machine.actions().pop().unwrap();
+    assert_eq!(
+        thaw,
+        serde_json::json!({"action": "fsfreeze-thaw", "mountpoints": ["/var/srv", "/srv"]})
+    );
+    // And a restart after that finds nothing to take over.
+    let machine = machine.killed_and_restarted(Duration::from_secs(60)).await;
+    assert!(!machine.freeze.frozen_flag().is_frozen());
+}
+
+#[tokio::test]
+async fn a_taken_over_freeze_keeps_the_deadline_it_was_frozen_with() {
+    let machine = Machine::new();
+    // (Recorded by hand: a killed instance's own timer would not run.)
+    let record = marker::FreezeRecord::due_in(vec!["/srv".to_owned()], Duration::from_millis(300));
+    Marker::in_dir(&machine.runtime_dir()).write(&record).unwrap();
+    // The successor's own timeout is long: the recorded deadline rules.
+    let machine = machine.killed_and_restarted(Duration::from_secs(3600)).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while machine.freeze.frozen_flag().is_frozen() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!machine.freeze.frozen_flag().is_frozen());
+    let thaw = machine.actions().pop().unwrap();
+    assert!(
+        thaw["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the deadline they were frozen with"),
+        "{thaw}"
+    );
+    assert_eq!(machine.marker(), None);
+}
+
+#[tokio::test]
+async fn a_marker_that_cannot_be_read_thaws_what_a_host_thaw_would() {
+    let machine = Machine::new();
+    let marker = machine.runtime_dir().join(marker::MARKER);
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(&marker, "{\"mountpoints\": [\"/srv\"").unwrap();
+    let machine = machine.killed_and_restarted(Duration::from_secs(60)).await;
+    assert!(!machine.freeze.frozen_flag().is_frozen());
+    assert!(!marker.exists());
+    assert_eq!(machine.actions().pop().unwrap()["action"], "fsfreeze-thaw");
+    // A symlink is not followed.
+    std::os::unix::fs::symlink("/etc/hostname", &marker).unwrap();
+    assert!(Marker::in_dir(&machine.runtime_dir()).read().is_err());
 }
 
 #[tokio::test]
