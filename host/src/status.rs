@@ -66,6 +66,10 @@ pub fn is_request(line: &[u8]) -> bool {
 pub struct StatusReport {
     pub version: String,
     pub uptime_seconds: u64,
+    /// Filesystems are frozen (guest-fsfreeze-freeze), by this instance
+    /// or by one killed before it.
+    #[serde(default)]
+    pub filesystems_frozen: bool,
     pub exchanges: Vec<ExchangeReport>,
     pub components: Vec<ComponentReport>,
     /// Per command name, the calls since the daemon started.
@@ -130,6 +134,7 @@ impl StatusBoard {
         StatusReport {
             version: AGENT_VERSION.to_owned(),
             uptime_seconds: self.started.elapsed().as_secs(),
+            filesystems_frozen: self.dispatcher.capabilities().freeze.frozen_flag().is_frozen(),
             exchanges: self.exchanges(),
             components: self.components(),
             commands: self.dispatcher.stats().summary(),
@@ -203,6 +208,12 @@ impl fmt::Display for StatusReport {
     /// For a person at a terminal; `--json` gives the same as data.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "guestward {}, up {}", self.version, uptime(self.uptime_seconds))?;
+        if self.filesystems_frozen {
+            writeln!(
+                f,
+                "filesystems frozen: until the host's guest-fsfreeze-thaw or the auto-thaw"
+            )?;
+        }
         writeln!(f, "\nexchanges:")?;
         for exchange in &self.exchanges {
             match &exchange.detail {

@@ -91,3 +91,44 @@ guest_test!(
         );
     }
 );
+
+#[test]
+fn a_freeze_shows_in_the_status_and_a_killed_daemons_successor_takes_it_over() {
+    // Under --root the freeze is simulated (recorded in the root's actions
+    // log), and the runtime directory is the root's run/guestward.
+    let agent = AgentBuilder::new()
+        .component("version")
+        .component("fsfreeze")
+        .policy("[component.version]\n[component.fsfreeze]\nfreeze = true\n")
+        .qga()
+        .start();
+    let mountinfo = agent.root().join("proc/self/mountinfo");
+    std::fs::create_dir_all(mountinfo.parent().unwrap()).unwrap();
+    std::fs::write(&mountinfo, "40 1 254:2 / /srv rw,relatime - xfs /dev/vdb rw\n").unwrap();
+    let frozen = |agent: &guestward_tests::Agent| {
+        let report: serde_json::Value = serde_json::from_str(&status(&agent.socket(), true)).unwrap();
+        report["filesystems-frozen"].as_bool().unwrap()
+    };
+    assert!(!frozen(&agent));
+    assert_eq!(
+        agent.qga().execute("guest-fsfreeze-freeze", ""),
+        serde_json::json!({"return": 1})
+    );
+    assert!(frozen(&agent));
+    assert!(status(&agent.socket(), false).contains("filesystems frozen"));
+    assert!(agent.root().join("run/guestward/frozen").exists());
+
+    agent.restart();
+    assert!(frozen(&agent), "{}", agent.log());
+    assert_eq!(
+        agent.qga().execute("guest-fsfreeze-status", ""),
+        serde_json::json!({"return": "frozen"})
+    );
+    assert_eq!(
+        agent.qga().execute("guest-fsfreeze-thaw", ""),
+        serde_json::json!({"return": 1})
+    );
+    assert!(!frozen(&agent));
+    assert!(!status(&agent.socket(), false).contains("filesystems frozen"));
+    assert!(!agent.root().join("run/guestward/frozen").exists());
+}
