@@ -625,4 +625,25 @@ mod tests {
             assert!(error.message.contains("component.x.signers"), "{error}");
         }
     }
+
+    #[test]
+    fn the_drop_ins_shown_in_the_policy_guide_are_the_shipped_files() {
+        let guide = include_str!("../../../docs/policy.md");
+        let shipped = [
+            ("fsfreeze.toml", include_str!("../../../dist/policy.d/fsfreeze.toml")),
+            ("shutdown.toml", include_str!("../../../dist/policy.d/shutdown.toml")),
+        ];
+        for (name, file) in shipped {
+            // The guide's block opens with the path it is copied to.
+            let opening = format!("```toml\n# /etc/guestward/policy.d/{name}\n");
+            let at = guide
+                .find(&opening)
+                .unwrap_or_else(|| panic!("docs/policy.md shows no {name}"));
+            let block = &guide[at + "```toml\n".len()..];
+            let block = &block[..block.find("```").unwrap()];
+            let shown: toml::Table = toml::from_str(block).unwrap();
+            let file: toml::Table = toml::from_str(file).unwrap();
+            assert_eq!(shown, file, "docs/policy.md and dist/policy.d/{name} differ");
+        }
+    }
 }
