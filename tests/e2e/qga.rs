@@ -394,3 +394,43 @@ impl Pty {
         panic!("the agent never opened the port");
     }
 }
+
+crate::guest_test!(
+    while_qga_has_the_filesystems_frozen_nova_commands_that_could_write_are_refused,
+    AgentBuilder::new()
+        .component("probe")
+        .component("fsfreeze")
+        .policy(&format!("{PROBE_POLICY}\n[component.fsfreeze]\nfreeze = true\n"))
+        .qga(),
+    |guest| {
+        let agent = &guest.agent;
+        let mountinfo = agent.root().join("proc/self/mountinfo");
+        std::fs::create_dir_all(mountinfo.parent().unwrap()).unwrap();
+        std::fs::write(&mountinfo, "40 1 254:2 / /srv rw,relatime - xfs /dev/vdb rw\n").unwrap();
+        std::fs::create_dir_all(agent.root().join("etc/app")).unwrap();
+        let write = r#"{"name":"write-file","value":{"path":"/etc/app/conf","contents":"x"}}"#;
+        let version = r#"{"name":"version","value":"agent"}"#;
+        let mut qga = agent.qga();
+        assert_eq!(
+            qga.execute("guest-fsfreeze-freeze", ""),
+            serde_json::json!({"return": 1})
+        );
+        // The probe is granted a write (files read-write under /etc/app):
+        // all its commands are refused, from XenStore and the local socket.
+        let refused = crate::answer(
+            "the filesystems are frozen for a snapshot: 'write-file' could write to them and is refused until the host thaws them",
+            "500",
+        );
+        assert_eq!(guest.dom0.call("w1", write), refused);
+        assert_eq!(
+            agent.call("write-file", r#"{"path":"/etc/app/conf","contents":"x"}"#),
+            refused
+        );
+        assert!(!agent.root().join("etc/app/conf").exists());
+        // version writes nothing: it runs.
+        assert_eq!(guest.dom0.call("v1", version), crate::answer(crate::AGENT_VERSION, "0"));
+        assert_eq!(qga.execute("guest-fsfreeze-thaw", ""), serde_json::json!({"return": 1}));
+        assert_eq!(guest.dom0.call("w2", write), crate::answer("", "0"));
+        assert_eq!(std::fs::read_to_string(agent.root().join("etc/app/conf")).unwrap(), "x");
+    }
+);

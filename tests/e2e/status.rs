@@ -97,7 +97,6 @@ fn a_freeze_shows_in_the_status_and_a_killed_daemons_successor_takes_it_over() {
     // Under --root the freeze is simulated (recorded in the root's actions
     // log), and the runtime directory is the root's run/guestward.
     let agent = AgentBuilder::new()
-        .component("version")
         .component("fsfreeze")
         .policy("[component.version]\n[component.fsfreeze]\nfreeze = true\n")
         .qga()

@@ -142,6 +142,12 @@ pub trait Capability: Send + Sync + 'static {
     /// capability's name (`read /etc/shadow`).
     fn describe(grant: &Self::Grant) -> Vec<String>;
 
+    /// Whether a call holding `grant` may write to the filesystems, and so
+    /// would hang on one the host froze (see `exchange::submit_nova`).
+    fn writes_files(_grant: &Self::Grant) -> bool {
+        false
+    }
+
     /// How a policy entry grants this interface, for the message that
     /// refuses a component importing it without a grant.
     fn how_to_grant() -> String {
@@ -311,6 +317,11 @@ macro_rules! capabilities {
         }
 
         impl Grants {
+            /// Whether any of these grants may write to the filesystems.
+            pub fn writes_files(&self) -> bool {
+                false $(|| self.$field.as_deref().is_some_and(<$module::$capability as Capability>::writes_files))*
+            }
+
             /// Whether `interface` (`files`) may be imported under these
             /// grants.
             pub fn allows(&self, interface: &str) -> Result<(), Unavailable> {
@@ -402,6 +413,41 @@ mod tests {
 
     fn grants(text: &str) -> Grants {
         Policy::parse(text, "test").unwrap().component("c").grants
+    }
+
+    #[test]
+    fn the_commands_that_could_write_are_those_granted_a_write() {
+        let policy = Policy::builtin();
+        let writers: Vec<&str> = [
+            "version",
+            "features",
+            "password",
+            "resetnetwork",
+            "injectfile",
+            "kmsactivate",
+            "agentupdate",
+            "qga",
+            "sshkeys",
+        ]
+        .into_iter()
+        .filter(|name| policy.component(name).grants.writes_files())
+        .collect();
+        assert_eq!(
+            writers,
+            [
+                "password",
+                "resetnetwork",
+                "injectfile",
+                "kmsactivate",
+                "agentupdate",
+                "sshkeys"
+            ]
+        );
+        assert!(!grants("[component.c]\nfiles = [{ path = \"/etc\", access = \"read\" }]\n").writes_files());
+        assert!(grants("[component.c]\nfiles = [{ path = \"/etc\", access = \"read-write\" }]\n").writes_files());
+        assert!(!grants("[component.c]\nprograms = []\nhostname = true\n").writes_files());
+        assert!(grants("[component.c]\nprograms = [[\"/bin/true\"]]\n").writes_files());
+        assert!(grants("[component.c]\nupdate = true\n").writes_files());
     }
 
     #[test]

@@ -95,6 +95,11 @@ impl Capability for Programs {
         Ok(Some(ProgramsGrant { patterns }))
     }
 
+    /// A program may write anywhere its user may.
+    fn writes_files(grant: &ProgramsGrant) -> bool {
+        !grant.patterns.is_empty()
+    }
+
     fn describe(grant: &ProgramsGrant) -> Vec<String> {
         nothing_granted(
             grant.patterns.iter().map(|pattern| pattern.join(" ")).collect(),

@@ -85,6 +85,11 @@ impl Capability for Update {
         vec!["may install components".to_owned()]
     }
 
+    /// Installing writes the commands directory.
+    fn writes_files(_grant: &UpdateGrant) -> bool {
+        true
+    }
+
     fn how_to_grant() -> String {
         "its policy entry has no `update = true`".to_owned()
     }

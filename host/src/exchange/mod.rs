@@ -40,6 +40,28 @@ impl Pending {
     }
 }
 
+/// While the host has filesystems frozen (QGA's guest-fsfreeze-freeze), a
+/// Nova command whose grants could write to them is refused: its first
+/// write would wait for the thaw past its deadline, and then complete
+/// after its answer said it failed. A component's grants decide, for all
+/// its commands: `version` and `features` still run, `keyinit` (with
+/// `password`, which writes /etc/shadow) does not.
+fn refused_while_frozen(dispatcher: &Dispatcher, name: &str, request_id: &str) -> Option<Reply> {
+    if !dispatcher.capabilities().freeze.frozen_flag().is_frozen() {
+        return None;
+    }
+    let writes = dispatcher
+        .registry()
+        .route(name)
+        .is_some_and(|component| component.grants.writes_files());
+    writes.then(|| {
+        tracing::info!(request = request_id, command = name, "refused a command that could write while the filesystems are frozen");
+        Reply::error(format!(
+            "the filesystems are frozen for a snapshot: '{name}' could write to them and is refused until the host thaws them"
+        ))
+    })
+}
+
 /// Parse one Nova request and submit it.
 pub fn submit_nova(dispatcher: &Dispatcher, raw: &[u8], request_id: &str) -> Pending {
     let request: Request = match nova::parse(raw) {
@@ -57,6 +79,9 @@ pub fn submit_nova(dispatcher: &Dispatcher, raw: &[u8], request_id: &str) -> Pen
     if Protocol::of(&request.name).0 != Protocol::Nova {
         // Another protocol's command (`qga:…`): not reachable from here.
         return Pending::Now(nova::unknown_command(&request.name));
+    }
+    if let Some(refusal) = refused_while_frozen(dispatcher, &request.name, request_id) {
+        return Pending::Now(refusal);
     }
     match dispatcher.submit(request, request_id) {
         Ok(receiver) => Pending::Later(receiver),

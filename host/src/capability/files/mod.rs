@@ -51,6 +51,10 @@ impl Capability for Files {
         nothing_granted(grant.rules.iter().map(PathRule::describe).collect(), "path")
     }
 
+    fn writes_files(grant: &FilesGrant) -> bool {
+        grant.rules.iter().any(|rule| rule.access == Access::ReadWrite)
+    }
+
     fn compare(asked: &FilesGrant, granted: &FilesGrant) -> (Vec<String>, Vec<String>) {
         granted.compare(asked)
     }
