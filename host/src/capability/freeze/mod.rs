@@ -264,38 +264,16 @@ impl Shared {
             Ok(Some(record)) => record,
             Ok(None) => return,
             Err(error) => {
-                // Written whole by rename, so this is not ours to trust:
-                // what a host thaw would thaw is thawed.
+                // Ours are written whole (a rename), so one that does
+                // not read is not ours to trust: what a host thaw would
+                // thaw is thawed.
                 tracing::warn!(%error, marker = %marker.path().display(), "cannot read the record of a freeze left by a previous instance: thawing every filesystem");
                 let _ = self.thaw();
                 return;
             }
         };
         let mut held = self.lock();
-        let mounts: Vec<Frozen> = if self.simulated() {
-            record
-                .mountpoints
-                .iter()
-                .map(|dir| Frozen {
-                    dir: dir.clone(),
-                    fd: None,
-                })
-                .collect()
-        } else {
-            // Opening for reading takes no write access: a frozen
-            // filesystem does not block it.
-            record
-                .mountpoints
-                .iter()
-                .filter_map(|dir| {
-                    let fd = open_mount(std::path::Path::new(dir)).ok()?;
-                    Some(Frozen {
-                        dir: dir.clone(),
-                        fd: Some(fd),
-                    })
-                })
-                .collect()
-        };
+        let mounts = self.reopen(&record.mountpoints);
         let generation = self.counter.fetch_add(1, Ordering::SeqCst);
         let remaining = record.remaining();
         tracing::warn!(
@@ -313,6 +291,29 @@ impl Shared {
         drop(held);
         let reason = "nobody thawed them by the deadline they were frozen with (by a previous instance)";
         self.start_timer(generation, remaining, reason.to_owned(), timer);
+    }
+
+    /// The frozen mount points a previous instance recorded, opened again
+    /// (those that no longer open are left to the host's thaw, which
+    /// thaws every freezable mount).
+    fn reopen(&self, dirs: &[String]) -> Vec<Frozen> {
+        if self.simulated() {
+            let simulated = |dir: &String| Frozen {
+                dir: dir.clone(),
+                fd: None,
+            };
+            return dirs.iter().map(simulated).collect();
+        }
+        // Opening for reading takes no write access: a frozen filesystem
+        // does not block it.
+        let opened = |dir: &String| {
+            let fd = open_mount(Path::new(dir)).ok()?;
+            Some(Frozen {
+                dir: dir.clone(),
+                fd: Some(fd),
+            })
+        };
+        dirs.iter().filter_map(opened).collect()
     }
 
     /// Thaw after `timeout`, for `reason`, unless this freeze was thawed
