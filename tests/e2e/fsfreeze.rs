@@ -205,6 +205,19 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
+    /// Whether the log says `text` within 10 s: the daemon's own thaws
+    /// log after the ioctl that releases the test's writer.
+    fn logs(&self, text: &str) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(text) {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     /// SIGTERM, and the exit status.
     fn stop(&mut self) -> Option<ExitStatus> {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -348,11 +361,7 @@ fn nobody_thawing_thaws_after_the_timeout_and_stopping_thaws() {
     assert_blocked(&mut writer, &daemon);
     assert_written(&mut writer, &file, &daemon);
     assert_eq!(qga.execute("guest-fsfreeze-status", ""), json!({"return": "thawed"}));
-    assert!(
-        daemon.log().contains("nobody thawed them within 2 s"),
-        "{}",
-        daemon.log()
-    );
+    assert!(daemon.logs("nobody thawed them within 2 s"), "{}", daemon.log());
 
     // Frozen again, then the daemon is stopped: it thaws on its way out.
     assert_eq!(
@@ -513,9 +522,7 @@ fn a_daemon_killed_while_frozen_is_followed_by_one_that_takes_the_freeze_over() 
         json!({"return": "thawed"})
     );
     assert!(
-        daemon
-            .log()
-            .contains("nobody thawed them by the deadline they were frozen with"),
+        daemon.logs("nobody thawed them by the deadline they were frozen with"),
         "{}",
         daemon.log()
     );

@@ -380,8 +380,6 @@ impl Shared {
             return;
         }
         let Some(ours) = held.take() else { return };
-        self.frozen.0.store(false, Ordering::SeqCst);
-        self.forget();
         let thawed: u32 = ours.mounts.iter().map(|mount| u32::from(thaw_one(mount))).sum();
         let dirs: Vec<String> = ours.mounts.iter().map(|mount| mount.dir.clone()).collect();
         if self.simulated() {
@@ -392,6 +390,10 @@ impl Shared {
             mountpoints = dirs.join(","),
             "thawed the frozen filesystems: {reason}"
         );
+        // "Thawed" only once it is done and said: whoever sees the flag
+        // fall (the status, a test) finds the thaw recorded.
+        self.forget();
+        self.frozen.0.store(false, Ordering::SeqCst);
     }
 
     /// Record a freeze for a successor (see [`marker`]).
