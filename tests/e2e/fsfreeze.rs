@@ -12,6 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use guestward_tests::agent::audit_records;
 use guestward_tests::artifacts;
 use guestward_tests::qga::QgaClient;
 use serde_json::json;
@@ -427,24 +428,16 @@ fn the_audit_log_on_a_frozen_filesystem_holds_up_no_command() {
     }
     assert_eq!(qga.execute("guest-fsfreeze-thaw", ""), json!({"return": 1}));
     // The records of the calls made while frozen, after the freeze's own.
-    let while_frozen = |text: &str| {
-        text.split_once("qga:guest-fsfreeze-freeze-list")
-            .map_or(0, |(_, after)| {
-                after
-                    .lines()
-                    .filter(|line| line.contains("qga:guest-fsfreeze-status"))
-                    .count()
-            })
+    let while_frozen = |records: &[serde_json::Value]| {
+        let command = |record: &serde_json::Value| record["fields"]["command"].clone();
+        records
+            .iter()
+            .skip_while(|record| command(record) != "qga:guest-fsfreeze-freeze-list")
+            .filter(|record| command(record) == "qga:guest-fsfreeze-status")
+            .count()
     };
-    let until = Instant::now() + Duration::from_secs(20);
-    let records = loop {
-        let text = std::fs::read_to_string(&audit).unwrap_or_default();
-        if while_frozen(&text) >= 20 || Instant::now() >= until {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(while_frozen(&records), 20, "{records}");
+    let records = audit_records(&audit, |records| while_frozen(records) >= 20);
+    assert_eq!(while_frozen(&records), 20, "{records:?}");
 }
 
 #[test]
@@ -493,17 +486,13 @@ fn a_daemon_killed_while_frozen_is_followed_by_one_that_takes_the_freeze_over() 
     assert!(!daemon.freeze_marker().exists());
     // The records of the calls made while frozen reached the file after
     // the thaw.
-    let records = guestward_tests::agent::audit_records(&audit, |records| {
+    let has_the_thaw = |records: &[serde_json::Value]| {
         records
             .iter()
             .any(|record| record["fields"]["command"] == "qga:guest-fsfreeze-thaw")
-    });
-    assert!(
-        records
-            .iter()
-            .any(|record| record["fields"]["command"] == "qga:guest-fsfreeze-thaw"),
-        "{records:?}"
-    );
+    };
+    let records = audit_records(&audit, has_the_thaw);
+    assert!(has_the_thaw(&records), "{records:?}");
 
     // A crash does not lengthen a freeze: the successor (whose own
     // timeout is the default ten minutes) thaws at the deadline the
